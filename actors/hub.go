@@ -1,0 +1,233 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// HubConfig configures a hub actor.
+type HubConfig struct {
+	Name       string
+	Channels   Channels
+	Bridge     *actor.PID
+	Connection ConnectionConfig
+	Props      PropsFactory
+}
+
+// hub is the actor of one hub on one node. It is the parent of the hub's
+// connection and group actors and keeps the local registry: connection id ->
+// actor, user id -> local connections, group name -> group actor. Sends are
+// routed here: local recipients directly, others through the bridge.
+type hub struct {
+	cfg HubConfig
+
+	conns  map[string]*hubConn              // by connection id
+	byPID  map[string]string                // connection actor pid id -> connection id
+	users  map[string]map[string]*actor.PID // user id -> connection id -> pid
+	groups map[string]*hubGroup
+	gByPID map[string]string // group actor pid id -> group name
+}
+
+type hubConn struct {
+	pid    *actor.PID
+	userID string
+}
+
+type hubGroup struct {
+	pid       *actor.PID
+	forwarded uint64 // membership requests forwarded to it
+}
+
+// NewHubProps returns the Props of a hub actor.
+func NewHubProps(cfg HubConfig) *actor.Props {
+	if cfg.Props == nil {
+		cfg.Props = DefaultProps
+	}
+	return cfg.Props(func() actor.Actor {
+		return &hub{
+			cfg:    cfg,
+			conns:  map[string]*hubConn{},
+			byPID:  map[string]string{},
+			users:  map[string]map[string]*actor.PID{},
+			groups: map[string]*hubGroup{},
+			gByPID: map[string]string{},
+		}
+	})
+}
+
+// Receive dispatches.
+func (h *hub) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *ConnectRequest:
+		h.onConnect(ctx, m)
+	case *SendRequest:
+		h.onSend(ctx, m)
+	case *remoteDelivery:
+		h.deliverLocal(ctx, m.Route, m.Payload, m)
+	case *GroupRequest:
+		h.onGroupRequest(ctx, m)
+	case *remoteGroupCommand:
+		h.onRemoteGroupCommand(ctx, m)
+	case *groupEmpty:
+		h.onGroupEmpty(ctx, m)
+	case *CloseAll:
+		for _, c := range h.conns {
+			ctx.Send(c.pid, &closeConnection{reason: m.Reason})
+		}
+		ctx.Respond(&CloseAllResponse{Count: len(h.conns)})
+	case *actor.Terminated:
+		h.onTerminated(ctx, m.Who)
+	}
+}
+
+func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
+	id := m.Info.ID
+	if _, dup := h.conns[id]; dup {
+		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("connection id %s is already connected", id)})
+		return
+	}
+	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, h.cfg.Connection, h.cfg.Props), "c-"+id)
+	if err != nil {
+		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
+		return
+	}
+	h.conns[id] = &hubConn{pid: pid, userID: m.Info.UserID}
+	h.byPID[pid.Id] = id
+	channels := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
+	if u := m.Info.UserID; u != "" {
+		if h.users[u] == nil {
+			h.users[u] = map[string]*actor.PID{}
+			channels = append(channels, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
+		}
+		h.users[u][id] = pid
+	}
+	ctx.Send(h.cfg.Bridge, &subscribeRequest{
+		Channels: channels,
+		Reply:    ctx.Sender(),
+		OK:       &ConnectResponse{PID: pid},
+		Failed: func(err error) any {
+			// Local traffic works; the backplane resubscribes on recovery.
+			ctx.Logger().Warn("connection subscriptions failed; it is reachable locally until the backplane recovers", "hub", h.cfg.Name, "conn_id", id, "err", err)
+			return &ConnectResponse{PID: pid}
+		},
+	})
+}
+
+func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
+	if id, ok := h.byPID[who.Id]; ok {
+		c := h.conns[id]
+		delete(h.byPID, who.Id)
+		delete(h.conns, id)
+		unsub := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
+		if u := c.userID; u != "" {
+			delete(h.users[u], id)
+			if len(h.users[u]) == 0 {
+				delete(h.users, u)
+				unsub = append(unsub, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
+			}
+		}
+		ctx.Send(h.cfg.Bridge, &subscribeRequest{Channels: unsub, Unsubscribe: true})
+		return
+	}
+	if name, ok := h.gByPID[who.Id]; ok {
+		delete(h.gByPID, who.Id)
+		if g := h.groups[name]; g != nil && g.pid.Id == who.Id {
+			delete(h.groups, name)
+		}
+	}
+}
+
+func (h *hub) onSend(ctx actor.Context, m *SendRequest) {
+	r := m.Route
+	switch r.Kind {
+	case RouteGroup:
+		if g := h.groups[r.Name]; g != nil {
+			ctx.Forward(g.pid) // the group fans out and hands the publish to the bridge
+			return
+		}
+	case RouteConnection:
+		if c := h.conns[r.Name]; c != nil {
+			ctx.Send(c.pid, &Deliver{Payload: m.Payload})
+			ctx.Respond(&SendResponse{})
+			return
+		}
+	default:
+		h.deliverLocal(ctx, r, m.Payload, nil)
+	}
+	ctx.Forward(h.cfg.Bridge)
+}
+
+// deliverLocal hands p to the local recipients of r. fwd, when set, is a
+// remote delivery to forward to a group actor.
+func (h *hub) deliverLocal(ctx actor.Context, r Route, p *Payload, fwd *remoteDelivery) {
+	switch r.Kind {
+	case RouteAll:
+		d := &Deliver{Payload: p}
+		for id, c := range h.conns {
+			if len(r.Excluded) > 0 && r.excludes(id) {
+				continue
+			}
+			ctx.Send(c.pid, d)
+		}
+	case RouteConnection:
+		if c := h.conns[r.Name]; c != nil {
+			ctx.Send(c.pid, &Deliver{Payload: p})
+		}
+	case RouteUser:
+		d := &Deliver{Payload: p}
+		for _, pid := range h.users[r.Name] {
+			ctx.Send(pid, d)
+		}
+	case RouteGroup:
+		if g := h.groups[r.Name]; g != nil && fwd != nil {
+			ctx.Send(g.pid, fwd)
+		}
+	}
+}
+
+func (h *hub) onGroupRequest(ctx actor.Context, m *GroupRequest) {
+	c := h.conns[m.ConnectionID]
+	if c == nil {
+		// Not ours: ask the node that owns it, through the backplane.
+		m.hub = h.cfg.Name
+		ctx.Forward(h.cfg.Bridge)
+		return
+	}
+	h.forwardMembership(ctx, m, c.pid)
+}
+
+func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *actor.PID) {
+	g := h.groups[m.Group]
+	if g == nil {
+		if m.Action == GroupRemove {
+			ctx.Respond(&GroupResponse{})
+			return
+		}
+		channel := h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteGroup, Name: m.Group})
+		pid := ctx.Spawn(newGroupProps(m.Group, channel, h.cfg.Bridge, h.cfg.Props))
+		g = &hubGroup{pid: pid}
+		h.groups[m.Group] = g
+		h.gByPID[pid.Id] = m.Group
+	}
+	g.forwarded++
+	ctx.RequestWithCustomSender(g.pid, &groupMembership{Request: m, PID: member}, ctx.Sender())
+}
+
+func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
+	c := h.conns[m.Request.ConnectionID]
+	if c == nil {
+		ctx.Respond(&GroupResponse{Err: errNotHere})
+		return
+	}
+	h.forwardMembership(ctx, m.Request, c.pid)
+}
+
+func (h *hub) onGroupEmpty(ctx actor.Context, m *groupEmpty) {
+	g := h.groups[m.Name]
+	if g == nil || g.forwarded != m.Processed {
+		return // a membership request is on its way to it
+	}
+	delete(h.groups, m.Name)
+	ctx.Stop(g.pid)
+}

@@ -1,0 +1,379 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// Conn is one handshaken WebSocket connection as the hub side sees it: its
+// identity, its protocol and its outbound queue. Safe for concurrent use.
+type Conn struct {
+	id       string
+	protocol protocol.HubProtocol
+	out      *Outbound
+	cancel   context.CancelFunc
+	srv      *Server
+
+	closeOnce sync.Once
+	lastRead  atomic.Int64 // unix nanos; 0 until the client's first Ping
+	closeErr  atomic.Pointer[error]
+}
+
+// ID is the connection id.
+func (c *Conn) ID() string { return c.id }
+
+// Protocol is the hub protocol chosen in the handshake.
+func (c *Conn) Protocol() protocol.HubProtocol { return c.protocol }
+
+// Enqueue queues a framed record for the client; see Outbound.Enqueue.
+func (c *Conn) Enqueue(record []byte) error { return c.out.Enqueue(record) }
+
+// Send encodes m with the connection's protocol and queues it.
+func (c *Conn) Send(m protocol.Message) error {
+	rec, err := c.protocol.AppendMessage(nil, m)
+	if err != nil {
+		return err
+	}
+	return c.out.Enqueue(rec)
+}
+
+// Close sends a Close hub message carrying errMsg (omitted when empty) and
+// allowReconnect, then closes the WebSocket with status 1000. Only the first
+// call has an effect; it does not wait.
+func (c *Conn) Close(errMsg string, allowReconnect bool) {
+	c.closeOnce.Do(func() {
+		rec, _ := c.protocol.AppendMessage(nil, &protocol.Close{Error: errMsg, AllowReconnect: allowReconnect})
+		if errMsg != "" {
+			err := errors.New(errMsg)
+			c.closeErr.Store(&err)
+		}
+		c.out.Close(rec)
+	})
+}
+
+// Done is closed when the WebSocket is closed.
+func (c *Conn) Done() <-chan struct{} { return c.out.Done() }
+
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "connect with a WebSocket GET; this server offers no other transport", http.StatusMethodNotAllowed)
+		return
+	}
+	if !s.begin() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.active.Done()
+	identity, err := s.opts.Authenticator.Authenticate(r)
+	if err != nil {
+		s.unauthorized(w, err)
+		return
+	}
+	if !websocketRequested(r) {
+		http.Error(w, "only the WebSockets transport is supported", http.StatusBadRequest)
+		return
+	}
+	token := r.URL.Query().Get("id")
+	var connID string
+	if token == "" { // skipNegotiation
+		connID = newConnectionID()
+	} else {
+		connID, err = s.tokens.claim(token)
+		switch {
+		case errors.Is(err, errTokenActive):
+			http.Error(w, "a connection with that ID is already active", http.StatusConflict)
+			return
+		case err != nil:
+			http.Error(w, "No Connection with that ID: "+err.Error(), http.StatusNotFound)
+			return
+		}
+		defer s.tokens.release(token)
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "err", err)
+		return
+	}
+	// Whole WebSocket messages may carry several records; one record is
+	// bounded by MaxMessageSize in the parser, where it gets a Close
+	// message rather than a bare 1009.
+	ws.SetReadLimit(int64(4*s.opts.MaxMessageSize + 4096))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	s.runConnection(ctx, cancel, ws, &wg, hub, connID, identity, r)
+}
+
+func websocketRequested(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range splitComma(v) {
+			if equalFoldASCII(t, token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func splitComma(v string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(v); i++ {
+		if i == len(v) || v[i] == ',' {
+			t := v[start:i]
+			for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
+				t = t[1:]
+			}
+			for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
+				t = t[:len(t)-1]
+			}
+			out = append(out, t)
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i]|0x20, b[i]|0x20
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// handshake reads the handshake request and answers it. It returns the
+// chosen protocol and any bytes that followed the handshake in its frame.
+func (s *Server) handshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, error) {
+	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	defer cancel()
+	var buf []byte
+	for {
+		_, data, err := ws.Read(hctx)
+		if err != nil {
+			if hctx.Err() != nil && ctx.Err() == nil {
+				return nil, nil, handshakeError("Handshake was canceled.", "no handshake within "+s.opts.HandshakeTimeout.String())
+			}
+			return nil, nil, err
+		}
+		buf = append(buf, data...)
+		req, n, err := protocol.ParseHandshakeRequest(buf, s.opts.MaxMessageSize)
+		if errors.Is(err, protocol.ErrIncomplete) {
+			continue
+		}
+		if errors.Is(err, protocol.ErrMessageTooLarge) {
+			return nil, nil, handshakeError("Handshake was canceled.", "handshake larger than the maximum message size")
+		}
+		if err != nil {
+			return nil, nil, handshakeError("An unexpected error occurred during connection handshake. "+err.Error(), err.Error())
+		}
+		p, ok := protocol.Lookup(req.Protocol)
+		if !ok {
+			msg := fmt.Sprintf("The protocol '%s' is not supported.", req.Protocol)
+			return nil, nil, handshakeError(msg, msg)
+		}
+		if req.Version > p.Version() || req.Version < 0 {
+			msg := fmt.Sprintf("The server does not support version %d of the '%s' protocol.", req.Version, req.Protocol)
+			return nil, nil, handshakeError(msg, msg)
+		}
+		return p, buf[n:], nil
+	}
+}
+
+// handshakeErr is a failed handshake: wire is sent to the client, detail logged.
+type handshakeErr struct{ wire, detail string }
+
+func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
+
+func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
+
+func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, ws *websocket.Conn, wg *sync.WaitGroup, hub, connID string, identity auth.Identity, r *http.Request) {
+	log := s.log.With("hub", hub, "conn_id", connID)
+	p, rest, err := s.handshake(ctx, ws)
+	if err != nil {
+		var he *handshakeErr
+		if errors.As(err, &he) {
+			log.Info("handshake refused", "reason", he.detail)
+			wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+			_ = ws.Write(wctx, websocket.MessageText, protocol.AppendHandshakeResponse(nil, he.wire))
+			wcancel()
+			_ = ws.Close(websocket.StatusNormalClosure, "")
+			return
+		}
+		log.Debug("connection ended during handshake", "err", err)
+		ws.CloseNow()
+		return
+	}
+	binary := p.TransferFormat() == protocol.TransferBinary
+	out := newOutbound(ctx, ws, binary, s.opts.MaxOutboundBytes, wg)
+	c := &Conn{id: connID, protocol: p, out: out, cancel: cancel, srv: s}
+	out.overflow = func() {
+		log.Warn("closing slow client", "queued_bytes_limit", s.opts.MaxOutboundBytes)
+		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", s.opts.MaxOutboundBytes), true)
+	}
+	out.onClosed = cancel
+	if err := out.Enqueue(protocol.AppendHandshakeResponse(nil, "")); err != nil {
+		ws.CloseNow()
+		return
+	}
+	session, err := s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
+	if err != nil {
+		log.Info("connection refused by hub", "err", err)
+		c.Close("Connection refused: "+err.Error(), false)
+		<-out.Done()
+		return
+	}
+	if s.isStopping() {
+		// Shutdown began while this connection was being set up.
+		c.Close("Server is shutting down.", true)
+	}
+	stopTimers := s.startTimers(c, log)
+	err = s.readLoop(ctx, ws, c, session, rest)
+	stopTimers()
+	if ce := c.closeErr.Load(); ce != nil && err == nil {
+		err = *ce
+	}
+	session.Closed(err)
+	c.Close("", false)
+	<-out.Done()
+}
+
+// readLoop reads frames until the connection ends, parses the records and
+// hands each message to the session. It returns nil for a normal close.
+func (s *Server) readLoop(ctx context.Context, ws *websocket.Conn, c *Conn, session Session, pending []byte) error {
+	buf := append(make([]byte, 0, 4096), pending...)
+	wantText := c.protocol.TransferFormat() == protocol.TransferText
+	first := len(pending) > 0
+	for {
+		if !first {
+			typ, rd, err := ws.Reader(ctx)
+			if err != nil {
+				return readEndError(err)
+			}
+			if wantText && typ == websocket.MessageBinary {
+				const msg = "Connection closed with an error: a binary frame was received on a JSON (text) connection."
+				c.Close(msg, false)
+				return errors.New(msg)
+			}
+			buf, err = readAll(rd, buf)
+			if err != nil {
+				return readEndError(err)
+			}
+		}
+		first = false
+		c.lastRead.Store(time.Now().UnixNano())
+		msgs, n, err := c.protocol.ParseMessages(buf, s.opts.MaxMessageSize)
+		for _, m := range msgs {
+			if _, ok := m.(*protocol.Ping); ok {
+				continue
+			}
+			session.Receive(m)
+		}
+		if err != nil {
+			msg := "Connection closed with an error: " + err.Error()
+			c.Close(msg, false)
+			return errors.New(msg)
+		}
+		// Keep a trailing partial record for the next frame.
+		rest := copy(buf, buf[n:])
+		buf = buf[:rest]
+		if cap(buf) > 64<<10 && len(buf) < 4096 {
+			buf = append(make([]byte, 0, 4096), buf...)
+		}
+	}
+}
+
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func readEndError(err error) error {
+	switch websocket.CloseStatus(err) {
+	case websocket.StatusNormalClosure, websocket.StatusGoingAway, websocket.StatusNoStatusRcvd:
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// startTimers arms keep-alive and client-timeout checks on timers; an idle
+// connection has no goroutine for them.
+func (s *Server) startTimers(c *Conn, log interface{ Debug(string, ...any) }) (stop func()) {
+	ping, _ := c.protocol.AppendMessage(nil, &protocol.Ping{})
+	keep := s.opts.KeepAliveInterval
+	timeout := s.opts.ClientTimeout
+	var mu sync.Mutex
+	stopped := false
+	var keepTimer, readTimer *time.Timer
+	keepTimer = time.AfterFunc(keep, func() {
+		idle := time.Since(time.Unix(0, c.out.lastWrite.Load()))
+		if idle >= keep {
+			_ = c.out.Enqueue(ping)
+			idle = 0
+		}
+		mu.Lock()
+		if !stopped {
+			keepTimer.Reset(keep - idle)
+		}
+		mu.Unlock()
+	})
+	readTimer = time.AfterFunc(timeout, func() {
+		last := c.lastRead.Load()
+		idle := time.Since(time.Unix(0, last))
+		if last == 0 {
+			idle = 0 // the timeout counts from the client's first message
+		}
+		if idle >= timeout {
+			log.Debug("client timeout", "idle", idle)
+			c.Close(fmt.Sprintf("Connection closed with an error: the client sent nothing for %s.", timeout), true)
+			return
+		}
+		mu.Lock()
+		if !stopped {
+			readTimer.Reset(timeout - idle)
+		}
+		mu.Unlock()
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		keepTimer.Stop()
+		readTimer.Stop()
+		mu.Unlock()
+	}
+}

@@ -1,0 +1,196 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// ErrOutboundOverflow is returned by Outbound.Enqueue when the client reads
+// too slowly: its queue exceeded the configured bound and the connection is
+// being closed.
+var ErrOutboundOverflow = errors.New("transport: outbound queue overflow: the client is not reading fast enough")
+
+// ErrConnectionClosed is returned by Outbound.Enqueue after the connection
+// started closing.
+var ErrConnectionClosed = errors.New("transport: connection closed")
+
+// maxCoalescedFrame bounds how many bytes of queued records are written as
+// one WebSocket frame when a connection is backlogged.
+const maxCoalescedFrame = 64 << 10
+
+// Outbound is a connection's bounded queue of framed records on their way to
+// the socket. Records are never split; when several are queued they are
+// written as one frame (SignalR allows several records per frame). Writing
+// runs on a goroutine started on demand and ended when the queue is empty,
+// so an idle connection has no writer goroutine. All methods are safe for
+// concurrent use; fan-out never blocks on a slow client: Enqueue only
+// appends or fails.
+type Outbound struct {
+	ws       *websocket.Conn
+	msgType  websocket.MessageType
+	maxBytes int
+	ctx      context.Context // the connection's lifetime; cancelled by abort
+	wg       *sync.WaitGroup // joined by the connection's HTTP handler
+
+	lastWrite atomic.Int64 // unix nanos of the last enqueue, for keep-alive
+
+	mu       sync.Mutex
+	queue    [][]byte
+	queued   int
+	writing  bool
+	closing  bool
+	closeRec []byte // the Close record to send before closing, if any
+	done     chan struct{}
+	buf      []byte // coalescing buffer, used only by the writer
+	onClosed func()
+	overflow func()
+}
+
+func newOutbound(ctx context.Context, ws *websocket.Conn, binary bool, maxBytes int, wg *sync.WaitGroup) *Outbound {
+	o := &Outbound{ws: ws, msgType: websocket.MessageText, maxBytes: maxBytes, ctx: ctx, wg: wg, done: make(chan struct{})}
+	if binary {
+		o.msgType = websocket.MessageBinary
+	}
+	o.lastWrite.Store(time.Now().UnixNano())
+	return o
+}
+
+// Enqueue queues one framed record. The bytes are not copied and must not
+// be modified afterwards (the same slice may be shared by many connections).
+// It fails with ErrOutboundOverflow, and starts closing the connection, when
+// the queue holds more than the configured number of bytes.
+func (o *Outbound) Enqueue(record []byte) error {
+	o.mu.Lock()
+	if o.closing {
+		o.mu.Unlock()
+		return ErrConnectionClosed
+	}
+	if o.queued+len(record) > o.maxBytes && o.queued > 0 {
+		o.mu.Unlock()
+		if o.overflow != nil {
+			o.overflow()
+		}
+		return ErrOutboundOverflow
+	}
+	o.queue = append(o.queue, record)
+	o.queued += len(record)
+	o.lastWrite.Store(time.Now().UnixNano())
+	start := !o.writing
+	o.writing = true
+	o.mu.Unlock()
+	if start {
+		o.wg.Add(1)
+		go o.writeLoop()
+	}
+	return nil
+}
+
+// Close discards what is queued, writes closeRecord (a framed Close hub
+// message, or nil for none) and closes the WebSocket with status 1000. It
+// returns at once; Done is closed when the socket is closed. Close is
+// idempotent: only the first call's record is sent.
+func (o *Outbound) Close(closeRecord []byte) {
+	o.mu.Lock()
+	if o.closing {
+		o.mu.Unlock()
+		return
+	}
+	o.closing = true
+	o.closeRec = closeRecord
+	o.queue, o.queued = nil, 0
+	start := !o.writing
+	o.writing = true
+	o.mu.Unlock()
+	if start {
+		o.wg.Add(1)
+		go o.writeLoop()
+	}
+}
+
+// Done is closed once the WebSocket has been closed by Close.
+func (o *Outbound) Done() <-chan struct{} { return o.done }
+
+// Queued reports the bytes waiting to be written.
+func (o *Outbound) Queued() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.queued
+}
+
+func (o *Outbound) writeLoop() {
+	defer o.wg.Done()
+	for {
+		o.mu.Lock()
+		if o.closing {
+			rec := o.closeRec
+			o.mu.Unlock()
+			o.finish(rec)
+			return
+		}
+		if len(o.queue) == 0 {
+			o.writing = false
+			o.mu.Unlock()
+			return
+		}
+		frame := o.takeLocked()
+		o.mu.Unlock()
+		if err := o.ws.Write(o.ctx, o.msgType, frame); err != nil {
+			o.mu.Lock()
+			o.closing = true
+			o.closeRec = nil
+			o.queue, o.queued = nil, 0
+			o.mu.Unlock()
+			o.finish(nil)
+			return
+		}
+	}
+}
+
+// takeLocked removes up to maxCoalescedFrame bytes of whole records from
+// the queue and returns them as one frame.
+func (o *Outbound) takeLocked() []byte {
+	if len(o.queue) == 1 || len(o.queue[0]) >= maxCoalescedFrame {
+		rec := o.queue[0]
+		o.queue[0] = nil
+		o.queue = o.queue[1:]
+		o.queued -= len(rec)
+		o.compactLocked()
+		return rec
+	}
+	o.buf = o.buf[:0]
+	n := 0
+	for n < len(o.queue) && (n == 0 || len(o.buf)+len(o.queue[n]) <= maxCoalescedFrame) {
+		o.buf = append(o.buf, o.queue[n]...)
+		o.queued -= len(o.queue[n])
+		o.queue[n] = nil
+		n++
+	}
+	o.queue = o.queue[n:]
+	o.compactLocked()
+	return o.buf
+}
+
+// compactLocked lets the queue's backing array be reclaimed once drained.
+func (o *Outbound) compactLocked() {
+	if len(o.queue) == 0 {
+		o.queue = nil
+	}
+}
+
+func (o *Outbound) finish(closeRecord []byte) {
+	if closeRecord != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = o.ws.Write(ctx, o.msgType, closeRecord)
+		cancel()
+	}
+	_ = o.ws.Close(websocket.StatusNormalClosure, "")
+	close(o.done)
+	if o.onClosed != nil {
+		o.onClosed()
+	}
+}

@@ -1,0 +1,300 @@
+// Package transport serves SignalR over HTTP: the negotiate endpoint and the
+// WebSocket endpoint (coder/websocket), with the handshake, the reader loop,
+// keep-alive and timeouts, and the bounded outbound queue of each
+// connection. It hands parsed hub messages to a Session and knows nothing
+// about hubs or actors.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// Session is the hub side of one connection. The transport calls Receive
+// from the connection's reader goroutine, in arrival order, and Closed once,
+// after the last Receive.
+type Session interface {
+	// Receive handles one parsed message from the client.
+	Receive(msg protocol.Message)
+	// Closed reports that the connection ended; err is nil for a normal
+	// close by the client.
+	Closed(err error)
+}
+
+// ConnectRequest describes a connection that completed its handshake.
+type ConnectRequest struct {
+	Hub          string
+	ConnectionID string
+	Identity     auth.Identity
+	Protocol     protocol.HubProtocol
+	Conn         *Conn
+	Request      *http.Request
+}
+
+// Options configure a Server. The zero value of every field is a documented
+// default.
+type Options struct {
+	// Hubs are the hub names served; a request for another name gets 404.
+	Hubs []string
+	// Connect attaches a handshaken connection to its hub and returns the
+	// Session that receives its messages. An error refuses the connection
+	// with a Close message carrying the error text. Required.
+	Connect func(ctx context.Context, req ConnectRequest) (Session, error)
+	// Authenticator identifies the caller of negotiate and WebSocket
+	// requests. Default: auth.Anonymous.
+	Authenticator auth.Authenticator
+	// TokenSecret keys connection tokens. Nodes that share it accept each
+	// other's tokens (no sticky sessions). Default: random per Server.
+	TokenSecret []byte
+	// TokenTTL is how long a negotiated token may be used to connect.
+	// Default: 5 minutes.
+	TokenTTL time.Duration
+	// AllowedOrigins are host patterns (path.Match syntax, e.g.
+	// "*.example.com") of browser origins allowed to connect cross-origin,
+	// for both negotiate (CORS with credentials) and the WebSocket upgrade.
+	// Same-origin requests are always allowed. Default: none.
+	AllowedOrigins []string
+	// KeepAliveInterval: a Ping is sent when nothing was sent for this long.
+	// Default: 15 s.
+	KeepAliveInterval time.Duration
+	// ClientTimeout: the connection is closed when nothing was received for
+	// this long, counted from the client's first Ping. Default: 30 s.
+	ClientTimeout time.Duration
+	// HandshakeTimeout bounds the wait for the handshake request. Default: 15 s.
+	HandshakeTimeout time.Duration
+	// MaxMessageSize bounds one received hub message in bytes. Default: 32 KiB.
+	MaxMessageSize int
+	// MaxOutboundBytes bounds the bytes queued for one slow client; past it
+	// the client is closed with a Close message saying so. Default: 1 MiB.
+	MaxOutboundBytes int
+	// Logger receives transport logs. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Connect == nil {
+		return o, errors.New("transport: Options.Connect is required")
+	}
+	if o.Authenticator == nil {
+		o.Authenticator = auth.Anonymous
+	}
+	if o.TokenTTL <= 0 {
+		o.TokenTTL = 5 * time.Minute
+	}
+	if o.KeepAliveInterval <= 0 {
+		o.KeepAliveInterval = 15 * time.Second
+	}
+	if o.ClientTimeout <= 0 {
+		o.ClientTimeout = 30 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 15 * time.Second
+	}
+	if o.MaxMessageSize <= 0 {
+		o.MaxMessageSize = 32 << 10
+	}
+	if o.MaxOutboundBytes <= 0 {
+		o.MaxOutboundBytes = 1 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if len(o.TokenSecret) == 0 {
+		o.TokenSecret = []byte(newConnectionID() + newConnectionID())
+	}
+	for _, p := range o.AllowedOrigins {
+		if _, err := matchOrigin(p, "x"); err != nil {
+			return o, fmt.Errorf("transport: bad allowed origin pattern %q: %w", p, err)
+		}
+	}
+	return o, nil
+}
+
+// Server is the http.Handler for a node's hubs: `{base}/{hub}/negotiate` and
+// `{base}/{hub}` (the WebSocket endpoint), where base is whatever prefix the
+// handler is mounted under (it matches on the last path segments). It is
+// safe for concurrent use. Shutdown refuses new connections; closing
+// existing ones is the hubs' job.
+type Server struct {
+	opts   Options
+	hubs   map[string]bool
+	tokens *tokens
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	stopping bool
+	active   sync.WaitGroup
+}
+
+// NewServer validates opts and returns a Server.
+func NewServer(opts Options) (*Server, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, hubs: make(map[string]bool), tokens: newTokens(opts.TokenSecret, opts.TokenTTL, opts.Now), log: opts.Logger}
+	for _, h := range opts.Hubs {
+		s.hubs[h] = true
+	}
+	return s, nil
+}
+
+// ServeHTTP routes negotiate and WebSocket requests.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	if hub, ok := strings.CutSuffix(path, "/negotiate"); ok {
+		if name := lastSegment(hub); s.hubs[name] {
+			s.serveNegotiate(w, r, name)
+			return
+		}
+	}
+	if name := lastSegment(path); s.hubs[name] {
+		s.serveConnect(w, r, name)
+		return
+	}
+	http.Error(w, "no hub at this path", http.StatusNotFound)
+}
+
+// Wait blocks until every connection served so far has ended, or ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// StopAccepting makes the server refuse new negotiates and connections with
+// 503. It is idempotent.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+}
+
+func (s *Server) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.active.Add(1)
+	return true
+}
+
+func lastSegment(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	host := origin
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if strings.EqualFold(host, r.Host) {
+		return true
+	}
+	for _, p := range s.opts.AllowedOrigins {
+		if ok, _ := matchOrigin(p, host); ok {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Allow-Credentials", "true")
+			h.Add("Vary", "Origin")
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub string) {
+	if !s.cors(w, r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if r.Method == http.MethodOptions {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Requested-With, X-SignalR-User-Agent")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "negotiate requires POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if !s.begin() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.active.Done()
+	if _, err := s.opts.Authenticator.Authenticate(r); err != nil {
+		s.unauthorized(w, err)
+		return
+	}
+	q := r.URL.Query()
+	version, err := protocol.ParseNegotiateVersion(q.Get("negotiateVersion"), q.Has("negotiateVersion"))
+	var resp protocol.NegotiateResponse
+	if err != nil {
+		resp.Error = err.Error()
+	} else {
+		token, id := s.tokens.mint(version == 0)
+		resp = protocol.NegotiateResponse{
+			NegotiateVersion: version,
+			ConnectionID:     id,
+			ConnectionToken:  token,
+			AvailableTransports: []protocol.AvailableTransport{
+				{Transport: "WebSockets", TransferFormats: []string{"Text", "Binary"}},
+			},
+		}
+	}
+	body := protocol.AppendNegotiateResponse(nil, resp)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	_, _ = w.Write(body)
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter, err error) {
+	s.log.Debug("request refused", "err", err)
+	w.Header().Set("WWW-Authenticate", "Bearer")
+	status := http.StatusUnauthorized
+	if !errors.Is(err, auth.ErrUnauthorized) {
+		status = http.StatusForbidden
+	}
+	http.Error(w, err.Error(), status)
+}
+
+func matchOrigin(pattern, host string) (bool, error) {
+	return path.Match(strings.ToLower(pattern), strings.ToLower(host))
+}

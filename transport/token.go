@@ -1,0 +1,154 @@
+package transport
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Connection tokens are 16 bytes, base64url without padding (22 characters),
+// the same length SignalR uses:
+//
+//	bytes 0-3   issue time, Unix seconds, big endian
+//	bytes 4-9   random
+//	bytes 10-15 HMAC-SHA256(secret, bytes 0-9), truncated
+//
+// Any node that shares the secret can check a token and derive its
+// connection id, so a negotiate answered by one node and a WebSocket opened
+// on another work together without shared state or sticky sessions.
+const (
+	tokenBytes = 16
+	tokenMAC   = 6
+)
+
+var (
+	errTokenInvalid = errors.New("connection token is not valid")
+	errTokenExpired = errors.New("connection token has expired")
+	errTokenUsed    = errors.New("connection token was already used")
+	errTokenActive  = errors.New("connection token is in use by an active connection")
+)
+
+var b64 = base64.RawURLEncoding
+
+// tokens mints and checks connection tokens and remembers, until they
+// expire, the tokens used on this node, so a token connects at most once.
+type tokens struct {
+	secret []byte
+	ttl    time.Duration
+	now    func() time.Time
+
+	mu     sync.Mutex
+	used   map[string]tokenUse
+	sweepN int
+}
+
+type tokenUse struct {
+	expires time.Time
+	active  bool
+}
+
+func newTokens(secret []byte, ttl time.Duration, now func() time.Time) *tokens {
+	return &tokens{secret: secret, ttl: ttl, now: now, used: make(map[string]tokenUse)}
+}
+
+func (t *tokens) mac(data []byte) []byte {
+	m := hmac.New(sha256.New, t.secret)
+	m.Write(data)
+	return m.Sum(nil)
+}
+
+// mint returns a new token and the connection id it stands for. With
+// legacy (negotiateVersion 0) the client connects with the id itself, so the
+// id is the token; a flag bit in the random part records that.
+func (t *tokens) mint(legacy bool) (token, connID string) {
+	var raw [tokenBytes]byte
+	binary.BigEndian.PutUint32(raw[:4], uint32(t.now().Unix()))
+	if _, err := rand.Read(raw[4 : tokenBytes-tokenMAC]); err != nil {
+		panic("transport: crypto/rand failed: " + err.Error())
+	}
+	raw[4] &^= 1
+	if legacy {
+		raw[4] |= 1
+	}
+	copy(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC]))
+	token = b64.EncodeToString(raw[:])
+	return token, t.connectionID(raw[:], token)
+}
+
+func (t *tokens) connectionID(raw []byte, token string) string {
+	if raw[4]&1 == 1 {
+		return token
+	}
+	m := hmac.New(sha256.New, t.secret)
+	m.Write([]byte("connection-id:"))
+	m.Write(raw)
+	return b64.EncodeToString(m.Sum(nil)[:16])
+}
+
+// claim checks token and marks it active on this node. It returns the
+// connection id, or an error saying why the token is refused.
+func (t *tokens) claim(token string) (string, error) {
+	raw, err := b64.DecodeString(token)
+	if err != nil || len(raw) != tokenBytes {
+		return "", errTokenInvalid
+	}
+	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC])[:tokenMAC]) {
+		return "", errTokenInvalid
+	}
+	issued := time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
+	now := t.now()
+	if now.Sub(issued) > t.ttl || issued.Sub(now) > time.Minute {
+		return "", errTokenExpired
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u, ok := t.used[token]; ok {
+		if u.active {
+			return "", errTokenActive
+		}
+		return "", errTokenUsed
+	}
+	t.used[token] = tokenUse{expires: issued.Add(t.ttl + time.Minute), active: true}
+	t.sweepLocked(now)
+	return t.connectionID(raw, token), nil
+}
+
+// release marks a claimed token as no longer active; it stays refused
+// until it expires.
+func (t *tokens) release(token string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u, ok := t.used[token]; ok {
+		u.active = false
+		t.used[token] = u
+	}
+}
+
+// sweepLocked drops expired inactive entries, amortized over claims.
+func (t *tokens) sweepLocked(now time.Time) {
+	t.sweepN++
+	if t.sweepN < 256 {
+		return
+	}
+	t.sweepN = 0
+	for k, u := range t.used {
+		if !u.active && now.After(u.expires) {
+			delete(t.used, k)
+		}
+	}
+}
+
+// newConnectionID returns a random id for a connection that skipped
+// negotiation.
+func newConnectionID() string {
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		panic("transport: crypto/rand failed: " + err.Error())
+	}
+	return b64.EncodeToString(raw[:])
+}

@@ -1,0 +1,66 @@
+package transport
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTokens(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	tk := newTokens([]byte("secret"), time.Minute, clock)
+
+	token, id := tk.mint(false)
+	if len(token) != 22 || len(id) != 22 {
+		t.Fatalf("token %q and id %q must be 22 characters", token, id)
+	}
+	if strings.ContainsAny(token+id, "+/=") {
+		t.Fatalf("token %q or id %q is not URL-safe", token, id)
+	}
+	if token == id {
+		t.Fatal("the token must differ from the public id")
+	}
+	got, err := tk.claim(token)
+	if err != nil || got != id {
+		t.Fatalf("claim = %q, %v; want %q", got, err, id)
+	}
+	if _, err := tk.claim(token); err != errTokenActive {
+		t.Fatalf("second claim while active = %v, want errTokenActive", err)
+	}
+	tk.release(token)
+	if _, err := tk.claim(token); err != errTokenUsed {
+		t.Fatalf("claim after release = %v, want errTokenUsed", err)
+	}
+
+	// Another node with the same secret derives the same id: no sticky sessions.
+	other := newTokens([]byte("secret"), time.Minute, clock)
+	if got, err := other.claim(token); err != nil || got != id {
+		t.Fatalf("other node claim = %q, %v; want %q", got, err, id)
+	}
+	// A node with another secret refuses it.
+	if _, err := newTokens([]byte("other"), time.Minute, clock).claim(token); err != errTokenInvalid {
+		t.Fatalf("claim with another secret = %v, want errTokenInvalid", err)
+	}
+
+	legacyToken, legacyID := tk.mint(true)
+	if legacyToken != legacyID {
+		t.Fatalf("negotiateVersion 0 needs id == token, got %q and %q", legacyID, legacyToken)
+	}
+	if got, err := tk.claim(legacyToken); err != nil || got != legacyID {
+		t.Fatalf("legacy claim = %q, %v", got, err)
+	}
+
+	for _, bogus := range []string{"", "short", strings.Repeat("A", 22), token[:21] + "x", "!!!!!!!!!!!!!!!!!!!!!!"} {
+		if _, err := tk.claim(bogus); err != errTokenInvalid {
+			t.Errorf("claim(%q) = %v, want errTokenInvalid", bogus, err)
+		}
+	}
+
+	expiring, _ := tk.mint(false)
+	now = now.Add(2 * time.Minute)
+	if _, err := tk.claim(expiring); err != errTokenExpired {
+		t.Fatalf("claim of an old token = %v, want errTokenExpired", err)
+	}
+}
