@@ -1,0 +1,190 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hubfabric/hubfabric/actors"
+	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// ClientProxy sends invocations to a set of clients (All, a group, a
+// user...). It is a small value, safe for concurrent use.
+type ClientProxy struct {
+	rt     *hubRuntime
+	routes []actors.Route
+}
+
+// Send makes every addressed client run target(args...) once. It returns
+// when local recipients have the message queued and other nodes were
+// reached through the backplane, or with an error saying which part failed
+// (an error wrapping backplane.ErrUnavailable when other nodes could not be
+// reached). Arguments are serialized once per protocol and shared by all
+// recipients. With no deadline on ctx, the wait is bounded by 30 s.
+func (p ClientProxy) Send(ctx context.Context, target string, args ...any) error {
+	if p.rt == nil {
+		return ErrNotStarted
+	}
+	return p.rt.send(ctx, p.routes, target, args)
+}
+
+// Clients addresses clients of one hub: all of them, some connections,
+// groups or users. The zero value is not usable; get one from a Context or
+// a HubContext.
+type Clients struct{ rt *hubRuntime }
+
+func (c Clients) proxy(routes ...actors.Route) ClientProxy {
+	return ClientProxy{rt: c.rt, routes: routes}
+}
+
+func (c Clients) many(kind actors.RouteKind, names []string) ClientProxy {
+	routes := make([]actors.Route, 0, len(names))
+	for _, n := range names {
+		if n != "" {
+			routes = append(routes, actors.Route{Kind: kind, Name: n})
+		}
+	}
+	return c.proxy(routes...)
+}
+
+// All addresses every connection of the hub, on every node.
+func (c Clients) All() ClientProxy { return c.proxy(actors.Route{Kind: actors.RouteAll}) }
+
+// AllExcept addresses every connection except the given connection ids.
+func (c Clients) AllExcept(connectionIDs ...string) ClientProxy {
+	return c.proxy(actors.Route{Kind: actors.RouteAll, Excluded: connectionIDs})
+}
+
+// Client addresses one connection, wherever it is connected.
+func (c Clients) Client(connectionID string) ClientProxy {
+	return c.proxy(actors.Route{Kind: actors.RouteConnection, Name: connectionID})
+}
+
+// Clients addresses several connections.
+func (c Clients) Clients(connectionIDs ...string) ClientProxy {
+	return c.many(actors.RouteConnection, connectionIDs)
+}
+
+// Group addresses the members of a group.
+func (c Clients) Group(name string) ClientProxy {
+	return c.proxy(actors.Route{Kind: actors.RouteGroup, Name: name})
+}
+
+// Groups addresses the members of several groups; a connection in two of
+// them gets the message twice, as in SignalR.
+func (c Clients) Groups(names ...string) ClientProxy { return c.many(actors.RouteGroup, names) }
+
+// GroupExcept addresses a group's members except the given connection ids.
+func (c Clients) GroupExcept(name string, connectionIDs ...string) ClientProxy {
+	return c.proxy(actors.Route{Kind: actors.RouteGroup, Name: name, Excluded: connectionIDs})
+}
+
+// User addresses every connection of a user id.
+func (c Clients) User(userID string) ClientProxy {
+	return c.proxy(actors.Route{Kind: actors.RouteUser, Name: userID})
+}
+
+// Users addresses every connection of several users.
+func (c Clients) Users(userIDs ...string) ClientProxy { return c.many(actors.RouteUser, userIDs) }
+
+// CallerClients adds the caller-relative targets to Clients.
+type CallerClients struct {
+	Clients
+	callerID string
+}
+
+// Caller addresses the connection that made the call.
+func (c CallerClients) Caller() ClientProxy { return c.Client(c.callerID) }
+
+// Others addresses every connection except the caller.
+func (c CallerClients) Others() ClientProxy { return c.AllExcept(c.callerID) }
+
+// OthersInGroup addresses a group's members except the caller.
+func (c CallerClients) OthersInGroup(name string) ClientProxy {
+	return c.GroupExcept(name, c.callerID)
+}
+
+// Groups adds connections to groups and removes them, wherever the
+// connection is connected. Safe for concurrent use.
+type Groups struct{ rt *hubRuntime }
+
+// Add puts a connection in a group. It returns once the membership is in
+// effect: the connection gets every later message sent to the group while
+// the backplane is healthy. For a connection on another node it waits for
+// that node's acknowledgement and fails after Config.GroupAckTimeout when no
+// node has the connection.
+func (g Groups) Add(ctx context.Context, connectionID, group string) error {
+	return g.change(ctx, actors.GroupAdd, connectionID, group)
+}
+
+// Remove takes a connection out of a group; once it returns the connection
+// gets nothing more from that group. Removing a non-member is not an error.
+func (g Groups) Remove(ctx context.Context, connectionID, group string) error {
+	return g.change(ctx, actors.GroupRemove, connectionID, group)
+}
+
+func (g Groups) change(ctx context.Context, action actors.GroupAction, connectionID, group string) error {
+	if g.rt == nil {
+		return ErrNotStarted
+	}
+	if connectionID == "" || group == "" {
+		return errors.New("hub: group changes need a connection id and a group name")
+	}
+	timeout := g.rt.node.cfg.GroupAckTimeout + 5*time.Second
+	res, err := g.rt.node.request(ctx, g.rt.pid, &actors.GroupRequest{Action: action, ConnectionID: connectionID, Group: group}, timeout)
+	if err != nil {
+		return fmt.Errorf("hub: group %q: %w", group, err)
+	}
+	if r, ok := res.(*actors.GroupResponse); ok && r.Err != nil {
+		return fmt.Errorf("hub: group %q: %w", group, r.Err)
+	}
+	return nil
+}
+
+// send serializes the invocation once per protocol, then asks the hub actor
+// to route it once per route.
+func (rt *hubRuntime) send(ctx context.Context, routes []actors.Route, target string, args []any) error {
+	if target == "" {
+		return errors.New("hub: send needs a target method name")
+	}
+	inv := &protocol.Invocation{Target: target, Arguments: args}
+	js, err := protocol.JSON.AppendMessage(nil, inv)
+	if err != nil {
+		return fmt.Errorf("hub: cannot encode arguments of %q as JSON: %w", target, err)
+	}
+	mp, err := protocol.MessagePack.AppendMessage(nil, inv)
+	if err != nil {
+		return fmt.Errorf("hub: cannot encode arguments of %q as MessagePack: %w", target, err)
+	}
+	payload := &actors.Payload{JSON: js, MessagePack: mp}
+	n := rt.node
+	futures := make([]*pendingRequest, 0, len(routes))
+	for _, r := range routes {
+		env, err := proto.Marshal(&fabricv1.Envelope{OriginNode: n.id, Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
+			ExcludedConnectionIds: r.Excluded, Json: js, Messagepack: mp,
+		}}})
+		if err != nil {
+			return fmt.Errorf("hub: marshal envelope: %w", err)
+		}
+		req := &actors.SendRequest{Route: r, Payload: payload, Channel: n.channels.Route(rt.name, r), Envelope: env}
+		futures = append(futures, n.start(ctx, rt.pid, req, 30*time.Second))
+	}
+	var errs []error
+	for _, f := range futures {
+		res, err := f.wait(ctx)
+		if err == nil {
+			if r, ok := res.(*actors.SendResponse); ok {
+				err = r.Err
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
