@@ -2,7 +2,7 @@ package actors
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -10,98 +10,14 @@ import (
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
-// Upload is a client-to-server stream: the items the client sends under one
-// stream id, ended by the client's Completion. The connection actor pushes;
-// the hub method reads with Next.
-type Upload struct {
-	ID string
-
-	mu     sync.Mutex
-	items  []protocol.RawValue
-	done   bool
-	err    error
-	max    int
-	notify chan struct{}
-}
-
-func newUpload(id string, max int) *Upload {
-	return &Upload{ID: id, max: max, notify: make(chan struct{}, 1)}
-}
-
-// push adds an item; false means the buffer is full.
-func (u *Upload) push(v protocol.RawValue) bool {
-	u.mu.Lock()
-	if u.done {
-		u.mu.Unlock()
-		return true
-	}
-	if len(u.items) >= u.max {
-		u.mu.Unlock()
-		return false
-	}
-	u.items = append(u.items, v)
-	u.mu.Unlock()
-	u.wake()
-	return true
-}
-
-func (u *Upload) finish(err error) {
-	u.mu.Lock()
-	if !u.done {
-		u.done, u.err = true, err
-	}
-	u.mu.Unlock()
-	u.wake()
-}
-
-func (u *Upload) wake() {
-	select {
-	case u.notify <- struct{}{}:
-	default:
-	}
-}
-
-// Next returns the next item; ok is false when the stream ended (see Err)
-// or ctx ended. Safe for use by one reader.
-func (u *Upload) Next(ctx context.Context) (v protocol.RawValue, ok bool) {
-	for {
-		u.mu.Lock()
-		if len(u.items) > 0 {
-			v = u.items[0]
-			u.items[0] = nil
-			u.items = u.items[1:]
-			u.mu.Unlock()
-			return v, true
-		}
-		done := u.done
-		u.mu.Unlock()
-		if done {
-			return nil, false
-		}
-		select {
-		case <-u.notify:
-		case <-ctx.Done():
-			u.finish(ctx.Err())
-			return nil, false
-		}
-	}
-}
-
-// Err is the client's error for the stream, or the context error that
-// ended it, once Next returned false.
-func (u *Upload) Err() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.err
-}
-
 // ConnectionConfig tunes connection actors.
 type ConnectionConfig struct {
 	// MaxParallelInvocations is how many hub methods of one client run at a
 	// time; 1 (the default) runs them one by one in arrival order.
 	MaxParallelInvocations int
 	// StreamBufferCapacity is how many items of one upload stream may wait
-	// for the hub method; past it the client is closed. Default 10.
+	// for the hub method; past it the connection's reader waits, which
+	// slows the client down. Default 10.
 	StreamBufferCapacity int
 }
 
@@ -122,7 +38,6 @@ type connection struct {
 	running   int
 	waiting   []*queuedCall
 	calls     map[string]context.CancelFunc // by invocation id
-	uploads   map[string]*Upload
 	wg        sync.WaitGroup
 }
 
@@ -163,7 +78,7 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *Deliver:
 		_ = c.info.Outlet.Enqueue(m.Payload.For(c.info.Outlet.Protocol()))
 	case *ClientMessage:
-		c.onClientMessage(ctx, m.Message)
+		c.onClientMessage(ctx, m)
 	case *callReply:
 		_ = c.info.Outlet.Send(m.msg)
 	case *callReleased:
@@ -191,12 +106,8 @@ func (c *connection) Receive(ctx actor.Context) {
 func (c *connection) onStarted(ctx actor.Context) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.calls = make(map[string]context.CancelFunc)
-	c.uploads = make(map[string]*Upload)
 	if c.cfg.MaxParallelInvocations <= 0 {
 		c.cfg.MaxParallelInvocations = 1
-	}
-	if c.cfg.StreamBufferCapacity <= 0 {
-		c.cfg.StreamBufferCapacity = 10
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
@@ -218,33 +129,15 @@ func (c *connection) onConnectedDone(ctx actor.Context, err error) {
 	c.startWaiting(ctx)
 }
 
-func (c *connection) onClientMessage(ctx actor.Context, msg protocol.Message) {
+func (c *connection) onClientMessage(ctx actor.Context, cm *ClientMessage) {
 	if c.closing {
 		return
 	}
-	switch m := msg.(type) {
+	switch m := cm.Message.(type) {
 	case *protocol.Invocation:
-		c.enqueue(ctx, m, m.InvocationID, m.StreamIDs)
+		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads})
 	case *protocol.StreamInvocation:
-		c.enqueue(ctx, m, m.InvocationID, m.StreamIDs)
-	case *protocol.StreamItem:
-		u, ok := c.uploads[m.InvocationID]
-		if !ok {
-			return // items of an unknown or finished stream are dropped, as ASP.NET does
-		}
-		raw, _ := m.Item.(protocol.RawValue)
-		if !u.push(raw) {
-			c.info.Outlet.Close(fmt.Sprintf("Connection closed with an error: upload stream %q has more than %d items waiting.", m.InvocationID, c.cfg.StreamBufferCapacity), false)
-		}
-	case *protocol.Completion:
-		if u, ok := c.uploads[m.InvocationID]; ok {
-			var err error
-			if m.Error != "" {
-				err = fmt.Errorf("client ended the stream with an error: %s", m.Error)
-			}
-			u.finish(err)
-			delete(c.uploads, m.InvocationID)
-		}
+		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads})
 	case *protocol.CancelInvocation:
 		if cancel, ok := c.calls[m.InvocationID]; ok {
 			cancel()
@@ -254,13 +147,7 @@ func (c *connection) onClientMessage(ctx actor.Context, msg protocol.Message) {
 	}
 }
 
-func (c *connection) enqueue(ctx actor.Context, msg protocol.Message, id string, streamIDs []string) {
-	q := &queuedCall{msg: msg, id: id, uploads: make([]*Upload, len(streamIDs))}
-	for i, sid := range streamIDs {
-		u := newUpload(sid, c.cfg.StreamBufferCapacity)
-		c.uploads[sid] = u
-		q.uploads[i] = u
-	}
+func (c *connection) enqueue(ctx actor.Context, q *queuedCall) {
 	c.waiting = append(c.waiting, q)
 	c.startWaiting(ctx)
 }
@@ -313,9 +200,7 @@ func (c *connection) onCallDone(m *callDone) {
 		}
 	}
 	for _, u := range m.uploads {
-		if c.uploads[u.ID] == u {
-			delete(c.uploads, u.ID)
-		}
+		c.info.uploads.remove(u)
 	}
 }
 
@@ -325,9 +210,7 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 	}
 	c.closing = true
 	c.waiting = nil
-	for _, u := range c.uploads {
-		u.finish(fmt.Errorf("connection closed"))
-	}
+	c.info.uploads.closeAll(errors.New("connection closed"))
 	c.cancel()
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.wg.Add(1)

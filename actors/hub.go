@@ -87,6 +87,10 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("connection id %s is already connected", id)})
 		return
 	}
+	if h.cfg.Connection.StreamBufferCapacity <= 0 {
+		h.cfg.Connection.StreamBufferCapacity = 10
+	}
+	m.Info.uploads = newUploadRegistry(h.cfg.Connection.StreamBufferCapacity)
 	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, h.cfg.Connection, h.cfg.Props), "c-"+id)
 	if err != nil {
 		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
@@ -105,11 +109,11 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 	ctx.Send(h.cfg.Bridge, &subscribeRequest{
 		Channels: channels,
 		Reply:    ctx.Sender(),
-		OK:       &ConnectResponse{PID: pid},
+		OK:       &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)},
 		Failed: func(err error) any {
 			// Local traffic works; the backplane resubscribes on recovery.
 			ctx.Logger().Warn("connection subscriptions failed; it is reachable locally until the backplane recovers", "hub", h.cfg.Name, "conn_id", id, "err", err)
-			return &ConnectResponse{PID: pid}
+			return &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)}
 		},
 	})
 }

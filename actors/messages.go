@@ -7,8 +7,6 @@ package actors
 import (
 	"context"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -164,6 +162,8 @@ type ConnectionInfo struct {
 	Outlet Outlet
 	// Abort closes the connection with an error (allowReconnect false).
 	Abort func(errMsg string)
+
+	uploads *uploadRegistry
 }
 
 // ConnectRequest asks a hub actor to attach a new connection. The reply is
@@ -173,15 +173,19 @@ type ConnectRequest struct {
 	Invoker Invoker
 }
 
-// ConnectResponse answers ConnectRequest.
+// ConnectResponse answers ConnectRequest. Inbound receives the client's
+// messages.
 type ConnectResponse struct {
-	PID *actor.PID
-	Err error
+	Inbound *Inbound
+	Err     error
 }
 
 // ClientMessage carries one parsed message from the client's socket to its
-// connection actor.
-type ClientMessage struct{ Message protocol.Message }
+// connection actor, with the upload streams an invocation declared.
+type ClientMessage struct {
+	Message protocol.Message
+	Uploads []*Upload
+}
 
 // ClientClosed tells the connection actor its socket ended; Err is nil for
 // a normal close.

@@ -36,13 +36,17 @@ func (p ClientProxy) Send(ctx context.Context, target string, args ...any) error
 // Clients addresses clients of one hub: all of them, some connections,
 // groups or users. The zero value is not usable; get one from a Context or
 // a HubContext.
-type Clients struct{ rt *hubRuntime }
+type Clients struct{ targets }
 
-func (c Clients) proxy(routes ...actors.Route) ClientProxy {
+// targets holds the methods shared by Clients and CallerClients (embedded
+// unexported so that the Clients method does not collide with a field).
+type targets struct{ rt *hubRuntime }
+
+func (c targets) proxy(routes ...actors.Route) ClientProxy {
 	return ClientProxy{rt: c.rt, routes: routes}
 }
 
-func (c Clients) many(kind actors.RouteKind, names []string) ClientProxy {
+func (c targets) many(kind actors.RouteKind, names []string) ClientProxy {
 	routes := make([]actors.Route, 0, len(names))
 	for _, n := range names {
 		if n != "" {
@@ -53,48 +57,48 @@ func (c Clients) many(kind actors.RouteKind, names []string) ClientProxy {
 }
 
 // All addresses every connection of the hub, on every node.
-func (c Clients) All() ClientProxy { return c.proxy(actors.Route{Kind: actors.RouteAll}) }
+func (c targets) All() ClientProxy { return c.proxy(actors.Route{Kind: actors.RouteAll}) }
 
 // AllExcept addresses every connection except the given connection ids.
-func (c Clients) AllExcept(connectionIDs ...string) ClientProxy {
+func (c targets) AllExcept(connectionIDs ...string) ClientProxy {
 	return c.proxy(actors.Route{Kind: actors.RouteAll, Excluded: connectionIDs})
 }
 
 // Client addresses one connection, wherever it is connected.
-func (c Clients) Client(connectionID string) ClientProxy {
+func (c targets) Client(connectionID string) ClientProxy {
 	return c.proxy(actors.Route{Kind: actors.RouteConnection, Name: connectionID})
 }
 
 // Clients addresses several connections.
-func (c Clients) Clients(connectionIDs ...string) ClientProxy {
+func (c targets) Clients(connectionIDs ...string) ClientProxy {
 	return c.many(actors.RouteConnection, connectionIDs)
 }
 
 // Group addresses the members of a group.
-func (c Clients) Group(name string) ClientProxy {
+func (c targets) Group(name string) ClientProxy {
 	return c.proxy(actors.Route{Kind: actors.RouteGroup, Name: name})
 }
 
 // Groups addresses the members of several groups; a connection in two of
 // them gets the message twice, as in SignalR.
-func (c Clients) Groups(names ...string) ClientProxy { return c.many(actors.RouteGroup, names) }
+func (c targets) Groups(names ...string) ClientProxy { return c.many(actors.RouteGroup, names) }
 
 // GroupExcept addresses a group's members except the given connection ids.
-func (c Clients) GroupExcept(name string, connectionIDs ...string) ClientProxy {
+func (c targets) GroupExcept(name string, connectionIDs ...string) ClientProxy {
 	return c.proxy(actors.Route{Kind: actors.RouteGroup, Name: name, Excluded: connectionIDs})
 }
 
 // User addresses every connection of a user id.
-func (c Clients) User(userID string) ClientProxy {
+func (c targets) User(userID string) ClientProxy {
 	return c.proxy(actors.Route{Kind: actors.RouteUser, Name: userID})
 }
 
 // Users addresses every connection of several users.
-func (c Clients) Users(userIDs ...string) ClientProxy { return c.many(actors.RouteUser, userIDs) }
+func (c targets) Users(userIDs ...string) ClientProxy { return c.many(actors.RouteUser, userIDs) }
 
 // CallerClients adds the caller-relative targets to Clients.
 type CallerClients struct {
-	Clients
+	targets
 	callerID string
 }
 

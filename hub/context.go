@@ -38,7 +38,7 @@ func newContext(ctx context.Context, rt *hubRuntime, info *actors.ConnectionInfo
 		UserID:       info.UserID,
 		Claims:       info.Claims,
 		Items:        info.Items,
-		Clients:      CallerClients{Clients: Clients{rt: rt}, callerID: info.ID},
+		Clients:      CallerClients{targets: targets{rt: rt}, callerID: info.ID},
 		Groups:       Groups{rt: rt},
 		info:         info,
 	}

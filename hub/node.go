@@ -38,7 +38,6 @@ import (
 	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
-	"github.com/hubfabric/hubfabric/protocol"
 	"github.com/hubfabric/hubfabric/transport"
 )
 
@@ -178,7 +177,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.ActorSystem != nil {
 		n.system = cfg.ActorSystem
 	} else {
-		logger := n.log.With("component", "protoactor")
+		logger := slog.New(quietInfo{n.log.Handler()}).With("component", "protoactor")
 		n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
 		n.ownsSys = true
 	}
@@ -316,7 +315,7 @@ func (n *Node) HubContext(name string) (*HubContext, error) {
 	if !n.started {
 		return nil, ErrNotStarted
 	}
-	return &HubContext{Clients: Clients{rt: rt}, Groups: Groups{rt: rt}}, nil
+	return &HubContext{Clients: Clients{targets{rt: rt}}, Groups: Groups{rt: rt}}, nil
 }
 
 // HubContext sends to a hub's clients and changes its groups from outside
@@ -351,17 +350,8 @@ func (n *Node) connect(ctx context.Context, req transport.ConnectRequest) (trans
 	if r.Err != nil {
 		return nil, r.Err
 	}
-	return &session{root: n.root, pid: r.PID}, nil
+	return r.Inbound, nil
 }
-
-// session forwards a socket's messages to its connection actor.
-type session struct {
-	root *actor.RootContext
-	pid  *actor.PID
-}
-
-func (s *session) Receive(m protocol.Message) { s.root.Send(s.pid, &actors.ClientMessage{Message: m}) }
-func (s *session) Closed(err error)           { s.root.Send(s.pid, &actors.ClientClosed{Err: err}) }
 
 // pendingRequest is an actor request in flight.
 type pendingRequest struct {

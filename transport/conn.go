@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -163,18 +164,34 @@ func equalFoldASCII(a, b string) bool {
 	return true
 }
 
-// handshake reads the handshake request and answers it. It returns the
-// chosen protocol and any bytes that followed the handshake in its frame.
-func (s *Server) handshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, error) {
-	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
-	defer cancel()
+// errHandshakeAnswered means the handshake failed and the client was
+// already told so (a timeout answered by the timer).
+var errHandshakeAnswered = errors.New("handshake timed out")
+
+// handshake reads the handshake request. It returns the chosen protocol and
+// any bytes that followed the handshake in its frame. The timeout is a
+// timer rather than a read deadline, because cancelling a read closes the
+// WebSocket before the client could be told why.
+func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Logger) (protocol.HubProtocol, []byte, error) {
+	timer := time.AfterFunc(s.opts.HandshakeTimeout, func() {
+		log.Info("handshake refused", "reason", "no handshake within "+s.opts.HandshakeTimeout.String())
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = ws.Write(wctx, websocket.MessageText, protocol.AppendHandshakeResponse(nil, protocol.HandshakeErrorCanceled))
+		cancel()
+		_ = ws.Close(websocket.StatusNormalClosure, "")
+	})
+	p, rest, err := s.readHandshake(ctx, ws)
+	if !timer.Stop() {
+		return nil, nil, errHandshakeAnswered
+	}
+	return p, rest, err
+}
+
+func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, error) {
 	var buf []byte
 	for {
-		_, data, err := ws.Read(hctx)
+		_, data, err := ws.Read(ctx)
 		if err != nil {
-			if hctx.Err() != nil && ctx.Err() == nil {
-				return nil, nil, handshakeError("Handshake was canceled.", "no handshake within "+s.opts.HandshakeTimeout.String())
-			}
 			return nil, nil, err
 		}
 		buf = append(buf, data...)
@@ -183,18 +200,18 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn) (protocol.Hu
 			continue
 		}
 		if errors.Is(err, protocol.ErrMessageTooLarge) {
-			return nil, nil, handshakeError("Handshake was canceled.", "handshake larger than the maximum message size")
+			return nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
 		}
 		if err != nil {
-			return nil, nil, handshakeError("An unexpected error occurred during connection handshake. "+err.Error(), err.Error())
+			return nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
 		}
 		p, ok := protocol.Lookup(req.Protocol)
 		if !ok {
-			msg := fmt.Sprintf("The protocol '%s' is not supported.", req.Protocol)
+			msg := protocol.HandshakeErrorUnsupportedProtocol(req.Protocol)
 			return nil, nil, handshakeError(msg, msg)
 		}
 		if req.Version > p.Version() || req.Version < 0 {
-			msg := fmt.Sprintf("The server does not support version %d of the '%s' protocol.", req.Version, req.Protocol)
+			msg := protocol.HandshakeErrorUnsupportedVersion(req.Protocol, req.Version)
 			return nil, nil, handshakeError(msg, msg)
 		}
 		return p, buf[n:], nil
@@ -210,7 +227,10 @@ func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire
 
 func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, ws *websocket.Conn, wg *sync.WaitGroup, hub, connID string, identity auth.Identity, r *http.Request) {
 	log := s.log.With("hub", hub, "conn_id", connID)
-	p, rest, err := s.handshake(ctx, ws)
+	p, rest, err := s.handshake(ctx, ws, log)
+	if errors.Is(err, errHandshakeAnswered) {
+		return
+	}
 	if err != nil {
 		var he *handshakeErr
 		if errors.As(err, &he) {
@@ -333,13 +353,15 @@ func readEndError(err error) error {
 
 // startTimers arms keep-alive and client-timeout checks on timers; an idle
 // connection has no goroutine for them.
-func (s *Server) startTimers(c *Conn, log interface{ Debug(string, ...any) }) (stop func()) {
+func (s *Server) startTimers(c *Conn, log *slog.Logger) (stop func()) {
 	ping, _ := c.protocol.AppendMessage(nil, &protocol.Ping{})
 	keep := s.opts.KeepAliveInterval
 	timeout := s.opts.ClientTimeout
 	var mu sync.Mutex
 	stopped := false
 	var keepTimer, readTimer *time.Timer
+	mu.Lock() // the callbacks read the timer variables
+	defer mu.Unlock()
 	keepTimer = time.AfterFunc(keep, func() {
 		idle := time.Since(time.Unix(0, c.out.lastWrite.Load()))
 		if idle >= keep {

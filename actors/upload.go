@@ -1,0 +1,231 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// Upload is a client-to-server stream: the items the client sends under one
+// stream id, ended by the client's Completion. The connection's reader
+// pushes (waiting while the buffer is full, which slows the client down);
+// the hub method reads with Next.
+type Upload struct {
+	ID string
+
+	mu     sync.Mutex
+	items  []protocol.RawValue
+	done   bool
+	err    error
+	max    int
+	notify chan struct{} // an item or the end is available
+	space  chan struct{} // room in the buffer, or the end
+}
+
+func newUpload(id string, max int) *Upload {
+	return &Upload{ID: id, max: max, notify: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// push adds an item, waiting while the buffer is full until the reader
+// takes one, the stream ends or ctx ends.
+func (u *Upload) push(ctx context.Context, v protocol.RawValue) {
+	for {
+		u.mu.Lock()
+		if u.done {
+			u.mu.Unlock()
+			return
+		}
+		if len(u.items) < u.max {
+			u.items = append(u.items, v)
+			u.mu.Unlock()
+			signal(u.notify)
+			return
+		}
+		u.mu.Unlock()
+		select {
+		case <-u.space:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// finish ends the stream; err is nil for a normal end. Only the first call
+// counts.
+func (u *Upload) finish(err error) {
+	u.mu.Lock()
+	if !u.done {
+		u.done, u.err = true, err
+	}
+	u.mu.Unlock()
+	signal(u.notify)
+	signal(u.space)
+}
+
+// Next returns the next item; ok is false when the stream ended (see Err)
+// or ctx ended. For one reader at a time.
+func (u *Upload) Next(ctx context.Context) (v protocol.RawValue, ok bool) {
+	for {
+		u.mu.Lock()
+		if len(u.items) > 0 {
+			v = u.items[0]
+			u.items[0] = nil
+			u.items = u.items[1:]
+			u.mu.Unlock()
+			signal(u.space)
+			return v, true
+		}
+		done := u.done
+		u.mu.Unlock()
+		if done {
+			return nil, false
+		}
+		select {
+		case <-u.notify:
+		case <-ctx.Done():
+			u.finish(ctx.Err())
+			return nil, false
+		}
+	}
+}
+
+// Err is the client's error for the stream, or the context error that
+// ended it, once Next returned false.
+func (u *Upload) Err() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.err
+}
+
+// uploadRegistry maps a connection's open stream ids to their Uploads. The
+// reader goroutine creates and feeds them; the connection actor removes
+// them when their call ends. One small lock per connection.
+type uploadRegistry struct {
+	max    int
+	mu     sync.Mutex
+	byID   map[string]*Upload
+	closed bool
+}
+
+func newUploadRegistry(max int) *uploadRegistry {
+	return &uploadRegistry{max: max, byID: map[string]*Upload{}}
+}
+
+func (r *uploadRegistry) create(ids []string) []*Upload {
+	ups := make([]*Upload, len(ids))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, id := range ids {
+		u := newUpload(id, r.max)
+		if r.closed {
+			u.finish(errConnectionClosed)
+		} else {
+			if old := r.byID[id]; old != nil {
+				old.finish(errStreamIDReused)
+			}
+			r.byID[id] = u
+		}
+		ups[i] = u
+	}
+	return ups
+}
+
+func (r *uploadRegistry) get(id string) *Upload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id]
+}
+
+func (r *uploadRegistry) remove(u *Upload) {
+	u.finish(nil)
+	r.mu.Lock()
+	if r.byID[u.ID] == u {
+		delete(r.byID, u.ID)
+	}
+	r.mu.Unlock()
+}
+
+func (r *uploadRegistry) closeAll(err error) {
+	r.mu.Lock()
+	r.closed = true
+	all := r.byID
+	r.byID = map[string]*Upload{}
+	r.mu.Unlock()
+	for _, u := range all {
+		u.finish(err)
+	}
+}
+
+// Inbound receives a connection's parsed client messages on its reader
+// goroutine. Upload stream items and ends go straight to their Upload (so a
+// full stream buffer holds up the reader, not the actor); everything else
+// goes to the connection actor, in order.
+type Inbound struct {
+	root    *actor.RootContext
+	pid     *actor.PID
+	uploads *uploadRegistry
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+func newInbound(root *actor.RootContext, pid *actor.PID, uploads *uploadRegistry) *Inbound {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Inbound{root: root, pid: pid, uploads: uploads, ctx: ctx, cancel: cancel}
+}
+
+// Receive handles one message from the client. Not safe for concurrent
+// use: one reader calls it.
+func (in *Inbound) Receive(m protocol.Message) {
+	switch msg := m.(type) {
+	case *protocol.StreamItem:
+		if u := in.uploads.get(msg.InvocationID); u != nil {
+			raw, _ := msg.Item.(protocol.RawValue)
+			u.push(in.ctx, raw)
+		}
+		// Items of unknown or finished streams are dropped, as in ASP.NET.
+		return
+	case *protocol.Completion:
+		if u := in.uploads.get(msg.InvocationID); u != nil {
+			var err error
+			if msg.Error != "" {
+				err = &streamError{msg: msg.Error}
+			}
+			u.finish(err)
+		}
+		return
+	case *protocol.Invocation:
+		in.root.Send(in.pid, &ClientMessage{Message: m, Uploads: in.uploads.create(msg.StreamIDs)})
+		return
+	case *protocol.StreamInvocation:
+		in.root.Send(in.pid, &ClientMessage{Message: m, Uploads: in.uploads.create(msg.StreamIDs)})
+		return
+	}
+	in.root.Send(in.pid, &ClientMessage{Message: m})
+}
+
+// Closed reports the end of the socket; err is nil for a normal close.
+func (in *Inbound) Closed(err error) {
+	in.cancel()
+	in.uploads.closeAll(errConnectionClosed)
+	in.root.Send(in.pid, &ClientClosed{Err: err})
+}
+
+type streamError struct{ msg string }
+
+func (e *streamError) Error() string { return "client ended the stream with an error: " + e.msg }
+
+var (
+	errConnectionClosed = errors.New("connection closed")
+	errStreamIDReused   = errors.New("stream id reused by a new invocation")
+)
