@@ -24,8 +24,10 @@ fi
 go version; node --version; redis-server --version | head -1
 
 step "npm ci (pinned @microsoft/signalr client)"
-if [ ! -d node_modules ] || ! cmp -s package-lock.json node_modules/.package-lock.json 2>/dev/null; then
+# node_modules/.hubfabric-lock records the lockfile the last npm ci installed.
+if [ ! -d node_modules ] || ! cmp -s package-lock.json node_modules/.hubfabric-lock 2>/dev/null; then
   npm ci --no-audit --no-fund
+  cp package-lock.json node_modules/.hubfabric-lock
 fi
 
 step "gofmt"

@@ -1,0 +1,335 @@
+package interop
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	jwtSecret   = "interop-secret-Zs9q"
+	nodeID      = "interop-node"
+	hub1        = "chat"
+	hub2        = "lobby"
+	buildLimit  = 5 * time.Minute
+	readyLimit  = 60 * time.Second
+	suiteLimit  = 10 * time.Minute
+	stopLimit   = 20 * time.Second
+	minNodeMajr = 20
+)
+
+var summaryRE = regexp.MustCompile(`^(\d+) passed, (\d+) failed$`)
+
+// TestInterop builds cmd/node, starts it on a loopback port with JWT auth and two hubs, and runs
+// interop/scenarios.mjs (the official @microsoft/signalr client, JSON and MessagePack) against it.
+func TestInterop(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeJS := requireNodeJS(t, root)
+
+	bin := buildNode(t, root)
+	addr := freeLoopbackAddr(t)
+	startNode(t, bin, addr)
+
+	env := append(os.Environ(),
+		"HUBFABRIC_URL=http://"+addr,
+		"HUBFABRIC_HUB="+hub1,
+		"HUBFABRIC_HUB2="+hub2,
+		"HUBFABRIC_NODE_ID="+nodeID,
+		"TOKEN_ALICE="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
+		"TOKEN_ALICE2="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(2 * time.Hour).Unix(), "jti": "second"}),
+		"TOKEN_BOB="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(time.Hour).Unix()}),
+		"TOKEN_EXPIRED="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()}),
+		"TOKEN_BADSIG="+sign(t, jwtSecret+"-not-it", jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
+		"TOKEN_NONE_ALG="+sign(t, jwt.UnsafeAllowNoneSignatureType, jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
+	)
+
+	ctx, cancel := context.WithTimeout(context.Background(), suiteLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeJS, filepath.Join("interop", "scenarios.mjs"))
+	cmd.Dir = root
+	cmd.Env = env
+	cmd.WaitDelay = 10 * time.Second
+	var fails []string
+	summary := ""
+	out := &lineWriter{line: func(s string) {
+		t.Log("js: " + s)
+		if strings.HasPrefix(s, "FAIL ") {
+			fails = append(fails, s)
+		}
+		if summaryRE.MatchString(s) {
+			summary = s
+		}
+	}}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	runErr := cmd.Run()
+	out.flush()
+
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("interop suite did not finish within %v (killed); last summary %q", suiteLimit, summary)
+	case summary == "":
+		t.Fatalf("interop suite printed no summary line (exit: %v)", runErr)
+	case runErr != nil || len(fails) > 0:
+		t.Fatalf("interop suite: %s (exit: %v)\n%s", summary, runErr, strings.Join(fails, "\n"))
+	}
+	m := summaryRE.FindStringSubmatch(summary)
+	if n, _ := strconv.Atoi(m[1]); n == 0 {
+		t.Fatalf("interop suite ran no scenario: %s", summary)
+	}
+	t.Logf("interop suite: %s", summary)
+}
+
+// requireNodeJS finds node (20+) and the pinned npm packages; anything missing is a loud failure.
+func requireNodeJS(t *testing.T, root string) string {
+	t.Helper()
+	nodeJS, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node (Node.js %d+) is not installed; the interop suite needs it: apt-get install nodejs npm, then `npm ci` at the repository root (%s)", minNodeMajr, root)
+	}
+	v, err := exec.Command(nodeJS, "--version").Output()
+	if err != nil {
+		t.Fatalf("node --version: %v", err)
+	}
+	major, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(strings.TrimSpace(string(v)), "v"), ".", 2)[0])
+	if err != nil || major < minNodeMajr {
+		t.Fatalf("node %s is too old: the interop suite needs Node.js %d+", strings.TrimSpace(string(v)), minNodeMajr)
+	}
+	var pinned struct{ Dependencies map[string]string }
+	readJSON(t, filepath.Join(root, "package.json"), &pinned)
+	for _, pkg := range []string{"@microsoft/signalr", "@microsoft/signalr-protocol-msgpack"} {
+		var installed struct{ Version string }
+		file := filepath.Join(root, "node_modules", pkg, "package.json")
+		if _, err := os.Stat(file); err != nil {
+			t.Fatalf("npm package %s is not installed: run `npm ci` in %s (it installs the versions pinned in package-lock.json)", pkg, root)
+		}
+		readJSON(t, file, &installed)
+		if want := pinned.Dependencies[pkg]; installed.Version != want {
+			t.Fatalf("npm package %s is %s, package.json pins %q: run `npm ci` in %s", pkg, installed.Version, want, root)
+		}
+	}
+	return nodeJS
+}
+
+func readJSON(t *testing.T, file string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+}
+
+func buildNode(t *testing.T, root string) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go tool is not on PATH: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "hubfabric-node")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/node")
+	ctx, cancel := context.WithTimeout(context.Background(), buildLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool, args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return bin
+}
+
+// freeLoopbackAddr picks a port that was free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// startNode runs the node, streams its log to t.Log, waits until it serves, and stops it
+// (SIGTERM, then SIGKILL after stopLimit) in t.Cleanup.
+func startNode(t *testing.T, bin, addr string) {
+	t.Helper()
+	listening := make(chan struct{})
+	var once sync.Once
+	raced := false // read after the process exited (its output is fully written then)
+	logw := &lineWriter{line: func(s string) {
+		t.Log("node: " + s)
+		if strings.Contains(s, "WARNING: DATA RACE") {
+			raced = true
+		}
+		if strings.Contains(s, "msg=listening") || strings.Contains(s, `"msg":"listening"`) {
+			once.Do(func() { close(listening) })
+		}
+	}}
+	cmd := exec.Command(bin,
+		"--addr", addr,
+		"--hub", hub1+","+hub2,
+		"--jwt-secret", jwtSecret,
+		"--node-id", nodeID,
+		"--group-ack-timeout", "1s",
+	)
+	cmd.Stdout = logw
+	cmd.Stderr = logw
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case err := <-exited:
+			logw.flush()
+			t.Errorf("node exited before the end of the test: %v", err)
+			if raced {
+				t.Errorf("the node (built with -race) reported a data race: see the node: lines above")
+			}
+			return
+		default:
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		timer := time.NewTimer(stopLimit)
+		defer timer.Stop()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Logf("node exited after SIGTERM: %v", err)
+			}
+		case <-timer.C:
+			t.Errorf("node did not exit within %v of SIGTERM; killing it", stopLimit)
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logw.flush()
+		if raced {
+			t.Errorf("the node (built with -race) reported a data race: see the node: lines above")
+		}
+	})
+
+	healthz := "http://" + addr + "/healthz"
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.NewTimer(readyLimit)
+	defer deadline.Stop()
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for ready := false; !ready; {
+		select {
+		case <-listening:
+			ready = true
+		case <-poll.C: // in case the log line changes: the health endpoint is the contract
+			ready = healthOK(client, healthz) == nil
+		case err := <-exited:
+			exited <- err // for the cleanup
+			t.Fatalf("node exited before serving: %v", err)
+		case <-deadline.C:
+			t.Fatalf("node did not serve within %v (no msg=listening log line, %s not 200: %v)", readyLimit, healthz, healthOK(client, healthz))
+		}
+	}
+	if err := healthOK(client, healthz); err != nil {
+		t.Fatalf("GET %s: %v", healthz, err)
+	}
+	client.CloseIdleConnections()
+}
+
+func healthOK(c *http.Client, url string) error {
+	res, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", res.StatusCode)
+	}
+	return nil
+}
+
+func sign(t *testing.T, key any, method jwt.SigningMethod, claims jwt.MapClaims) string {
+	t.Helper()
+	if _, ok := claims["iat"]; !ok {
+		claims["iat"] = time.Now().Unix()
+	}
+	s, err := jwt.NewWithClaims(method, claims).SignedString(keyBytes(key))
+	if err != nil {
+		t.Fatalf("sign token: %v", err)
+	}
+	return s
+}
+
+func keyBytes(key any) any {
+	if s, ok := key.(string); ok {
+		return []byte(s)
+	}
+	return key
+}
+
+// lineWriter hands every complete line written to it to line; safe for concurrent writers.
+type lineWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	line func(string)
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for {
+		i := bytes.IndexByte(w.buf.Bytes(), '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		s := strings.TrimRight(string(w.buf.Next(i+1)), "\r\n")
+		w.line(s)
+	}
+}
+
+// flush hands over a last line that had no newline.
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf.Len() > 0 {
+		sc := bufio.NewScanner(&w.buf)
+		for sc.Scan() {
+			w.line(sc.Text())
+		}
+		w.buf.Reset()
+	}
+}
