@@ -182,8 +182,10 @@ func (rt *hubRuntime) send(ctx context.Context, routes []actors.Route, target st
 	for _, f := range futures {
 		res, err := f.wait(ctx)
 		if err == nil {
-			if r, ok := res.(*actors.SendResponse); ok {
-				err = r.Err
+			if r, ok := res.(*actors.SendResponse); ok && r.Err != nil {
+				// Local recipients have it; other nodes may not. The text
+				// reaches the client of a hub method that returns it.
+				err = &Error{Message: "message not delivered to other nodes: " + r.Err.Error(), Err: r.Err}
 			}
 		}
 		if err != nil {

@@ -11,10 +11,18 @@ import (
 // HubException: <Message>". Any other error is reported to the client
 // without its text (unless Config.DetailedErrors), so internal details do
 // not leak.
-type Error struct{ Message string }
+type Error struct {
+	Message string
+	// Err is the cause, if any, for errors.Is and errors.As; it is not
+	// shown to the client.
+	Err error
+}
 
 // Error returns the message.
 func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf returns an *Error with a formatted message.
 func Errorf(format string, args ...any) error { return &Error{Message: fmt.Sprintf(format, args...)} }

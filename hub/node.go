@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -125,6 +126,8 @@ type Node struct {
 	server   *transport.Server
 	stopOnce sync.Once
 	stopErr  error
+
+	backplaneDown atomic.Bool
 }
 
 // hubRuntime is one registered hub on this node.
@@ -257,7 +260,7 @@ func (n *Node) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: register hub %q with the bridge: %w", name, err)
 		}
 	}
-	handler := actors.NewBackplaneHandler(n.root, bridge, pids, bcfg, n.cfg.OnBackplaneEvent)
+	handler := actors.NewBackplaneHandler(n.root, bridge, pids, bcfg, n.onBackplaneEvent)
 	if err := n.cfg.Backplane.Start(ctx, handler); err != nil {
 		return fmt.Errorf("hub: start backplane: %w", err)
 	}
@@ -323,6 +326,36 @@ func (n *Node) HubContext(name string) (*HubContext, error) {
 type HubContext struct {
 	Clients Clients
 	Groups  Groups
+}
+
+func (n *Node) onBackplaneEvent(ev backplane.Event) {
+	switch ev.Kind {
+	case backplane.EventDown:
+		n.backplaneDown.Store(true)
+	case backplane.EventRestored:
+		n.backplaneDown.Store(false)
+	}
+	if n.cfg.OnBackplaneEvent != nil {
+		n.cfg.OnBackplaneEvent(ev)
+	}
+}
+
+// Ready reports whether the node is started, not shutting down, and its
+// backplane is up (no EventDown without a later EventRestored). A node that
+// is not ready still serves its local clients.
+func (n *Node) Ready() (bool, string) {
+	n.mu.Lock()
+	started, stopped := n.started, n.stopped
+	n.mu.Unlock()
+	switch {
+	case stopped:
+		return false, "shutting down"
+	case !started:
+		return false, "not started"
+	case n.backplaneDown.Load():
+		return false, "backplane down"
+	}
+	return true, "ready"
 }
 
 // Stats returns the node's backplane counters.

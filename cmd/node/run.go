@@ -192,6 +192,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ok, why := node.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = io.WriteString(w, why+"\n")
+	})
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		_ = node.Shutdown(context.Background())

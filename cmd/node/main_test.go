@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/hubfabric/hubfabric/client"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, protoactorThrottle) }
+
+func TestBadFlagsAreClearErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
+		{"bad hub name", []string{"--hub", "a/b"}, nil, `--hub "a/b"`},
+		{"duplicate hub", []string{"--hub", "chat,chat"}, nil, `--hub "chat" given twice`},
+		{"bad duration", []string{"--group-ack-timeout", "soon"}, nil, "invalid value \"soon\""},
+		{"negative duration", []string{"--group-ack-timeout", "-1s"}, nil, "must be positive"},
+		{"bad log format", []string{"--log-format", "xml"}, nil, "use text or json"},
+		{"bad log level", []string{"--log-level", "loud"}, nil, "use debug, info, warn or error"},
+		{"bad addr", []string{"--addr", "8080"}, nil, `--addr "8080"`},
+		{"extra argument", []string{"serve"}, nil, `unexpected argument "serve"`},
+		{"bad env", nil, map[string]string{"HUBFABRIC_GROUP_ACK_TIMEOUT": "x"}, "invalid HUBFABRIC_GROUP_ACK_TIMEOUT"},
+		{"redis not yet", []string{"--redis", "localhost:6379"}, nil, "Redis backplane is not in this build"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			getenv := func(k string) string { return tc.env[k] }
+			err := run(context.Background(), tc.args, getenv, &stderr)
+			var u usageError
+			if !errors.As(err, &u) {
+				t.Fatalf("run(%v) = %v, want a usage error", tc.args, err)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr %q does not say %q", stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentAndFlags(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"HUBFABRIC_HUB": "a,b", "HUBFABRIC_GROUP_ACK_TIMEOUT": "3s", "HUBFABRIC_ADDR": ":9000"}
+	o, err := parseOptions([]string{"--addr", ":9001", "--hub", "c", "--hub", "d"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.addr != ":9001" || strings.Join(o.hubs, ",") != "c,d" || o.groupAckTimeout != 3*time.Second {
+		t.Fatalf("options = %+v; flags must win over the environment, which fills the rest", o)
+	}
+}
+
+// syncBuffer is a goroutine-safe log sink that signals when a line
+// containing want appears.
+type syncBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf.Write(p)
+	if strings.Contains(s.buf.String(), s.want) {
+		s.once.Do(func() { close(s.seen) })
+	}
+	return len(p), nil
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+func TestRunServesAndShutsDownGracefully(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	logs := &syncBuffer{want: "msg=listening", seen: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", addr, "--hub", "chat,lobby", "--node-id", "n1"}, func(string) string { return "" }, logs)
+	}()
+	select {
+	case <-logs.seen:
+	case err := <-done:
+		t.Fatalf("run ended early: %v\n%s", err, logs)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no listening line:\n%s", logs)
+	}
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(cctx, "http://"+addr+"/hubs/lobby", &client.Options{Protocol: "messagepack"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(cctx)
+	var who struct {
+		ConnectionID string `json:"connectionId"`
+		NodeID       string `json:"nodeId"`
+	}
+	res, err := c.Invoke(cctx, "whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Bind(&who); err != nil || who.NodeID != "n1" || who.ConnectionID != c.ConnectionID() {
+		t.Fatalf("WhoAmI = %+v (%v)", who, err)
+	}
+
+	stop() // what SIGTERM does through signal.NotifyContext
+	select {
+	case <-c.Done():
+	case <-cctx.Done():
+		t.Fatal("the client was not closed on shutdown")
+	}
+	var ce *client.CloseError
+	if !errors.As(c.Err(), &ce) || !ce.AllowReconnect {
+		t.Fatalf("client ended with %v, want the server's Close", c.Err())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after shutdown")
+	}
+	if !strings.Contains(logs.String(), "msg=stopped") {
+		t.Fatalf("no stopped line:\n%s", logs)
+	}
+}
+
+// protoactorThrottle is protoactor's dead-letter log throttle: a goroutine
+// it starts on the first dead letter (a message to an actor that has just
+// stopped) and that ends by itself after the throttle interval (1 s).
+var protoactorThrottle = goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1")
