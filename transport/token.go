@@ -33,7 +33,7 @@ var (
 	errTokenActive  = errors.New("connection token is in use by an active connection")
 )
 
-var b64 = base64.RawURLEncoding
+var b64 = base64.RawURLEncoding.Strict()
 
 // tokens mints and checks connection tokens and remembers, until they
 // expire, the tokens used on this node, so a token connects at most once.

@@ -52,7 +52,13 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("legacy claim = %q, %v", got, err)
 	}
 
-	for _, bogus := range []string{"", "short", strings.Repeat("A", 22), token[:21] + "x", "!!!!!!!!!!!!!!!!!!!!!!"} {
+	flipped := []byte(token)
+	if flipped[10] == 'A' {
+		flipped[10] = 'B'
+	} else {
+		flipped[10] = 'A'
+	}
+	for _, bogus := range []string{"", "short", strings.Repeat("A", 22), string(flipped), "!!!!!!!!!!!!!!!!!!!!!!"} {
 		if _, err := tk.claim(bogus); err != errTokenInvalid {
 			t.Errorf("claim(%q) = %v, want errTokenInvalid", bogus, err)
 		}
