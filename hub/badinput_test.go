@@ -1,10 +1,12 @@
 package hub_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +52,7 @@ func echoRoundTrip(t *testing.T, c *rawConn, id string) {
 }
 
 func TestBadInputGetsClearErrors(t *testing.T) {
-	tn := startNode(t, hub.Config{HandshakeTimeout: 300 * time.Millisecond, MaxMessageSize: 1024}, map[string]any{"chat": echoHub{}})
+	tn := startNode(t, hub.Config{HandshakeTimeout: time.Second, MaxMessageSize: 1024}, map[string]any{"chat": echoHub{}})
 	w := witness(t, tn)
 
 	handshakeCases := []struct {
@@ -138,28 +140,43 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 			t.Fatalf("second connect with an active token: err %v resp %v; want 409", err, resp)
 		}
 	})
+}
 
-	t.Run("hundreds of abrupt disconnects", func(t *testing.T) {
-		var wg sync.WaitGroup
-		for i := range 300 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, _, err := dialRaw(t, tn.url, "chat", "", nil)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if i%2 == 0 {
-					c.handshake(protocol.JSON)
-					c.send(&protocol.Invocation{InvocationID: "1", Target: "echo", Arguments: []any{"bye"}})
-				}
-				c.ws.CloseNow()
-			}()
-		}
-		wg.Wait()
-		echoRoundTrip(t, w, "after-disconnects")
-	})
+// TestAbruptDisconnects drops hundreds of connections at every stage:
+// before the handshake, right after it, and with an invocation in flight.
+func TestAbruptDisconnects(t *testing.T) {
+	tn := startNode(t, hub.Config{}, map[string]any{"chat": echoHub{}})
+	w := witness(t, tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	handshake := protocol.AppendHandshakeRequest(nil, protocol.HandshakeRequest{Protocol: "json", Version: 1})
+	call, _ := protocol.JSON.AppendMessage(nil, &protocol.Invocation{InvocationID: "1", Target: "echo", Arguments: []any{"bye"}})
+	u := "ws" + strings.TrimPrefix(tn.url, "http") + "chat"
+	var wg sync.WaitGroup
+	var dialErrs atomic.Int64
+	for i := range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, _, err := websocket.Dial(ctx, u, nil)
+			if err != nil {
+				dialErrs.Add(1)
+				return
+			}
+			if i%3 > 0 {
+				_ = ws.Write(ctx, websocket.MessageText, handshake)
+			}
+			if i%3 > 1 {
+				_ = ws.Write(ctx, websocket.MessageText, call)
+			}
+			ws.CloseNow()
+		}()
+	}
+	wg.Wait()
+	if n := dialErrs.Load(); n > 0 {
+		t.Fatalf("%d of 300 dials failed", n)
+	}
+	echoRoundTrip(t, w, "after-disconnects")
 }
 
 func TestJWT(t *testing.T) {
