@@ -18,10 +18,16 @@ import (
 func startCluster(t *testing.T, n int, cfg hub.Config, hubs func() map[string]any) []*testNode {
 	t.Helper()
 	bus := backplane.NewMemoryBus()
+	return startClusterOn(t, n, cfg, hubs, func() backplane.Backplane { return bus.NewBackplane() })
+}
+
+// startClusterOn starts n nodes, each with a backplane from newBackplane.
+func startClusterOn(t *testing.T, n int, cfg hub.Config, hubs func() map[string]any, newBackplane func() backplane.Backplane) []*testNode {
+	t.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {
 		c := cfg
-		c.Backplane = bus.NewBackplane()
+		c.Backplane = newBackplane()
 		c.NodeID = string(rune('a' + i))
 		c.TokenSecret = []byte("cluster secret")
 		nodes[i] = startNode(t, c, hubs())
@@ -29,8 +35,15 @@ func startCluster(t *testing.T, n int, cfg hub.Config, hubs func() map[string]an
 	return nodes
 }
 
+func roomHubs() map[string]any { return map[string]any{"room": &roomHub{}} }
+
 func TestTwoNodesEveryRoute(t *testing.T) {
-	nodes := startCluster(t, 2, hub.Config{GroupAckTimeout: 500 * time.Millisecond}, func() map[string]any { return map[string]any{"room": &roomHub{}} })
+	checkEveryRouteAcrossNodes(t, startCluster(t, 2, hub.Config{GroupAckTimeout: 500 * time.Millisecond}, roomHubs))
+}
+
+// checkEveryRouteAcrossNodes drives every route between clients on two
+// nodes; nodes must use a 500 ms group ack timeout.
+func checkEveryRouteAcrossNodes(t *testing.T, nodes []*testNode) {
 	a := dial(t, nodes[0], "json")
 	b := dial(t, nodes[1], "messagepack")
 	c := dial(t, nodes[1], "json")

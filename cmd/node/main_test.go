@@ -37,7 +37,9 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"bad addr", []string{"--addr", "8080"}, nil, `--addr "8080"`},
 		{"extra argument", []string{"serve"}, nil, `unexpected argument "serve"`},
 		{"bad env", nil, map[string]string{"HUBFABRIC_GROUP_ACK_TIMEOUT": "x"}, "invalid HUBFABRIC_GROUP_ACK_TIMEOUT"},
-		{"redis not yet", []string{"--redis", "localhost:6379"}, nil, "Redis backplane is not in this build"},
+		{"bad redis option", []string{"--redis", "localhost:6379,bogus=1"}, nil, `--redis: `},
+		{"bad redis timeout", []string{"--redis", "localhost:6379,connectTimeout=abc"}, nil, `connectTimeout`},
+		{"empty redis endpoint", []string{"--redis", ","}, nil, `--redis: `},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,3 +173,19 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 // it starts on the first dead letter (a message to an actor that has just
 // stopped) and that ends by itself after the throttle interval (1 s).
 var protoactorThrottle = goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1")
+
+func TestRedisAbortConnectFailsClearly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String() // nothing answers Redis here once closed
+	ln.Close()
+	var stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = run(ctx, []string{"--addr", "127.0.0.1:0", "--redis", dead + ",abortConnect=true,connectTimeout=500"}, func(string) string { return "" }, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "backplane") {
+		t.Fatalf("run with an unreachable Redis and abortConnect=true = %v, want an error naming the backplane", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
+	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
 	"github.com/hubfabric/hubfabric/hub"
 )
 
@@ -26,6 +27,7 @@ type options struct {
 	nodeID          string
 	redis           string
 	channelPrefix   string
+	prefixGiven     bool // --channel-prefix was set (flag or environment)
 	groupAckTimeout time.Duration
 	logFormat       string
 	logLevel        slog.Level
@@ -103,6 +105,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		fmt.Fprintln(stderr, envErr)
 		return o, usageError{envErr}
 	}
+	o.prefixGiven = given["channel-prefix"] || getenv("HUBFABRIC_CHANNEL_PREFIX") != ""
 	if err := o.validate(*level); err != nil {
 		fmt.Fprintln(stderr, err)
 		return o, usageError{err}
@@ -140,7 +143,9 @@ func (o *options) validate(level string) error {
 		return errors.New("--channel-prefix must not be empty")
 	}
 	if o.redis != "" {
-		return errors.New("--redis: the Redis backplane is not in this build yet; leave --redis empty for the in-memory backplane")
+		if _, err := redisbp.ParseConnectionString(o.redis); err != nil {
+			return fmt.Errorf("--redis: %v", err)
+		}
 	}
 	if _, _, err := net.SplitHostPort(o.addr); err != nil {
 		return fmt.Errorf("--addr %q: %v", o.addr, err)
@@ -165,6 +170,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	cfg := hub.Config{NodeID: o.nodeID, ChannelPrefix: o.channelPrefix, Logger: log, GroupAckTimeout: o.groupAckTimeout, AllowedOrigins: o.allowedOrigins}
 	if o.tokenSecret != "" {
 		cfg.TokenSecret = []byte(o.tokenSecret)
+	}
+	if o.redis != "" {
+		redisbp.RouteLibraryLogs(log.With("component", "go-redis"))
+		bp, err := redisbp.NewFromString(o.redis, func(ro *redisbp.Options) {
+			ro.Logger = log.With("component", "redis")
+			if o.prefixGiven {
+				// The flag overrides the string's channelPrefix.
+				ro.ChannelPrefix = ""
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("--redis: %w", err)
+		}
+		cfg.Backplane = bp
 	}
 	if o.jwtSecret != "" {
 		a, err := auth.HS256([]byte(o.jwtSecret))
@@ -208,7 +227,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lh, slog.LevelDebug)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "hubs", strings.Join(o.hubs, ","), "node_id", node.ID())
+	backplaneName := "memory"
+	if o.redis != "" {
+		backplaneName = "redis"
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "hubs", strings.Join(o.hubs, ","), "node_id", node.ID(), "backplane", backplaneName)
 
 	select {
 	case err = <-serveErr:
