@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"fmt"
 	"sort"
@@ -11,11 +12,15 @@ import (
 
 	"go.uber.org/goleak"
 
+	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
+
 	"github.com/hubfabric/hubfabric/client"
 	"github.com/hubfabric/hubfabric/hub"
 )
 
 func TestMain(m *testing.M) {
+	// go-redis logs dial failures of the outage tests on stderr otherwise.
+	redisbp.RouteLibraryLogs(slog.New(slog.DiscardHandler))
 	goleak.VerifyTestMain(m, protoactorThrottle)
 }
 

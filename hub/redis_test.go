@@ -36,3 +36,50 @@ func TestTwoNodesOnRedis(t *testing.T) {
 		checkEveryRouteAcrossNodes(t, startClusterOn(t, 2, cfg, roomHubs, redisBackplanes(t, conn)))
 	})
 }
+
+// TestNodesStartWhileRedisIsDown starts two nodes with Redis stopped: they
+// serve local traffic, report sends to other nodes as failed, and join up
+// by themselves once Redis is back, resubscribing what their clients joined
+// meanwhile.
+func TestNodesStartWhileRedisIsDown(t *testing.T) {
+	srv := redistest.StartStandalone(t)
+	srv.Stop()
+	restored := make(chan string, 4)
+	var nodes []*testNode
+	for _, id := range []string{"a", "b"} {
+		bp, err := redisbp.NewFromString(srv.Addr + ",connectTimeout=500")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := hub.Config{NodeID: id, Backplane: bp, ChannelPrefix: "down-" + t.Name(), OnBackplaneEvent: func(e backplane.Event) {
+			if e.Kind == backplane.EventRestored {
+				restored <- id
+			}
+		}}
+		nodes = append(nodes, startNode(t, cfg, roomHubs()))
+	}
+	a, b := dial(t, nodes[0], "json"), dial(t, nodes[1], "messagepack")
+	ra, rb := listen(a), listen(b)
+	invoke[any](t, b, "Join", "g") // local membership works while Redis is down
+	if err := invokeErr(t, a, "ToAll", "during"); err == nil {
+		t.Fatal("a send to other nodes while Redis is down must fail")
+	}
+	ra.expect(t, "a", "all:during") // the local client got it anyway
+	if ok, _ := nodes[0].node.Ready(); ok {
+		t.Fatal("node a reports ready while Redis is down")
+	}
+
+	srv.Restart(t)
+	for range 2 {
+		select {
+		case <-restored:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a node did not report the backplane restored")
+		}
+	}
+	invoke[any](t, a, "ToGroup", "g", "after")
+	rb.expect(t, "b", "group:after")
+	invoke[any](t, a, "ToAll", "after")
+	ra.expect(t, "a", "all:after")
+	rb.expect(t, "b", "all:after")
+}
