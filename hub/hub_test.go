@@ -2,9 +2,9 @@ package hub_test
 
 import (
 	"context"
-	"log/slog"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"testing"
