@@ -27,6 +27,8 @@ type hub struct {
 	users  map[string]map[string]*actor.PID // user id -> connection id -> pid
 	groups map[string]*hubGroup
 	gByPID map[string]string // group actor pid id -> group name
+
+	emptyWaiters []*actor.PID // WaitNoConnections requesters
 }
 
 type hubConn struct {
@@ -76,9 +78,25 @@ func (h *hub) Receive(ctx actor.Context) {
 			ctx.Send(c.pid, &closeConnection{reason: m.Reason})
 		}
 		ctx.Respond(&CloseAllResponse{Count: len(h.conns)})
+	case *WaitNoConnections:
+		h.emptyWaiters = append(h.emptyWaiters, ctx.Sender())
+		h.answerIfEmpty(ctx)
 	case *actor.Terminated:
 		h.onTerminated(ctx, m.Who)
+		h.answerIfEmpty(ctx)
 	}
+}
+
+func (h *hub) answerIfEmpty(ctx actor.Context) {
+	if len(h.conns) > 0 {
+		return
+	}
+	for _, w := range h.emptyWaiters {
+		if w != nil {
+			ctx.Send(w, &NoConnections{})
+		}
+	}
+	h.emptyWaiters = nil
 }
 
 func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {

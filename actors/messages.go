@@ -198,3 +198,11 @@ type CloseAll struct{ Reason string }
 
 // CloseAllResponse answers CloseAll with the number of connections closed.
 type CloseAllResponse struct{ Count int }
+
+// WaitNoConnections asks a hub actor to answer (with *NoConnections) once
+// it has no connection actors left, for example after CloseAll when every
+// OnDisconnected hook has run.
+type WaitNoConnections struct{}
+
+// NoConnections answers WaitNoConnections.
+type NoConnections struct{}

@@ -181,6 +181,27 @@ func (r *received) expect(t *testing.T, who string, want ...string) {
 	}
 }
 
+// expectUnordered waits for exactly the messages in want, in any order: for
+// messages from different senders, whose relative order is not promised.
+func (r *received) expectUnordered(t *testing.T, who string, want ...string) {
+	t.Helper()
+	missing := map[string]int{}
+	for _, w := range want {
+		missing[w]++
+	}
+	for range want {
+		select {
+		case got := <-r.ch:
+			if missing[got] == 0 {
+				t.Fatalf("%s got %q, want one of %v", who, got, missing)
+			}
+			missing[got]--
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: timed out waiting for %v", who, missing)
+		}
+	}
+}
+
 func dial(t *testing.T, tn *testNode, proto string) *client.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -456,6 +456,13 @@ func (n *Node) shutdown(ctx context.Context) error {
 		if err := srv.Wait(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("wait for connections: %w", err))
 		}
+		// Let every connection actor finish its OnDisconnected hook before
+		// the hubs stop: stopping discards the messages still queued.
+		for _, rt := range n.hubs {
+			if _, err := n.request(ctx, rt.pid, &actors.WaitNoConnections{}, 30*time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("wait for the connections of hub %q to end: %w", rt.name, err))
+			}
+		}
 		for _, rt := range n.hubs {
 			if err := n.poison(ctx, rt.pid); err != nil {
 				errs = append(errs, fmt.Errorf("stop hub %q: %w", rt.name, err))

@@ -44,7 +44,7 @@ func TestTwoNodesOnRedis(t *testing.T) {
 func TestNodesStartWhileRedisIsDown(t *testing.T) {
 	srv := redistest.StartStandalone(t)
 	srv.Stop()
-	restored := make(chan string, 4)
+	restored := make(chan string, 64)
 	var nodes []*testNode
 	for _, id := range []string{"a", "b"} {
 		bp, err := redisbp.NewFromString(srv.Addr + ",connectTimeout=500")
@@ -70,11 +70,13 @@ func TestNodesStartWhileRedisIsDown(t *testing.T) {
 	}
 
 	srv.Restart(t)
-	for range 2 {
+	back := map[string]bool{}
+	for len(back) < 2 {
 		select {
-		case <-restored:
+		case id := <-restored:
+			back[id] = true
 		case <-time.After(20 * time.Second):
-			t.Fatal("a node did not report the backplane restored")
+			t.Fatalf("only %v reported the backplane restored", back)
 		}
 	}
 	invoke[any](t, a, "ToGroup", "g", "after")
