@@ -1,11 +1,14 @@
 package redisbp_test
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hubfabric/hubfabric/backplane"
 	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
@@ -45,6 +48,23 @@ func BenchmarkPublish(b *testing.B) {
 			b.Fatalf("redis-benchmark: %v\n%s", err, out)
 		}
 		b.Logf("redis-benchmark -P 16 -q -n 200000 PUBLISH (100 bytes, no subscriber): %s", lastLine(string(out)))
+		// The same with one subscriber draining the channel, as in the
+		// Backplane benchmark below.
+		sub := exec.Command("redis-cli", "-p", port, "subscribe", "bench-sub")
+		sub.Stdout = io.Discard
+		if err := sub.Start(); err != nil {
+			b.Fatalf("redis-cli subscribe: %v", err)
+		}
+		defer func() { _ = sub.Process.Kill(); _ = sub.Wait() }()
+		if err := waitSubscribers(srv.Addr, "bench-sub"); err != nil {
+			b.Fatal(err)
+		}
+		args[len(args)-2] = "bench-sub"
+		out, err = exec.Command("redis-benchmark", args...).CombinedOutput()
+		if err != nil {
+			b.Fatalf("redis-benchmark: %v\n%s", err, out)
+		}
+		b.Logf("redis-benchmark -P 16 -q -n 200000 PUBLISH (100 bytes, one redis-cli subscriber): %s", lastLine(string(out)))
 	}
 	for _, mode := range []redisbp.Sharding{redisbp.ShardedOn, redisbp.ShardedOff} {
 		b.Run("sharded="+mode.String(), func(b *testing.B) {
@@ -88,4 +108,16 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// waitSubscribers waits (bounded) until channel has a subscriber.
+func waitSubscribers(addr, channel string) error {
+	for range 200 {
+		out, err := redistest.Do(addr, "PUBSUB", "NUMSUB", channel)
+		if err == nil && strings.HasSuffix(out, "\n1") {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond) // polls an external process
+	}
+	return fmt.Errorf("no subscriber on %s", channel)
 }
