@@ -124,14 +124,17 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 		}
 		h.users[u][id] = pid
 	}
+	log, hubName := ctx.Logger(), h.cfg.Name
+	resp := &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)}
 	ctx.Send(h.cfg.Bridge, &subscribeRequest{
 		Channels: channels,
 		Reply:    ctx.Sender(),
-		OK:       &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)},
+		OK:       resp,
 		Failed: func(err error) any {
+			// Runs on the bridge's worker goroutine: no actor state here.
 			// Local traffic works; the backplane resubscribes on recovery.
-			ctx.Logger().Warn("connection subscriptions failed; it is reachable locally until the backplane recovers", "hub", h.cfg.Name, "conn_id", id, "err", err)
-			return &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)}
+			log.Warn("connection subscriptions failed; it is reachable locally until the backplane recovers", "hub", hubName, "conn_id", id, "err", err)
+			return resp
 		},
 	})
 }
