@@ -35,6 +35,7 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml"}, nil, "use text or json"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "use debug, info, warn or error"},
 		{"bad addr", []string{"--addr", "8080"}, nil, `--addr "8080"`},
+		{"bad pprof addr", []string{"--pprof", "6060"}, nil, `--pprof "6060"`},
 		{"extra argument", []string{"serve"}, nil, `unexpected argument "serve"`},
 		{"bad env", nil, map[string]string{"HUBFABRIC_GROUP_ACK_TIMEOUT": "x"}, "invalid HUBFABRIC_GROUP_ACK_TIMEOUT"},
 		{"bad redis option", []string{"--redis", "localhost:6379,bogus=1"}, nil, `--redis: `},

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ type options struct {
 	logLevel        slog.Level
 	allowedOrigins  []string
 	shutdownTimeout time.Duration
+	pprofAddr       string
 }
 
 // listFlag is a repeatable, comma-separated flag.
@@ -79,6 +81,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.Var(&listFlag{vals: &o.allowedOrigins}, "allowed-origins", "browser origin host patterns allowed cross-origin, e.g. *.example.com (repeatable or comma-separated)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long graceful shutdown may take")
+	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return o, usageError{err}
 	}
@@ -149,6 +152,11 @@ func (o *options) validate(level string) error {
 	}
 	if _, _, err := net.SplitHostPort(o.addr); err != nil {
 		return fmt.Errorf("--addr %q: %v", o.addr, err)
+	}
+	if o.pprofAddr != "" {
+		if _, _, err := net.SplitHostPort(o.pprofAddr); err != nil {
+			return fmt.Errorf("--pprof %q: %v", o.pprofAddr, err)
+		}
 	}
 	return nil
 }
@@ -225,8 +233,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lh, slog.LevelDebug)}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if o.pprofAddr != "" {
+		pln, err := net.Listen("tcp", o.pprofAddr)
+		if err != nil {
+			_ = srv.Close()
+			_ = node.Shutdown(context.Background())
+			return fmt.Errorf("--pprof: listen on %s: %w", o.pprofAddr, err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		psrv := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := psrv.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("pprof server: %w", err)
+			}
+		}()
+		defer psrv.Close()
+		log.Info("pprof listening", "addr", pln.Addr().String())
+	}
 	backplaneName := "memory"
 	if o.redis != "" {
 		backplaneName = "redis"
