@@ -25,7 +25,18 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(removeBuildAfter{m})
+}
+
+// removeBuildAfter runs the tests, then removes the node binary they shared.
+type removeBuildAfter struct{ *testing.M }
+
+func (r removeBuildAfter) Run() int {
+	code := r.M.Run()
+	if nodeBuild.dir != "" {
+		_ = os.RemoveAll(nodeBuild.dir)
+	}
+	return code
 }
 
 const (
@@ -38,6 +49,9 @@ const (
 	suiteLimit  = 10 * time.Minute
 	stopLimit   = 20 * time.Second
 	minNodeMajr = 20
+	// groupAckTimeout is every node's --group-ack-timeout: the non-existent-connection scenarios
+	// wait for it.
+	groupAckTimeout = time.Second
 )
 
 var summaryRE = regexp.MustCompile(`^(\d+) passed, (\d+) failed$`)
@@ -53,21 +67,34 @@ func TestInterop(t *testing.T) {
 
 	bin := buildNode(t, root)
 	addr := freeLoopbackAddr(t)
-	startNode(t, bin, addr)
+	startNode(t, bin, addr, "node", nodeArgs(addr, nodeID), false)
 
 	env := append(os.Environ(),
 		"HUBFABRIC_URL=http://"+addr,
 		"HUBFABRIC_HUB="+hub1,
 		"HUBFABRIC_HUB2="+hub2,
 		"HUBFABRIC_NODE_ID="+nodeID,
-		"TOKEN_ALICE="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
-		"TOKEN_ALICE2="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(2 * time.Hour).Unix(), "jti": "second"}),
-		"TOKEN_BOB="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(time.Hour).Unix()}),
-		"TOKEN_EXPIRED="+sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()}),
-		"TOKEN_BADSIG="+sign(t, jwtSecret+"-not-it", jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
-		"TOKEN_NONE_ALG="+sign(t, jwt.UnsafeAllowNoneSignatureType, jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
 	)
+	runScenarios(t, nodeJS, root, append(env, tokenEnv(t)...))
+}
 
+// tokenEnv gives scenarios.mjs its tokens (valid ones and ones the node must refuse).
+func tokenEnv(t *testing.T) []string {
+	t.Helper()
+	return []string{
+		"TOKEN_ALICE=" + sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
+		"TOKEN_ALICE2=" + sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(2 * time.Hour).Unix(), "jti": "second"}),
+		"TOKEN_BOB=" + sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(time.Hour).Unix()}),
+		"TOKEN_EXPIRED=" + sign(t, jwtSecret, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()}),
+		"TOKEN_BADSIG=" + sign(t, jwtSecret+"-not-it", jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
+		"TOKEN_NONE_ALG=" + sign(t, jwt.UnsafeAllowNoneSignatureType, jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}),
+	}
+}
+
+// runScenarios runs interop/scenarios.mjs with env, streams its lines to t.Log and fails t unless
+// it printed a summary with at least one scenario passed and none failed.
+func runScenarios(t *testing.T, nodeJS, root string, env []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), suiteLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nodeJS, filepath.Join("interop", "scenarios.mjs"))
@@ -147,26 +174,62 @@ func readJSON(t *testing.T, file string, v any) {
 	}
 }
 
+// nodeBuild is the node binary, built once per test binary run and shared by the tests;
+// TestMain removes its directory.
+var nodeBuild struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// buildNode builds ./cmd/node (with -race when the tests run with it) once and returns the binary.
 func buildNode(t *testing.T, root string) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go tool is not on PATH: %v", err)
+	nodeBuild.once.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			nodeBuild.err = fmt.Errorf("the go tool is not on PATH: %v", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "hubfabric-interop-")
+		if err != nil {
+			nodeBuild.err = err
+			return
+		}
+		nodeBuild.dir = dir
+		bin := filepath.Join(dir, "hubfabric-node")
+		args := []string{"build", "-o", bin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "./cmd/node")
+		ctx, cancel := context.WithTimeout(context.Background(), buildLimit)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, goTool, args...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			nodeBuild.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return
+		}
+		nodeBuild.bin = bin
+	})
+	if nodeBuild.err != nil {
+		t.Fatal(nodeBuild.err)
 	}
-	bin := filepath.Join(t.TempDir(), "hubfabric-node")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/node")
-	ctx, cancel := context.WithTimeout(context.Background(), buildLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return bin
+	return nodeBuild.bin
+}
+
+// nodeArgs are the flags every node of the suite runs with (JWT auth, both hubs, a short group
+// ack timeout), plus extra.
+func nodeArgs(addr, id string, extra ...string) []string {
+	return append([]string{
+		"--addr", addr,
+		"--hub", hub1 + "," + hub2,
+		"--jwt-secret", jwtSecret,
+		"--node-id", id,
+		"--group-ack-timeout", groupAckTimeout.String(),
+	}, extra...)
 }
 
 // freeLoopbackAddr picks a port that was free a moment ago.
@@ -183,15 +246,16 @@ func freeLoopbackAddr(t *testing.T) string {
 	return addr
 }
 
-// startNode runs the node, streams its log to t.Log, waits until it serves, and stops it
-// (SIGTERM, then SIGKILL after stopLimit) in t.Cleanup.
-func startNode(t *testing.T, bin, addr string) {
+// startNode runs the node binary with args (which must listen on addr), streams its log to t.Log
+// as "name: ...", waits until it serves (and, with readyz, until GET /readyz is 200: its backplane
+// is up), and stops it (SIGTERM, then SIGKILL after stopLimit) in t.Cleanup.
+func startNode(t *testing.T, bin, addr, name string, args []string, readyz bool) {
 	t.Helper()
 	listening := make(chan struct{})
 	var once sync.Once
 	raced := false // read after the process exited (its output is fully written then)
 	logw := &lineWriter{line: func(s string) {
-		t.Log("node: " + s)
+		t.Log(name + ": " + s)
 		if strings.Contains(s, "WARNING: DATA RACE") {
 			raced = true
 		}
@@ -199,13 +263,7 @@ func startNode(t *testing.T, bin, addr string) {
 			once.Do(func() { close(listening) })
 		}
 	}}
-	cmd := exec.Command(bin,
-		"--addr", addr,
-		"--hub", hub1+","+hub2,
-		"--jwt-secret", jwtSecret,
-		"--node-id", nodeID,
-		"--group-ack-timeout", "1s",
-	)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logw
 	cmd.Stderr = logw
 	if err := cmd.Start(); err != nil {
@@ -217,9 +275,9 @@ func startNode(t *testing.T, bin, addr string) {
 		select {
 		case err := <-exited:
 			logw.flush()
-			t.Errorf("node exited before the end of the test: %v", err)
+			t.Errorf("%s exited before the end of the test: %v", name, err)
 			if raced {
-				t.Errorf("the node (built with -race) reported a data race: see the node: lines above")
+				t.Errorf("%s (built with -race) reported a data race: see the %s: lines above", name, name)
 			}
 			return
 		default:
@@ -230,16 +288,16 @@ func startNode(t *testing.T, bin, addr string) {
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Logf("node exited after SIGTERM: %v", err)
+				t.Logf("%s exited after SIGTERM: %v", name, err)
 			}
 		case <-timer.C:
-			t.Errorf("node did not exit within %v of SIGTERM; killing it", stopLimit)
+			t.Errorf("%s did not exit within %v of SIGTERM; killing it", name, stopLimit)
 			_ = cmd.Process.Kill()
 			<-exited
 		}
 		logw.flush()
 		if raced {
-			t.Errorf("the node (built with -race) reported a data race: see the node: lines above")
+			t.Errorf("%s (built with -race) reported a data race: see the %s: lines above", name, name)
 		}
 	})
 
@@ -257,13 +315,26 @@ func startNode(t *testing.T, bin, addr string) {
 			ready = healthOK(client, healthz) == nil
 		case err := <-exited:
 			exited <- err // for the cleanup
-			t.Fatalf("node exited before serving: %v", err)
+			t.Fatalf("%s exited before serving: %v", name, err)
 		case <-deadline.C:
-			t.Fatalf("node did not serve within %v (no msg=listening log line, %s not 200: %v)", readyLimit, healthz, healthOK(client, healthz))
+			t.Fatalf("%s did not serve within %v (no msg=listening log line, %s not 200: %v)", name, readyLimit, healthz, healthOK(client, healthz))
 		}
 	}
 	if err := healthOK(client, healthz); err != nil {
 		t.Fatalf("GET %s: %v", healthz, err)
+	}
+	if readyz {
+		url := "http://" + addr + "/readyz"
+		for err := healthOK(client, url); err != nil; err = healthOK(client, url) {
+			select {
+			case <-poll.C:
+			case err := <-exited:
+				exited <- err
+				t.Fatalf("%s exited before it was ready: %v", name, err)
+			case <-deadline.C:
+				t.Fatalf("%s not ready within %v: GET %s: %v", name, readyLimit, url, err)
+			}
+		}
 	}
 	client.CloseIdleConnections()
 }
@@ -274,9 +345,9 @@ func healthOK(c *http.Client, url string) error {
 		return err
 	}
 	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, res.Body)
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
 	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d", res.StatusCode)
+		return fmt.Errorf("status %d: %s", res.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

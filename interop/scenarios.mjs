@@ -24,6 +24,21 @@
 // The node must run with --jwt-secret (the user scenarios need user ids) and a short
 // --group-ack-timeout (the non-existent-connection scenario waits for it; 1s is good).
 //
+// Several nodes on one backplane (the "two nodes:" and "prefix isolation:" scenarios):
+//   HUBFABRIC_URL2       base URL of a second node on the same Redis with the same channel prefix
+//                        and the same --token-secret; enables the cross-node scenarios, where the
+//                        clients of one scenario are split across the nodes (typically A on node 1,
+//                        B and C on node 2) and every route is checked across them
+//   HUBFABRIC_NODE_ID2   when set, WhoAmI's nodeId on node 2 must equal it (without it, node 1 and
+//                        node 2 must merely report different node ids, unless the URLs are equal)
+//   HUBFABRIC_URL3       base URL of a node on the same Redis with a DIFFERENT channel prefix;
+//                        enables the prefix-isolation scenarios (needs HUBFABRIC_URL2 too)
+//   HUBFABRIC_GROUP_ACK_TIMEOUT_MS  the nodes' --group-ack-timeout; when set, AddToGroup of a
+//                        connection no node has must take at least about that long to reject
+//   INTEROP_ORDER_COUNT  messages per sender in the in-order scenarios (default 500)
+// The same nodes serve the single-node scenarios too (against HUBFABRIC_URL). For a quick check of
+// the script without a backplane, HUBFABRIC_URL2 may equal HUBFABRIC_URL.
+//
 // How "nobody else got it" is checked without sleeping
 // ----------------------------------------------------
 // A Send* scenario registers a handler for its (unique) target on EVERY client of the scenario,
@@ -71,6 +86,12 @@ const BASE = (process.argv[2] || env.HUBFABRIC_URL || "").replace(/\/+$/, "");
 const HUB = env.HUBFABRIC_HUB || "chat";
 const HUB2 = env.HUBFABRIC_HUB2 || "";
 const NODE_ID = env.HUBFABRIC_NODE_ID || "";
+const BASE2 = (env.HUBFABRIC_URL2 || "").replace(/\/+$/, "");
+const BASE3 = (env.HUBFABRIC_URL3 || "").replace(/\/+$/, "");
+const NODE_ID2 = env.HUBFABRIC_NODE_ID2 || "";
+const BASES = { 1: BASE, 2: BASE2, 3: BASE3 };
+const ACK_TIMEOUT_MS = Number(env.HUBFABRIC_GROUP_ACK_TIMEOUT_MS || 0);
+const ORDER_COUNT = Number(env.INTEROP_ORDER_COUNT || 500);
 const WAIT_MS = Number(env.INTEROP_TIMEOUT_MS || 10000);
 const SCENARIO_MS = WAIT_MS * 6;
 const STOP_MS = 5000;
@@ -88,6 +109,18 @@ function summaryAndExit() {
 
 if (!BASE || !/^https?:\/\//.test(BASE)) {
   console.log(`FAIL setup: no server URL: set HUBFABRIC_URL=http://host:port or pass it as the first argument`);
+  failed++;
+  summaryAndExit();
+}
+for (const [what, url] of [["HUBFABRIC_URL2", BASE2], ["HUBFABRIC_URL3", BASE3]]) {
+  if (url && !/^https?:\/\//.test(url)) {
+    console.log(`FAIL setup: ${what}=${JSON.stringify(url)} is no http(s) URL`);
+    failed++;
+    summaryAndExit();
+  }
+}
+if (BASE3 && !BASE2) {
+  console.log(`FAIL setup: HUBFABRIC_URL3 (prefix isolation) needs HUBFABRIC_URL2`);
   failed++;
   summaryAndExit();
 }
@@ -309,8 +342,11 @@ class T {
     return `${what}-${this.uid}`;
   }
 
-  hubUrl(hub = HUB) {
-    return `${BASE}/hubs/${hub}`;
+  // hubUrl: node is 1, 2 or 3 (HUBFABRIC_URL, _URL2, _URL3).
+  hubUrl(hub = HUB, node = 1) {
+    const base = BASES[node];
+    if (!base) throw new Error(`no URL for node ${node}`);
+    return `${base}/hubs/${hub}`;
   }
 
   newProtocol() {
@@ -318,15 +354,17 @@ class T {
   }
 
   // build makes (but does not start) a connection. user: a TOKENS key or null (no token);
-  // tokenVia: "factory" (accessTokenFactory) or "query" (?access_token= in the URL).
-  build({ name, user = "alice", rawToken, skipNegotiation = false, hub = HUB, tokenVia = "factory" } = {}) {
+  // tokenVia: "factory" (accessTokenFactory) or "query" (?access_token= in the URL); node: which
+  // node's URL (1, 2, 3); query: extra query string (without "?") appended to the hub URL.
+  build({ name, user = "alice", rawToken, skipNegotiation = false, hub = HUB, tokenVia = "factory", node = 1, query = "" } = {}) {
     const tok = rawToken !== undefined ? rawToken : user ? token(user) : "";
-    let url = this.hubUrl(hub);
+    let url = this.hubUrl(hub, node);
+    if (query) url += `?${query}`;
     // timeout bounds the client's HTTP requests (negotiate; default 100s), so that stop() of a
     // connection stuck in negotiation returns.
     const opts = { transport: HttpTransportType.WebSockets, skipNegotiation, timeout: WAIT_MS };
     if (tok && tokenVia === "factory") opts.accessTokenFactory = () => tok;
-    if (tok && tokenVia === "query") url += `?access_token=${encodeURIComponent(tok)}`;
+    if (tok && tokenVia === "query") url += `${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(tok)}`;
     const tap = new TapProtocol(this.newProtocol());
     const conn = new signalR.HubConnectionBuilder()
       .withUrl(url, opts)
@@ -334,6 +372,7 @@ class T {
       .configureLogging(new BufferLogger(this.logs, name || `c${this.clients.length}`))
       .build();
     const c = new Client(this, name || `c${this.clients.length}`, conn, tap);
+    c.node = node;
     this.clients.push(c);
     return c;
   }
@@ -391,13 +430,13 @@ async function barrier(clients) {
 }
 
 // expectDeliveries: expected is a Map(client -> list of argument lists) over ALL clients of the
-// scenario (missing or empty: the client must get nothing). Waits for the recipients, runs the
-// barrier, then compares exactly.
-async function expectDeliveries(clients, target, expected) {
+// scenario (missing or empty: the client must get nothing). Waits (each recipient up to waitMs)
+// for the recipients, runs the barrier, then compares exactly.
+async function expectDeliveries(clients, target, expected, waitMs = WAIT_MS) {
   await Promise.all(
     clients.map((c) => {
       const want = expected.get(c) || [];
-      return c.waitFor(() => c.got(target).length >= want.length, `${want.length} '${target}' message(s), has ${c.got(target).length}`);
+      return c.waitFor(() => c.got(target).length >= want.length, `${want.length} '${target}' message(s), has ${c.got(target).length}`, waitMs);
     }),
   );
   await barrier(clients);
@@ -770,6 +809,343 @@ if (HUB2) {
     await a.invoke("SendToAll", target, ...m1);
     await b.invoke("SendToAll", target, ...m2);
     await expectDeliveries([a, b], target, new Map([[a, [m1]], [b, [m2]]]));
+  });
+}
+
+// ---------------------------------------------------------------- several nodes on one backplane
+//
+// Scenario clients carry the node they connected to (c.node: 1, 2 or 3). Every route is checked with
+// the same exactly-once / nobody-else rule as above: the barrier of each client goes through its own
+// node (SendToConnection to itself), so it flushes that client's queue whatever node the message
+// under test came from.
+
+const SAME_NODE = BASE2 !== "" && BASE2 === BASE; // script self-test against a single node only
+
+// checkPlacement: the clients of one node agree on its nodeId, and different nodes have different
+// ones (the clients really are split), and the configured ids match.
+function checkPlacement(clients) {
+  const byNode = new Map();
+  for (const c of clients) {
+    if (!c.who) continue;
+    if (!byNode.has(c.node)) byNode.set(c.node, c.who.nodeId);
+    else checkEqual(c.who.nodeId, byNode.get(c.node), `${c.name}: WhoAmI.nodeId (other clients of node ${c.node} report ${byNode.get(c.node)})`);
+  }
+  if (NODE_ID && byNode.has(1)) checkEqual(byNode.get(1), NODE_ID, "node 1's WhoAmI.nodeId");
+  if (NODE_ID2 && byNode.has(2)) checkEqual(byNode.get(2), NODE_ID2, "node 2's WhoAmI.nodeId");
+  const nodes = [...byNode.keys()];
+  for (const x of nodes) {
+    for (const y of nodes) {
+      if (x < y && !(SAME_NODE && BASES[x] === BASES[y])) {
+        check(byNode.get(x) !== byNode.get(y), () => `node ${x} and node ${y} both report nodeId ${fmt(byNode.get(x))}: the clients are not on different nodes`);
+      }
+    }
+  }
+}
+
+async function connectSplit(t, specs) {
+  const clients = await t.connectMany(specs);
+  checkPlacement(clients);
+  return clients;
+}
+
+// inOrder: the values of one sender, in the order received, must be exactly 0..n-1.
+function checkInOrder(c, target, sender, n) {
+  const seq = c.got(target).filter((a) => a[1] === sender).map((a) => a[0]);
+  if (isDeepStrictEqual(seq, [...Array(n).keys()])) return;
+  const firstBad = seq.findIndex((v, i) => v !== i);
+  check(false, () => `${c.name}: ${seq.length} messages from ${sender} (want ${n}); first out of place at index ${firstBad}: ${fmt(seq.slice(Math.max(0, firstBad - 2), firstBad + 3))}`);
+}
+
+// sendMany pipelines n invocations of one route from one client (they are written in this order
+// and the node runs one client's hub methods one at a time, in arrival order) and waits for all.
+function sendMany(c, n, method, ...routeArgs) {
+  return Promise.all([...Array(n).keys()].map((i) => withTimeout(c.conn.invoke(method, ...routeArgs, i, c.name), WAIT_MS * 3, `${c.name}: ${method} #${i}`)));
+}
+
+if (BASE2) {
+  scenario("two nodes: WhoAmI reports each client's node", async (t) => {
+    const [a, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", user: "alice2", node: 2 }]);
+    checkEqual([a.who.userId, b.who.userId, c.who.userId], ["alice", "bob", "alice"], "user ids");
+    check(new Set([a.id, b.id, c.id]).size === 3, () => `connection ids are not distinct: ${fmt([a.id, b.id, c.id])}`);
+    for (const x of [a, b, c]) checkEqual(await x.invoke("Echo", `echo via ${x.name}`), `echo via ${x.name}`, `${x.name}: Echo`);
+  });
+
+  scenario("two nodes: SendToAll reaches the clients of both nodes exactly once", async (t) => {
+    const [a, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", user: "alice2", node: 2 }]);
+    const target = t.name("all");
+    listenAll([a, b, c], target);
+    const m1 = ["from node 1 ✓", { k: [1, null] }];
+    const m2 = ["from node 2", 2 ** 40];
+    await a.invoke("SendToAll", target, ...m1);
+    await b.invoke("SendToAll", target, ...m2);
+    await expectDeliveries([a, b, c], target, new Map([a, b, c].map((x) => [x, [m1, m2]])));
+  });
+
+  scenario("two nodes: SendToOthers excludes only the caller, on both nodes", async (t) => {
+    const [a, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const target = t.name("others");
+    listenAll([a, b, c], target);
+    const m1 = ["others from node 1"];
+    const m2 = ["others from node 2", -1.5];
+    await a.invoke("SendToOthers", target, ...m1);
+    await b.invoke("SendToOthers", target, ...m2);
+    await expectDeliveries([a, b, c], target, new Map([[a, [m2]], [b, [m1]], [c, [m1, m2]]]));
+  });
+
+  scenario("two nodes: SendToConnection to a connection on the other node", async (t) => {
+    const [a, d, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "d@1", user: "bob" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const target = t.name("conn");
+    listenAll([a, d, b, c], target);
+    const m1 = ["node 1 -> node 2", { to: b.id }];
+    const m2 = ["node 2 -> node 1", { to: a.id }];
+    await a.invoke("SendToConnection", b.id, target, ...m1);
+    await c.invoke("SendToConnection", a.id, target, ...m2);
+    await expectDeliveries([a, d, b, c], target, new Map([[b, [m1]], [a, [m2]]]));
+  });
+
+  scenario("two nodes: JoinGroup on both nodes + SendToGroup reaches members only", async (t) => {
+    const [a, d, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "d@1", user: "bob" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const group = t.name("group");
+    const target = t.name("grp");
+    listenAll([a, d, b, c], target);
+    await a.invoke("JoinGroup", group);
+    await b.invoke("JoinGroup", group);
+    const ms = [a, b, c, d].map((x) => [`from ${x.name}`, x.node]);
+    for (const [i, x] of [a, b, c, d].entries()) await x.invoke("SendToGroup", group, target, ...ms[i]);
+    await expectDeliveries([a, d, b, c], target, new Map([[a, ms], [b, ms]]));
+  });
+
+  scenario("two nodes: SendToOthersInGroup excludes the caller, members on both nodes", async (t) => {
+    const [a, d, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "d@1", user: "bob" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const group = t.name("group");
+    const target = t.name("oig");
+    listenAll([a, d, b, c], target);
+    for (const x of [a, b, c]) await x.invoke("JoinGroup", group);
+    const m1 = ["others in group, from node 1"];
+    const m2 = ["others in group, from node 2", { n: 2 }];
+    await a.invoke("SendToOthersInGroup", group, target, ...m1);
+    await b.invoke("SendToOthersInGroup", group, target, ...m2);
+    await expectDeliveries([a, d, b, c], target, new Map([[a, [m2]], [b, [m1]], [c, [m1, m2]]]));
+  });
+
+  scenario("two nodes: LeaveGroup on node 2 stops messages sent from either node", async (t) => {
+    const [a, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const group = t.name("group");
+    const target = t.name("leave");
+    listenAll([a, b, c], target);
+    await a.invoke("JoinGroup", group);
+    await b.invoke("JoinGroup", group);
+    const m1 = ["before leave"];
+    await a.invoke("SendToGroup", group, target, ...m1);
+    await expectDeliveries([a, b, c], target, new Map([[a, [m1]], [b, [m1]]]));
+    await b.invoke("LeaveGroup", group);
+    const m2 = ["after leave, from node 1"];
+    const m3 = ["after leave, from node 2"];
+    await a.invoke("SendToGroup", group, target, ...m2);
+    await c.invoke("SendToGroup", group, target, ...m3);
+    await expectDeliveries([a, b, c], target, new Map([[a, [m1, m2, m3]], [b, [m1]]]));
+  });
+
+  scenario("two nodes: SendToUser reaches the user's connections on both nodes", async (t) => {
+    const [a1, a2, b] = await connectSplit(t, [{ name: "alice@1", user: "alice" }, { name: "alice@2", user: "alice2", node: 2 }, { name: "bob@2", user: "bob", node: 2 }]);
+    checkEqual([a1.who.userId, a2.who.userId, b.who.userId], ["alice", "alice", "bob"], "user ids");
+    const target = t.name("user");
+    listenAll([a1, a2, b], target);
+    const m1 = ["for alice, from bob on node 2"];
+    const m2 = ["for bob, from alice on node 1", 2];
+    const m3 = ["for alice, from alice on node 2", { self: true }];
+    await b.invoke("SendToUser", "alice", target, ...m1);
+    await a1.invoke("SendToUser", "bob", target, ...m2);
+    await a2.invoke("SendToUser", "alice", target, ...m3);
+    await expectDeliveries([a1, a2, b], target, new Map([[a1, [m1, m3]], [a2, [m1, m3]], [b, [m2]]]));
+  });
+
+  scenario("two nodes: AddToGroup/RemoveFromGroup of a connection on the other node", async (t) => {
+    const [a, d, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "d@1", user: "bob" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const group = t.name("group");
+    const target = t.name("added");
+    listenAll([a, d, b, c], target);
+    await d.invoke("JoinGroup", group); // a local member on node 1 as well
+    await a.invoke("AddToGroup", b.id, group); // node 1 adds a connection of node 2
+    const m1 = ["after the remote add, from node 1"];
+    const m2 = ["after the remote add, from node 2"];
+    await a.invoke("SendToGroup", group, target, ...m1);
+    await c.invoke("SendToGroup", group, target, ...m2);
+    await expectDeliveries([a, d, b, c], target, new Map([[b, [m1, m2]], [d, [m1, m2]]]));
+    await a.invoke("RemoveFromGroup", b.id, group);
+    const m3 = ["after the remote removal, from node 1"];
+    const m4 = ["after the remote removal, from node 2"];
+    await a.invoke("SendToGroup", group, target, ...m3);
+    await c.invoke("SendToGroup", group, target, ...m4);
+    await expectDeliveries([a, d, b, c], target, new Map([[b, [m1, m2]], [d, [m1, m2, m3, m4]]]));
+    // the other direction: node 2 adds a connection of node 1
+    const group2 = t.name("group2");
+    const target2 = t.name("added2");
+    listenAll([a, d, b, c], target2);
+    await b.invoke("AddToGroup", a.id, group2);
+    const m5 = ["node 2 added a node-1 connection"];
+    await c.invoke("SendToGroup", group2, target2, ...m5);
+    await expectDeliveries([a, d, b, c], target2, new Map([[a, [m5]]]));
+  });
+
+  scenario("two nodes: AddToGroup of a connection no node has rejects after the ack timeout", async (t) => {
+    const [a, b] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }]);
+    const ghost = `no-such-connection-${randomUUID()}`;
+    const group = t.name("group");
+    const timed = async (c, method) => {
+      const started = Date.now();
+      const e = await rejection(c.conn.invoke(method, ghost, group), `${c.name}: ${method}(ghost)`);
+      return { e, ms: Date.now() - started };
+    };
+    const [add1, add2, rem1] = await Promise.all([timed(a, "AddToGroup"), timed(b, "AddToGroup"), timed(a, "RemoveFromGroup")]);
+    for (const [what, r] of [["AddToGroup on node 1", add1], ["AddToGroup on node 2", add2], ["RemoveFromGroup on node 1", rem1]]) {
+      check(errText(r.e) !== "", `${what}: empty error message`);
+      if (ACK_TIMEOUT_MS > 0) {
+        check(r.ms >= ACK_TIMEOUT_MS * 0.9, () => `${what} rejected after ${r.ms}ms, before the ${ACK_TIMEOUT_MS}ms ack timeout: the nodes did not wait for an owner`);
+        check(r.ms < ACK_TIMEOUT_MS + WAIT_MS, () => `${what} rejected only after ${r.ms}ms (ack timeout ${ACK_TIMEOUT_MS}ms)`);
+      }
+    }
+    checkEqual(await a.invoke("Echo", "still alive"), "still alive", "Echo after the errors");
+    // the remote group machinery still works after the timeouts
+    const target = t.name("after");
+    listenAll([a, b], target);
+    await a.invoke("AddToGroup", b.id, group);
+    const m = ["after the timeouts"];
+    await a.invoke("SendToGroup", group, target, ...m);
+    await expectDeliveries([a, b], target, new Map([[b, [m]]]));
+  });
+
+  scenario(`two nodes: ${ORDER_COUNT} messages over SendToConnection arrive in order across nodes`, async (t) => {
+    const [a, b, c] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }]);
+    const target = t.name("order");
+    listenAll([a, b, c], target);
+    const seq = (who) => [...Array(ORDER_COUNT).keys()].map((i) => [i, who.name]);
+    // node 1 -> node 2 and node 2 -> node 1 at the same time
+    await Promise.all([sendMany(a, ORDER_COUNT, "SendToConnection", b.id, target), sendMany(c, ORDER_COUNT, "SendToConnection", a.id, target)]);
+    await expectDeliveries([a, b, c], target, new Map([[b, seq(a)], [a, seq(c)]]), WAIT_MS * 3);
+    checkInOrder(b, target, a.name, ORDER_COUNT);
+    checkInOrder(a, target, c.name, ORDER_COUNT);
+  });
+
+  scenario(`two nodes: ${ORDER_COUNT} messages over SendToGroup arrive in order at every member`, async (t) => {
+    const [a, d, b, c, e] = await connectSplit(t, [{ name: "a@1" }, { name: "d@1", user: "bob" }, { name: "b@2", user: "bob", node: 2 }, { name: "c@2", node: 2 }, { name: "e@2", user: "alice2", node: 2 }]);
+    const group = t.name("group");
+    const target = t.name("order");
+    listenAll([a, d, b, c, e], target);
+    for (const x of [a, d, b, c]) await x.invoke("JoinGroup", group);
+    const seq = (who) => [...Array(ORDER_COUNT).keys()].map((i) => [i, who.name]);
+    // one sender on each node, at the same time
+    await Promise.all([sendMany(a, ORDER_COUNT, "SendToGroup", group, target), sendMany(b, ORDER_COUNT, "SendToGroup", group, target)]);
+    const both = [...seq(a), ...seq(b)];
+    await expectDeliveries([a, d, b, c, e], target, new Map([a, d, b, c].map((x) => [x, both])), WAIT_MS * 3);
+    for (const x of [a, d, b, c]) {
+      checkInOrder(x, target, a.name, ORDER_COUNT);
+      checkInOrder(x, target, b.name, ORDER_COUNT);
+    }
+  });
+
+  scenario("two nodes: negotiate on node 1, WebSocket on node 2", async (t) => {
+    const [a, ref] = await connectSplit(t, [{ name: "a@1" }, { name: "ref@2", user: "bob", node: 2 }]);
+    const res = await withTimeout(
+      fetch(`${BASE}/hubs/${HUB}/negotiate?negotiateVersion=1`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token("alice")}` },
+        signal: AbortSignal.timeout(WAIT_MS),
+      }),
+      WAIT_MS,
+      "negotiate on node 1",
+    );
+    const body = await res.text();
+    checkEqual(res.status, 200, `negotiate status (body ${fmt(body)})`);
+    const neg = JSON.parse(body);
+    check(typeof neg.connectionId === "string" && neg.connectionId !== "", () => `negotiate gave no connectionId: ${body}`);
+    check(typeof neg.connectionToken === "string" && neg.connectionToken !== "", () => `negotiate gave no connectionToken: ${body}`);
+    // The client with skipNegotiation connects to the URL as given (HttpConnection._startInternal
+    // hands baseUrl to the transport unchanged, WebSocketTransport only swaps http for ws), so the
+    // id query parameter reaches node 2 just as after its own negotiate (_createConnectUrl).
+    const x = t.build({ name: "x@2", node: 2, skipNegotiation: true, query: `id=${encodeURIComponent(neg.connectionToken)}` });
+    await withTimeout(x.conn.start(), WAIT_MS, `${x.name}: start`);
+    const who = await x.invoke("WhoAmI");
+    checkEqual(who.connectionId, neg.connectionId, "WhoAmI.connectionId on node 2 vs the connectionId negotiated on node 1");
+    checkEqual(who.userId, "alice", "WhoAmI.userId");
+    checkEqual(who.nodeId, ref.who.nodeId, "WhoAmI.nodeId (node 2's)");
+    x.id = who.connectionId;
+    x.who = who;
+    checkPlacement([a, ref, x]);
+    // it is reachable under the negotiated id, from both nodes
+    const target = t.name("neg");
+    listenAll([a, ref, x], target);
+    const m1 = ["to the negotiated id, from node 1"];
+    const m2 = ["to the negotiated id, from node 2"];
+    await a.invoke("SendToConnection", neg.connectionId, target, ...m1);
+    await ref.invoke("SendToConnection", neg.connectionId, target, ...m2);
+    await expectDeliveries([a, ref, x], target, new Map([[x, [m1, m2]]]));
+  });
+
+  if (HUB2) {
+    scenario(`two nodes: hubs ${HUB} and ${HUB2} stay separate across nodes`, async (t) => {
+      const [a, b, c] = await connectSplit(t, [{ name: `a@1/${HUB}` }, { name: `b@2/${HUB2}`, user: "bob", node: 2, hub: HUB2 }, { name: `c@2/${HUB}`, node: 2 }]);
+      const target = t.name("hubs");
+      const group = t.name("group");
+      listenAll([a, b, c], target);
+      await b.invoke("JoinGroup", group);
+      await c.invoke("JoinGroup", group);
+      const m1 = [`all on ${HUB}`];
+      const m2 = [`all on ${HUB2}`];
+      const m3 = [`group on ${HUB}`];
+      await a.invoke("SendToAll", target, ...m1);
+      await b.invoke("SendToAll", target, ...m2);
+      await a.invoke("SendToGroup", group, target, ...m3);
+      await expectDeliveries([a, b, c], target, new Map([[a, [m1]], [b, [m2]], [c, [m1, m3]]]));
+    });
+  }
+}
+
+if (BASE3) {
+  scenario("prefix isolation: SendToAll and SendToOthers stay within a channel prefix", async (t) => {
+    const [a, b, x, y] = await connectSplit(t, [{ name: "a@1" }, { name: "b@2", user: "bob", node: 2 }, { name: "x@3", node: 3 }, { name: "y@3", user: "bob", node: 3 }]);
+    const target = t.name("all");
+    listenAll([a, b, x, y], target);
+    const m1 = ["all, node 1"];
+    const m2 = ["all, node 2"];
+    const m3 = ["all, node 3 (other prefix)"];
+    const m4 = ["others, node 3 (other prefix)"];
+    const m5 = ["others, node 1"];
+    await a.invoke("SendToAll", target, ...m1);
+    await b.invoke("SendToAll", target, ...m2);
+    await x.invoke("SendToAll", target, ...m3);
+    await y.invoke("SendToOthers", target, ...m4);
+    await a.invoke("SendToOthers", target, ...m5);
+    await expectDeliveries([a, b, x, y], target, new Map([[a, [m1, m2]], [b, [m1, m2, m5]], [x, [m3, m4]], [y, [m3]]]));
+  });
+
+  scenario("prefix isolation: groups, users and connections stay within a channel prefix", async (t) => {
+    const [a, b, x, y] = await connectSplit(t, [{ name: "alice@1" }, { name: "bob@2", user: "bob", node: 2 }, { name: "alice@3", user: "alice2", node: 3 }, { name: "bob@3", user: "bob", node: 3 }]);
+    const group = t.name("group"); // the same group name under both prefixes
+    const target = t.name("iso");
+    listenAll([a, b, x, y], target);
+    await a.invoke("JoinGroup", group);
+    await x.invoke("JoinGroup", group);
+    const g1 = ["group, node 2"];
+    const g3 = ["group, node 3"];
+    const u1 = ["user alice, node 2"];
+    const u3 = ["user alice, node 3"];
+    const ub = ["user bob, node 1"];
+    await b.invoke("SendToGroup", group, target, ...g1);
+    await y.invoke("SendToGroup", group, target, ...g3);
+    await b.invoke("SendToUser", "alice", target, ...u1);
+    await y.invoke("SendToUser", "alice", target, ...u3);
+    await a.invoke("SendToUser", "bob", target, ...ub);
+    // a connection of the other prefix cannot be reached (the send may succeed or fail)
+    await a.invoke("SendToConnection", x.id, target, "cross-prefix connection").catch(() => {});
+    await y.invoke("SendToConnection", b.id, target, "cross-prefix connection").catch(() => {});
+    await expectDeliveries([a, b, x, y], target, new Map([[a, [g1, u1]], [b, [ub]], [x, [g3, u3]], [y, []]]));
+    // nor added to a group from the other prefix: no node of that prefix owns it
+    const e = await rejection(a.conn.invoke("AddToGroup", x.id, group), "AddToGroup(a connection of the other prefix)");
+    check(errText(e) !== "", "empty error message");
+    const g4 = ["group, node 2, after the failed cross-prefix add"];
+    await b.invoke("SendToGroup", group, target, ...g4);
+    await expectDeliveries([a, b, x, y], target, new Map([[a, [g1, u1, g4]], [b, [ub]], [x, [g3, u3]], [y, []]]));
   });
 }
 
