@@ -75,8 +75,6 @@ func (c *connection) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.onStarted(ctx)
-	case *Deliver:
-		_ = c.info.Outlet.Enqueue(m.Payload.For(c.info.Outlet.Protocol()))
 	case *ClientMessage:
 		c.onClientMessage(ctx, m)
 	case *callReply:

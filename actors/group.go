@@ -14,11 +14,18 @@ type group struct {
 	channel string
 	bridge  *actor.PID
 
-	members   map[string]*actor.PID // by connection id
-	byPID     map[string]string     // pid id -> connection id
+	members   map[string]groupMember // by connection id
+	byPID     map[string]string      // pid id -> connection id
 	state     subState
 	pending   []*actor.PID // join requesters waiting for the subscription
 	processed uint64       // membership requests handled, reported to the hub
+}
+
+// groupMember is a local member: its actor (watched, to drop it when it
+// stops) and its outbound queue (where deliveries go).
+type groupMember struct {
+	pid    *actor.PID
+	outlet Outlet
 }
 
 type subState int
@@ -33,6 +40,7 @@ const (
 type groupMembership struct {
 	Request *GroupRequest
 	PID     *actor.PID // the member's connection actor
+	Outlet  Outlet     // the member's outbound queue
 }
 
 // groupSubscribed is the bridge's answer to the group's subscribe.
@@ -47,7 +55,7 @@ type groupEmpty struct {
 
 func newGroupProps(name, channel string, bridge *actor.PID, p PropsFactory) *actor.Props {
 	return p(func() actor.Actor {
-		return &group{name: name, channel: channel, bridge: bridge, members: map[string]*actor.PID{}, byPID: map[string]string{}}
+		return &group{name: name, channel: channel, bridge: bridge, members: map[string]groupMember{}, byPID: map[string]string{}}
 	})
 }
 
@@ -79,7 +87,7 @@ func (g *group) Receive(ctx actor.Context) {
 func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
 	id := m.Request.ConnectionID
 	if _, ok := g.members[id]; !ok {
-		g.members[id] = m.PID
+		g.members[id] = groupMember{pid: m.PID, outlet: m.Outlet}
 		g.byPID[m.PID.Id] = id
 		ctx.Watch(m.PID)
 	}
@@ -117,13 +125,13 @@ func (g *group) onSubscribed(ctx actor.Context, err error) {
 }
 
 func (g *group) remove(ctx actor.Context, connID string) {
-	pid, ok := g.members[connID]
+	mem, ok := g.members[connID]
 	if !ok {
 		return
 	}
 	delete(g.members, connID)
-	delete(g.byPID, pid.Id)
-	ctx.Unwatch(pid)
+	delete(g.byPID, mem.pid.Id)
+	ctx.Unwatch(mem.pid)
 	g.unsubscribeIfEmpty(ctx)
 }
 
@@ -137,11 +145,10 @@ func (g *group) unsubscribeIfEmpty(ctx actor.Context) {
 }
 
 func (g *group) fanOut(ctx actor.Context, r Route, p *Payload) {
-	d := &Deliver{Payload: p}
-	for id, pid := range g.members {
+	for id, mem := range g.members {
 		if len(r.Excluded) > 0 && r.excludes(id) {
 			continue
 		}
-		ctx.Send(pid, d)
+		deliver(mem.outlet, p)
 	}
 }

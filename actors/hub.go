@@ -22,9 +22,9 @@ type HubConfig struct {
 type hub struct {
 	cfg HubConfig
 
-	conns  map[string]*hubConn              // by connection id
-	byPID  map[string]string                // connection actor pid id -> connection id
-	users  map[string]map[string]*actor.PID // user id -> connection id -> pid
+	conns  map[string]*hubConn            // by connection id
+	byPID  map[string]string              // connection actor pid id -> connection id
+	users  map[string]map[string]*hubConn // user id -> connection id -> connection
 	groups map[string]*hubGroup
 	gByPID map[string]string // group actor pid id -> group name
 
@@ -34,7 +34,16 @@ type hub struct {
 type hubConn struct {
 	pid    *actor.PID
 	userID string
+	outlet Outlet
 }
+
+// deliver queues p for c. Deliveries go straight to the connection's
+// outbound queue (safe for concurrent use) rather than through its actor:
+// a mailbox hop per recipient is the largest cost of fan-out after the
+// socket write. Order per route holds because each route's fan-out runs in
+// one actor; a caller's Completion still follows its sends, since a send
+// is answered only after its local fan-out.
+func deliver(o Outlet, p *Payload) { _ = o.Enqueue(p.For(o.Protocol())) }
 
 type hubGroup struct {
 	pid       *actor.PID
@@ -51,7 +60,7 @@ func NewHubProps(cfg HubConfig) *actor.Props {
 			cfg:    cfg,
 			conns:  map[string]*hubConn{},
 			byPID:  map[string]string{},
-			users:  map[string]map[string]*actor.PID{},
+			users:  map[string]map[string]*hubConn{},
 			groups: map[string]*hubGroup{},
 			gByPID: map[string]string{},
 		}
@@ -114,15 +123,16 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
 		return
 	}
-	h.conns[id] = &hubConn{pid: pid, userID: m.Info.UserID}
+	hc := &hubConn{pid: pid, userID: m.Info.UserID, outlet: m.Info.Outlet}
+	h.conns[id] = hc
 	h.byPID[pid.Id] = id
 	channels := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
 	if u := m.Info.UserID; u != "" {
 		if h.users[u] == nil {
-			h.users[u] = map[string]*actor.PID{}
+			h.users[u] = map[string]*hubConn{}
 			channels = append(channels, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
 		}
-		h.users[u][id] = pid
+		h.users[u][id] = hc
 	}
 	log, hubName := ctx.Logger(), h.cfg.Name
 	resp := &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)}
@@ -173,7 +183,7 @@ func (h *hub) onSend(ctx actor.Context, m *SendRequest) {
 		}
 	case RouteConnection:
 		if c := h.conns[r.Name]; c != nil {
-			ctx.Send(c.pid, &Deliver{Payload: m.Payload})
+			deliver(c.outlet, m.Payload)
 			ctx.Respond(&SendResponse{})
 			return
 		}
@@ -188,21 +198,19 @@ func (h *hub) onSend(ctx actor.Context, m *SendRequest) {
 func (h *hub) deliverLocal(ctx actor.Context, r Route, p *Payload, fwd *remoteDelivery) {
 	switch r.Kind {
 	case RouteAll:
-		d := &Deliver{Payload: p}
 		for id, c := range h.conns {
 			if len(r.Excluded) > 0 && r.excludes(id) {
 				continue
 			}
-			ctx.Send(c.pid, d)
+			deliver(c.outlet, p)
 		}
 	case RouteConnection:
 		if c := h.conns[r.Name]; c != nil {
-			ctx.Send(c.pid, &Deliver{Payload: p})
+			deliver(c.outlet, p)
 		}
 	case RouteUser:
-		d := &Deliver{Payload: p}
-		for _, pid := range h.users[r.Name] {
-			ctx.Send(pid, d)
+		for _, c := range h.users[r.Name] {
+			deliver(c.outlet, p)
 		}
 	case RouteGroup:
 		if g := h.groups[r.Name]; g != nil && fwd != nil {
@@ -219,10 +227,10 @@ func (h *hub) onGroupRequest(ctx actor.Context, m *GroupRequest) {
 		ctx.Forward(h.cfg.Bridge)
 		return
 	}
-	h.forwardMembership(ctx, m, c.pid)
+	h.forwardMembership(ctx, m, c)
 }
 
-func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *actor.PID) {
+func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn) {
 	g := h.groups[m.Group]
 	if g == nil {
 		if m.Action == GroupRemove {
@@ -236,7 +244,7 @@ func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *acto
 		h.gByPID[pid.Id] = m.Group
 	}
 	g.forwarded++
-	ctx.RequestWithCustomSender(g.pid, &groupMembership{Request: m, PID: member}, ctx.Sender())
+	ctx.RequestWithCustomSender(g.pid, &groupMembership{Request: m, PID: member.pid, Outlet: member.outlet}, ctx.Sender())
 }
 
 func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
@@ -245,7 +253,7 @@ func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
 		ctx.Respond(&GroupResponse{Err: errNotHere})
 		return
 	}
-	h.forwardMembership(ctx, m.Request, c.pid)
+	h.forwardMembership(ctx, m.Request, c)
 }
 
 func (h *hub) onGroupEmpty(ctx actor.Context, m *groupEmpty) {

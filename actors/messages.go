@@ -68,9 +68,6 @@ type SendRequest struct {
 // other nodes could not be reached.
 type SendResponse struct{ Err error }
 
-// Deliver is a payload for one connection actor.
-type Deliver struct{ Payload *Payload }
-
 // remoteDelivery is a payload that arrived from another node.
 type remoteDelivery struct {
 	Route   Route
