@@ -207,6 +207,14 @@ func TestJWT(t *testing.T) {
 		{"no sub", sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": now.Add(time.Hour).Unix()}), http.StatusUnauthorized},
 		{"garbage", "not.a.jwt", http.StatusUnauthorized},
 	}
+	t.Run("token of another user", func(t *testing.T) {
+		bob := sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "bob", "exp": now.Add(time.Hour).Unix()})
+		_, nr, _ := negotiate(t, tn.url, "chat", http.Header{"Authorization": {"Bearer " + valid}})
+		_, resp, err := dialRaw(t, tn.url, "chat", "id="+nr.ConnectionToken+"&access_token="+bob, nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("alice's connection token used by bob: err %v resp %v; want 404", err, resp)
+		}
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := http.Header{}

@@ -90,7 +90,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	if token == "" { // skipNegotiation
 		connID = newConnectionID()
 	} else {
-		connID, err = s.tokens.claim(token)
+		connID, err = s.tokens.claim(token, identity.UserID)
 		switch {
 		case errors.Is(err, errTokenActive):
 			http.Error(w, "a connection with that ID is already active", http.StatusConflict)

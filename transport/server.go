@@ -259,7 +259,8 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 		return
 	}
 	defer s.active.Done()
-	if _, err := s.opts.Authenticator.Authenticate(r); err != nil {
+	identity, err := s.opts.Authenticator.Authenticate(r)
+	if err != nil {
 		s.unauthorized(w, err)
 		return
 	}
@@ -269,7 +270,7 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	if err != nil {
 		resp.Error = err.Error()
 	} else {
-		token, id := s.tokens.mint(version == 0)
+		token, id := s.tokens.mint(version == 0, identity.UserID)
 		resp = protocol.NegotiateResponse{
 			NegotiateVersion: version,
 			ConnectionID:     id,

@@ -16,11 +16,14 @@ import (
 //
 //	bytes 0-3   issue time, Unix seconds, big endian
 //	bytes 4-9   random
-//	bytes 10-15 HMAC-SHA256(secret, bytes 0-9), truncated
+//	bytes 10-15 HMAC-SHA256(secret, bytes 0-9 + user id), truncated
 //
 // Any node that shares the secret can check a token and derive its
 // connection id, so a negotiate answered by one node and a WebSocket opened
-// on another work together without shared state or sticky sessions.
+// on another work together without shared state or sticky sessions. The MAC
+// covers the user id of the negotiate request, so a token only connects the
+// same user. A token connects once per node; a replay on another node
+// within the TTL is not detected (that would need shared state).
 const (
 	tokenBytes = 16
 	tokenMAC   = 6
@@ -56,16 +59,18 @@ func newTokens(secret []byte, ttl time.Duration, now func() time.Time) *tokens {
 	return &tokens{secret: secret, ttl: ttl, now: now, used: make(map[string]tokenUse)}
 }
 
-func (t *tokens) mac(data []byte) []byte {
+func (t *tokens) mac(data []byte, userID string) []byte {
 	m := hmac.New(sha256.New, t.secret)
 	m.Write(data)
+	m.Write([]byte{0})
+	m.Write([]byte(userID))
 	return m.Sum(nil)
 }
 
 // mint returns a new token and the connection id it stands for. With
 // legacy (negotiateVersion 0) the client connects with the id itself, so the
 // id is the token; a flag bit in the random part records that.
-func (t *tokens) mint(legacy bool) (token, connID string) {
+func (t *tokens) mint(legacy bool, userID string) (token, connID string) {
 	var raw [tokenBytes]byte
 	binary.BigEndian.PutUint32(raw[:4], uint32(t.now().Unix()))
 	if _, err := rand.Read(raw[4 : tokenBytes-tokenMAC]); err != nil {
@@ -75,7 +80,7 @@ func (t *tokens) mint(legacy bool) (token, connID string) {
 	if legacy {
 		raw[4] |= 1
 	}
-	copy(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC]))
+	copy(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC], userID))
 	token = b64.EncodeToString(raw[:])
 	return token, t.connectionID(raw[:], token)
 }
@@ -90,14 +95,14 @@ func (t *tokens) connectionID(raw []byte, token string) string {
 	return b64.EncodeToString(m.Sum(nil)[:16])
 }
 
-// claim checks token and marks it active on this node. It returns the
-// connection id, or an error saying why the token is refused.
-func (t *tokens) claim(token string) (string, error) {
+// claim checks token for userID and marks it active on this node. It
+// returns the connection id, or an error saying why the token is refused.
+func (t *tokens) claim(token, userID string) (string, error) {
 	raw, err := b64.DecodeString(token)
 	if err != nil || len(raw) != tokenBytes {
 		return "", errTokenInvalid
 	}
-	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC])[:tokenMAC]) {
+	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC], userID)[:tokenMAC]) {
 		return "", errTokenInvalid
 	}
 	issued := time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)

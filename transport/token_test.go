@@ -12,7 +12,7 @@ func TestTokens(t *testing.T) {
 	clock := func() time.Time { return now }
 	tk := newTokens([]byte("secret"), time.Minute, clock)
 
-	token, id := tk.mint(false)
+	token, id := tk.mint(false, "alice")
 	if len(token) != 22 || len(id) != 22 {
 		t.Fatalf("token %q and id %q must be 22 characters", token, id)
 	}
@@ -22,33 +22,39 @@ func TestTokens(t *testing.T) {
 	if token == id {
 		t.Fatal("the token must differ from the public id")
 	}
-	got, err := tk.claim(token)
+	got, err := tk.claim(token, "alice")
 	if err != nil || got != id {
 		t.Fatalf("claim = %q, %v; want %q", got, err, id)
 	}
-	if _, err := tk.claim(token); err != errTokenActive {
+	if _, err := tk.claim(token, "alice"); err != errTokenActive {
 		t.Fatalf("second claim while active = %v, want errTokenActive", err)
 	}
 	tk.release(token)
-	if _, err := tk.claim(token); err != errTokenUsed {
+	if _, err := tk.claim(token, "alice"); err != errTokenUsed {
 		t.Fatalf("claim after release = %v, want errTokenUsed", err)
 	}
 
 	// Another node with the same secret derives the same id: no sticky sessions.
 	other := newTokens([]byte("secret"), time.Minute, clock)
-	if got, err := other.claim(token); err != nil || got != id {
+	if got, err := other.claim(token, "alice"); err != nil || got != id {
 		t.Fatalf("other node claim = %q, %v; want %q", got, err, id)
 	}
 	// A node with another secret refuses it.
-	if _, err := newTokens([]byte("other"), time.Minute, clock).claim(token); err != errTokenInvalid {
+	if _, err := newTokens([]byte("other"), time.Minute, clock).claim(token, "alice"); err != errTokenInvalid {
 		t.Fatalf("claim with another secret = %v, want errTokenInvalid", err)
 	}
 
-	legacyToken, legacyID := tk.mint(true)
+	// A token negotiated by alice does not connect bob.
+	bobs, _ := tk.mint(false, "alice")
+	if _, err := tk.claim(bobs, "bob"); err != errTokenInvalid {
+		t.Fatalf("claim of alice's token by bob = %v, want errTokenInvalid", err)
+	}
+
+	legacyToken, legacyID := tk.mint(true, "")
 	if legacyToken != legacyID {
 		t.Fatalf("negotiateVersion 0 needs id == token, got %q and %q", legacyID, legacyToken)
 	}
-	if got, err := tk.claim(legacyToken); err != nil || got != legacyID {
+	if got, err := tk.claim(legacyToken, ""); err != nil || got != legacyID {
 		t.Fatalf("legacy claim = %q, %v", got, err)
 	}
 
@@ -59,14 +65,14 @@ func TestTokens(t *testing.T) {
 		flipped[10] = 'A'
 	}
 	for _, bogus := range []string{"", "short", strings.Repeat("A", 22), string(flipped), "!!!!!!!!!!!!!!!!!!!!!!"} {
-		if _, err := tk.claim(bogus); err != errTokenInvalid {
+		if _, err := tk.claim(bogus, "alice"); err != errTokenInvalid {
 			t.Errorf("claim(%q) = %v, want errTokenInvalid", bogus, err)
 		}
 	}
 
-	expiring, _ := tk.mint(false)
+	expiring, _ := tk.mint(false, "alice")
 	now = now.Add(2 * time.Minute)
-	if _, err := tk.claim(expiring); err != errTokenExpired {
+	if _, err := tk.claim(expiring, "alice"); err != errTokenExpired {
 		t.Fatalf("claim of an old token = %v, want errTokenExpired", err)
 	}
 }
