@@ -41,7 +41,7 @@ func BenchmarkOutbound(b *testing.B) {
 	server := <-accepted
 
 	var wg sync.WaitGroup
-	out := newOutbound(ctx, server, false, 1<<30, &wg)
+	out := newOutbound(server, false, 1<<30, &wg)
 	record := append(bytes.Repeat([]byte("x"), 99), 0x1e)
 	got := make(chan struct{})
 	go func() {

@@ -246,7 +246,7 @@ func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, w
 		return
 	}
 	binary := p.TransferFormat() == protocol.TransferBinary
-	out := newOutbound(ctx, ws, binary, s.opts.MaxOutboundBytes, wg)
+	out := newOutbound(ws, binary, s.opts.MaxOutboundBytes, wg)
 	c := &Conn{id: connID, protocol: p, out: out, cancel: cancel, srv: s}
 	out.overflow = func() {
 		log.Warn("closing slow client", "queued_bytes_limit", s.opts.MaxOutboundBytes)
@@ -287,7 +287,9 @@ func (s *Server) readLoop(ctx context.Context, ws *websocket.Conn, c *Conn, sess
 	first := len(pending) > 0
 	for {
 		if !first {
-			typ, rd, err := ws.Reader(ctx)
+			// No deadline context (see Outbound.writeLoop): closing the
+			// socket ends the read.
+			typ, rd, err := ws.Reader(context.Background())
 			if err != nil {
 				return readEndError(err)
 			}
