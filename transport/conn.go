@@ -282,14 +282,18 @@ func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, w
 // readLoop reads frames until the connection ends, parses the records and
 // hands each message to the session. It returns nil for a normal close.
 func (s *Server) readLoop(ctx context.Context, ws *websocket.Conn, c *Conn, session Session, pending []byte) error {
-	buf := append(make([]byte, 0, 4096), pending...)
 	wantText := c.protocol.TransferFormat() == protocol.TransferText
 	first := len(pending) > 0
 	for {
+		// Frames are read into a pooled buffer, taken only once a frame has
+		// arrived, so an idle connection holds no read buffer; a partial
+		// record left at the end of a frame is kept in pending. Parsed
+		// messages never alias the buffer (the parsers copy).
+		var rd io.Reader
 		if !first {
 			// No deadline context (see Outbound.writeLoop): closing the
 			// socket ends the read.
-			typ, rd, err := ws.Reader(context.Background())
+			typ, r, err := ws.Reader(context.Background())
 			if err != nil {
 				return readEndError(err)
 			}
@@ -298,8 +302,15 @@ func (s *Server) readLoop(ctx context.Context, ws *websocket.Conn, c *Conn, sess
 				c.Close(msg, false)
 				return errors.New(msg)
 			}
+			rd = r
+		}
+		bp := readBuffers.Get().(*[]byte)
+		buf := append((*bp)[:0], pending...)
+		if rd != nil {
+			var err error
 			buf, err = readAll(rd, buf)
 			if err != nil {
+				readBuffers.Put(bp)
 				return readEndError(err)
 			}
 		}
@@ -312,19 +323,24 @@ func (s *Server) readLoop(ctx context.Context, ws *websocket.Conn, c *Conn, sess
 			}
 			session.Receive(m)
 		}
+		pending = nil
+		if err == nil && n < len(buf) {
+			pending = append([]byte(nil), buf[n:]...)
+		}
+		if cap(buf) <= 64<<10 {
+			*bp = buf[:0]
+			readBuffers.Put(bp)
+		}
 		if err != nil {
 			msg := "Connection closed with an error: " + err.Error()
 			c.Close(msg, false)
 			return errors.New(msg)
 		}
-		// Keep a trailing partial record for the next frame.
-		rest := copy(buf, buf[n:])
-		buf = buf[:rest]
-		if cap(buf) > 64<<10 && len(buf) < 4096 {
-			buf = append(make([]byte, 0, 4096), buf...)
-		}
 	}
 }
+
+// readBuffers holds frame buffers shared by all connections' readers.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func readAll(r io.Reader, buf []byte) ([]byte, error) {
 	for {
