@@ -23,7 +23,6 @@ type Conn struct {
 	id       string
 	protocol protocol.HubProtocol
 	out      *Outbound
-	cancel   context.CancelFunc
 	srv      *Server
 
 	closeOnce sync.Once
@@ -110,11 +109,9 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	// bounded by MaxMessageSize in the parser, where it gets a Close
 	// message rather than a bare 1009.
 	ws.SetReadLimit(int64(4*s.opts.MaxMessageSize + 4096))
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	s.runConnection(ctx, cancel, ws, &wg, hub, connID, identity, r)
+	s.runConnection(r.Context(), ws, &wg, hub, connID, identity, r)
 }
 
 func websocketRequested(r *http.Request) bool {
@@ -225,7 +222,7 @@ func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
 
 func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
 
-func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, ws *websocket.Conn, wg *sync.WaitGroup, hub, connID string, identity auth.Identity, r *http.Request) {
+func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, wg *sync.WaitGroup, hub, connID string, identity auth.Identity, r *http.Request) {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, rest, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
@@ -247,12 +244,11 @@ func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, w
 	}
 	binary := p.TransferFormat() == protocol.TransferBinary
 	out := newOutbound(ws, binary, s.opts.MaxOutboundBytes, wg)
-	c := &Conn{id: connID, protocol: p, out: out, cancel: cancel, srv: s}
+	c := &Conn{id: connID, protocol: p, out: out, srv: s}
 	out.overflow = func() {
 		log.Warn("closing slow client", "queued_bytes_limit", s.opts.MaxOutboundBytes)
 		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", s.opts.MaxOutboundBytes), true)
 	}
-	out.onClosed = cancel
 	if err := out.Enqueue(protocol.AppendHandshakeResponse(nil, "")); err != nil {
 		ws.CloseNow()
 		return
@@ -269,7 +265,7 @@ func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, w
 		c.Close("Server is shutting down.", true)
 	}
 	stopTimers := s.startTimers(c, log)
-	err = s.readLoop(ctx, ws, c, session, rest)
+	err = s.readLoop(ws, c, session, rest)
 	stopTimers()
 	if ce := c.closeErr.Load(); ce != nil && err == nil {
 		err = *ce
@@ -281,7 +277,7 @@ func (s *Server) runConnection(ctx context.Context, cancel context.CancelFunc, w
 
 // readLoop reads frames until the connection ends, parses the records and
 // hands each message to the session. It returns nil for a normal close.
-func (s *Server) readLoop(ctx context.Context, ws *websocket.Conn, c *Conn, session Session, pending []byte) error {
+func (s *Server) readLoop(ws *websocket.Conn, c *Conn, session Session, pending []byte) error {
 	wantText := c.protocol.TransferFormat() == protocol.TransferText
 	first := len(pending) > 0
 	for {
@@ -369,51 +365,44 @@ func readEndError(err error) error {
 	return err
 }
 
-// startTimers arms keep-alive and client-timeout checks on timers; an idle
-// connection has no goroutine for them.
+// startTimers arms the keep-alive and client-timeout checks on one timer;
+// an idle connection has no goroutine for them.
 func (s *Server) startTimers(c *Conn, log *slog.Logger) (stop func()) {
 	ping, _ := c.protocol.AppendMessage(nil, &protocol.Ping{})
-	keep := s.opts.KeepAliveInterval
-	timeout := s.opts.ClientTimeout
+	keep, timeout := s.opts.KeepAliveInterval, s.opts.ClientTimeout
 	var mu sync.Mutex
 	stopped := false
-	var keepTimer, readTimer *time.Timer
-	mu.Lock() // the callbacks read the timer variables
+	var t *time.Timer
+	mu.Lock() // the callback reads t
 	defer mu.Unlock()
-	keepTimer = time.AfterFunc(keep, func() {
-		idle := time.Since(time.Unix(0, c.out.lastWrite.Load()))
-		if idle >= keep {
+	t = time.AfterFunc(min(keep, timeout), func() {
+		now := time.Now()
+		sinceWrite := now.Sub(time.Unix(0, c.out.lastWrite.Load()))
+		if sinceWrite >= keep {
 			_ = c.out.Enqueue(ping)
-			idle = 0
+			sinceWrite = 0
+		}
+		next := keep - sinceWrite
+		// The client timeout counts from the client's first message.
+		if last := c.lastRead.Load(); last != 0 {
+			sinceRead := now.Sub(time.Unix(0, last))
+			if sinceRead >= timeout {
+				log.Debug("client timeout", "idle", sinceRead)
+				c.Close(fmt.Sprintf("Connection closed with an error: the client sent nothing for %s.", timeout), true)
+				return
+			}
+			next = min(next, timeout-sinceRead)
 		}
 		mu.Lock()
 		if !stopped {
-			keepTimer.Reset(keep - idle)
-		}
-		mu.Unlock()
-	})
-	readTimer = time.AfterFunc(timeout, func() {
-		last := c.lastRead.Load()
-		idle := time.Since(time.Unix(0, last))
-		if last == 0 {
-			idle = 0 // the timeout counts from the client's first message
-		}
-		if idle >= timeout {
-			log.Debug("client timeout", "idle", idle)
-			c.Close(fmt.Sprintf("Connection closed with an error: the client sent nothing for %s.", timeout), true)
-			return
-		}
-		mu.Lock()
-		if !stopped {
-			readTimer.Reset(timeout - idle)
+			t.Reset(next)
 		}
 		mu.Unlock()
 	})
 	return func() {
 		mu.Lock()
 		stopped = true
-		keepTimer.Stop()
-		readTimer.Stop()
+		t.Stop()
 		mu.Unlock()
 	}
 }

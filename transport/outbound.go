@@ -47,7 +47,6 @@ type Outbound struct {
 	done     chan struct{}
 	kill     *time.Timer // forces the socket shut if a write hangs after Close
 	buf      []byte      // coalescing buffer, used only by the writer
-	onClosed func()
 	overflow func()
 }
 
@@ -207,7 +206,4 @@ func (o *Outbound) finish(closeRecord []byte) {
 	}
 	o.mu.Unlock()
 	close(o.done)
-	if o.onClosed != nil {
-		o.onClosed()
-	}
 }
