@@ -29,7 +29,9 @@ type BridgeConfig struct {
 	// MaxBatch caps the messages published in one batch. Default 512.
 	MaxBatch int
 	Props    PropsFactory
-	Logger   *slog.Logger
+	// Runtime starts goroutines and timers. Default: RealRuntime.
+	Runtime Runtime
+	Logger  *slog.Logger
 	// Stats, when set, receives counters.
 	Stats *BridgeStats
 }
@@ -93,7 +95,7 @@ type pendingPublish struct {
 
 type pendingAck struct {
 	reply *actor.PID
-	timer *time.Timer
+	timer Timer
 	conn  string
 }
 
@@ -141,6 +143,7 @@ func NewBridgeProps(cfg BridgeConfig) *actor.Props {
 	if cfg.Props == nil {
 		cfg.Props = DefaultProps
 	}
+	cfg.Runtime = runtimeOr(cfg.Runtime)
 	return cfg.Props(func() actor.Actor {
 		return &bridge{cfg: cfg, log: cfg.Logger, hubs: map[string]*actor.PID{}, acks: map[uint64]*pendingAck{}}
 	})
@@ -183,7 +186,7 @@ func (b *bridge) Receive(ctx actor.Context) {
 			delete(b.acks, id)
 		}
 	case *actor.Stopped:
-		b.wg.Wait()
+		b.cfg.Runtime.Join(&b.wg)
 	}
 }
 
@@ -204,7 +207,7 @@ func (b *bridge) flush(ctx actor.Context) {
 	b.flushing = true
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	b.wg.Add(1)
-	go func() {
+	b.cfg.Runtime.Go(func() {
 		defer b.wg.Done()
 		msgs := make([]backplane.Message, len(batch))
 		for i := range batch {
@@ -214,7 +217,7 @@ func (b *bridge) flush(ctx actor.Context) {
 		err := b.cfg.Backplane.Publish(pctx, msgs)
 		cancel()
 		root.Send(self, &flushDone{batch: batch, err: err})
-	}()
+	})
 }
 
 func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
@@ -251,7 +254,7 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 	b.subBusy = true
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	b.wg.Add(1)
-	go func() {
+	b.cfg.Runtime.Go(func() {
 		defer b.wg.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), b.cfg.PublishTimeout)
 		var err error
@@ -274,7 +277,7 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 			b.log.Warn("backplane subscription change failed", "channels", req.Channels, "unsubscribe", req.Unsubscribe, "err", err)
 		}
 		root.Send(self, &subscribeDone{})
-	}()
+	})
 }
 
 // onRemoteGroupRequest sends a group command to whichever node owns the
@@ -302,7 +305,7 @@ func (b *bridge) onRemoteGroupRequest(ctx actor.Context, m *GroupRequest) {
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	a := &pendingAck{reply: ctx.Sender(), conn: m.ConnectionID}
-	a.timer = time.AfterFunc(b.cfg.GroupAckTimeout, func() { root.Send(self, &ackTimeout{id: id}) })
+	a.timer = b.cfg.Runtime.AfterFunc(b.cfg.GroupAckTimeout, func() { root.Send(self, &ackTimeout{id: id}) })
 	b.acks[id] = a
 	ch := b.cfg.Channels.Route(hub, Route{Kind: RouteConnection, Name: m.ConnectionID})
 	b.pending = append(b.pending, pendingPublish{msg: backplane.Message{Channel: ch, Payload: payload}, ackID: id})
@@ -348,11 +351,11 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 			return
 		}
 		req := &GroupRequest{Action: action, ConnectionID: cmd.ConnectionId, Group: cmd.Group}
-		f := ctx.RequestFuture(hubPID, &remoteGroupCommand{Request: req}, b.cfg.GroupAckTimeout)
+		f := b.cfg.Runtime.Request(ctx.ActorSystem().Root, hubPID, &remoteGroupCommand{Request: req}, b.cfg.GroupAckTimeout)
 		self, root := ctx.Self(), ctx.ActorSystem().Root
 		origin, id := m.env.OriginNode, cmd.Id
 		b.wg.Add(1)
-		go func() {
+		b.cfg.Runtime.Go(func() {
 			defer b.wg.Done()
 			res, err := f.Result()
 			if r, ok := res.(*GroupResponse); ok && err == nil {
@@ -362,7 +365,7 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 				return // the owner answers, not us
 			}
 			root.Send(self, &groupCommandDone{origin: origin, id: id, err: err})
-		}()
+		})
 	}
 }
 

@@ -30,6 +30,7 @@ type connection struct {
 	info    *ConnectionInfo
 	invoker Invoker
 	cfg     ConnectionConfig
+	rt      Runtime
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -64,9 +65,10 @@ type (
 	closeConnection struct{ reason string }
 )
 
-func newConnectionProps(info *ConnectionInfo, inv Invoker, cfg ConnectionConfig, p PropsFactory) *actor.Props {
+func newConnectionProps(info *ConnectionInfo, inv Invoker, cfg ConnectionConfig, p PropsFactory, rt Runtime) *actor.Props {
+	rt = runtimeOr(rt)
 	return p(func() actor.Actor {
-		return &connection{info: info, invoker: inv, cfg: cfg}
+		return &connection{info: info, invoker: inv, cfg: cfg, rt: rt}
 	})
 }
 
@@ -97,7 +99,7 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		c.cancel()
 	case *actor.Stopped:
-		c.wg.Wait()
+		c.rt.Join(&c.wg)
 	}
 }
 
@@ -110,11 +112,11 @@ func (c *connection) onStarted(ctx actor.Context) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
 	c.wg.Add(1)
-	go func() {
+	c.rt.Go(func() {
 		defer c.wg.Done()
 		err := c.invoker.Connected(c.ctx, c.info)
 		root.Send(self, &connectedDone{err: err})
-	}()
+	})
 }
 
 func (c *connection) onConnectedDone(ctx actor.Context, err error) {
@@ -184,10 +186,10 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 		root.Send(self, &callDone{id: q.id, uploads: q.uploads})
 	}
 	c.wg.Add(1)
-	go func() {
+	c.rt.Go(func() {
 		defer c.wg.Done()
 		c.invoker.Invoke(callCtx, c.info, call)
-	}()
+	})
 }
 
 func (c *connection) onCallDone(m *callDone) {
@@ -212,11 +214,11 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 	c.cancel()
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.wg.Add(1)
-	go func() {
+	c.rt.Go(func() {
 		defer c.wg.Done()
 		// OnDisconnected gets its own context: the connection's is over,
 		// but the hook may still send to others.
 		c.invoker.Disconnected(context.Background(), c.info, err)
 		root.Send(self, &disconnectDone{})
-	}()
+	})
 }

@@ -13,6 +13,8 @@ type HubConfig struct {
 	Bridge     *actor.PID
 	Connection ConnectionConfig
 	Props      PropsFactory
+	// Runtime starts goroutines and timers. Default: RealRuntime.
+	Runtime Runtime
 }
 
 // hub is the actor of one hub on one node. It is the parent of the hub's
@@ -55,6 +57,7 @@ func NewHubProps(cfg HubConfig) *actor.Props {
 	if cfg.Props == nil {
 		cfg.Props = DefaultProps
 	}
+	cfg.Runtime = runtimeOr(cfg.Runtime)
 	return cfg.Props(func() actor.Actor {
 		return &hub{
 			cfg:    cfg,
@@ -118,7 +121,7 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 		h.cfg.Connection.StreamBufferCapacity = 10
 	}
 	m.Info.uploads = newUploadRegistry(h.cfg.Connection.StreamBufferCapacity)
-	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, h.cfg.Connection, h.cfg.Props), "c-"+id)
+	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, h.cfg.Connection, h.cfg.Props, h.cfg.Runtime), "c-"+id)
 	if err != nil {
 		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
 		return

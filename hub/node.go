@@ -100,6 +100,10 @@ type Config struct {
 	// Props builds every actor's Props (tests use it to swap dispatchers).
 	// Default: actors.DefaultProps.
 	Props actors.PropsFactory
+	// Runtime starts the fabric's goroutines and timers and waits for its
+	// actors' answers (the testkit swaps in a deterministic one). Default:
+	// actors.RealRuntime.
+	Runtime actors.Runtime
 	// OnBackplaneEvent is called for every backplane health event (down,
 	// restored, gap), after it was logged and counted.
 	OnBackplaneEvent func(backplane.Event)
@@ -157,6 +161,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.Props == nil {
 		cfg.Props = actors.DefaultProps
+	}
+	if cfg.Runtime == nil {
+		cfg.Runtime = actors.RealRuntime{}
 	}
 	if cfg.GroupAckTimeout <= 0 {
 		cfg.GroupAckTimeout = 10 * time.Second
@@ -233,7 +240,7 @@ func (n *Node) Start(ctx context.Context) error {
 	bcfg := actors.BridgeConfig{
 		NodeID: n.id, Channels: n.channels, Backplane: n.cfg.Backplane,
 		PublishTimeout: n.cfg.PublishTimeout, GroupAckTimeout: n.cfg.GroupAckTimeout,
-		Props: n.cfg.Props, Logger: n.log.With("component", "bridge"), Stats: n.stats,
+		Props: n.cfg.Props, Runtime: n.cfg.Runtime, Logger: n.log.With("component", "bridge"), Stats: n.stats,
 	}
 	bridge, err := n.root.SpawnNamed(actors.NewBridgeProps(bcfg), "hubfabric-bridge-"+n.id)
 	if err != nil {
@@ -245,7 +252,7 @@ func (n *Node) Start(ctx context.Context) error {
 	subs := []string{n.channels.Node(n.id)}
 	for name, rt := range n.hubs {
 		hcfg := actors.HubConfig{
-			Name: name, Channels: n.channels, Bridge: bridge, Props: n.cfg.Props,
+			Name: name, Channels: n.channels, Bridge: bridge, Props: n.cfg.Props, Runtime: n.cfg.Runtime,
 			Connection: actors.ConnectionConfig{MaxParallelInvocations: n.cfg.MaxParallelInvocations, StreamBufferCapacity: n.cfg.StreamBufferCapacity},
 		}
 		pid, err := n.root.SpawnNamed(actors.NewHubProps(hcfg), "hubfabric-hub-"+n.id+"-"+name)
@@ -256,7 +263,7 @@ func (n *Node) Start(ctx context.Context) error {
 		pids[name] = pid
 		names = append(names, name)
 		subs = append(subs, n.channels.Route(name, actors.Route{Kind: actors.RouteAll}))
-		if _, err := n.root.RequestFuture(bridge, &actors.RegisterHub{Name: name, PID: pid}, 10*time.Second).Result(); err != nil {
+		if _, err := n.cfg.Runtime.Request(n.root, bridge, &actors.RegisterHub{Name: name, PID: pid}, 10*time.Second).Result(); err != nil {
 			return fmt.Errorf("hub: register hub %q with the bridge: %w", name, err)
 		}
 	}
@@ -362,15 +369,31 @@ func (n *Node) Ready() (bool, string) {
 func (n *Node) Stats() *actors.BridgeStats { return n.stats }
 
 func (n *Node) connect(ctx context.Context, req transport.ConnectRequest) (transport.Session, error) {
+	in, err := n.Attach(ctx, req.Hub, req.ConnectionID, req.Identity, req.Conn)
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// Attach connects a client served by a transport other than the node's own
+// HTTP handler (the testkit's simulated clients use it): out is the
+// connection's outbound side, and the returned Inbound takes the client's
+// parsed messages and, at the end, Closed. id must be unique on the node.
+func (n *Node) Attach(ctx context.Context, hubName, id string, identity auth.Identity, out actors.Outlet) (*actors.Inbound, error) {
 	n.mu.Lock()
-	rt := n.hubs[req.Hub]
+	rt := n.hubs[hubName]
+	started := n.started
 	n.mu.Unlock()
 	if rt == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownHub, req.Hub)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownHub, hubName)
+	}
+	if !started {
+		return nil, ErrNotStarted
 	}
 	info := &actors.ConnectionInfo{
-		ID: req.ConnectionID, UserID: req.Identity.UserID, Claims: req.Identity.Claims,
-		Hub: req.Hub, Items: map[string]any{}, Outlet: req.Conn,
+		ID: id, UserID: identity.UserID, Claims: identity.Claims,
+		Hub: hubName, Items: map[string]any{}, Outlet: out,
 	}
 	res, err := n.request(ctx, rt.pid, &actors.ConnectRequest{Info: info, Invoker: rt}, 30*time.Second)
 	if err != nil {
@@ -388,7 +411,7 @@ func (n *Node) connect(ctx context.Context, req transport.ConnectRequest) (trans
 
 // pendingRequest is an actor request in flight.
 type pendingRequest struct {
-	f   *actor.Future
+	f   actors.Awaiter
 	err error
 }
 
@@ -405,7 +428,7 @@ func (n *Node) start(ctx context.Context, pid *actor.PID, msg any, def time.Dura
 			return &pendingRequest{err: context.DeadlineExceeded}
 		}
 	}
-	return &pendingRequest{f: n.root.RequestFuture(pid, msg, timeout)}
+	return &pendingRequest{f: n.cfg.Runtime.Request(n.root, pid, msg, timeout)}
 }
 
 func (p *pendingRequest) wait(ctx context.Context) (any, error) {
