@@ -1,11 +1,13 @@
 package hub_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/hubfabric/hubfabric/backplane"
 	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
+	"github.com/hubfabric/hubfabric/client"
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/internal/redistest"
 )
@@ -84,4 +86,33 @@ func TestNodesStartWhileRedisIsDown(t *testing.T) {
 	invoke[any](t, a, "ToAll", "after")
 	ra.expect(t, "a", "all:after")
 	rb.expect(t, "b", "all:after")
+}
+
+// TestAddressableOnceConnected: once a client's handshake completes, a
+// connection on another node can already reach it (found by the testkit's
+// --real runs: the handshake answer used to go out before the connection's
+// channels were subscribed on Redis, so an immediate remote AddToGroup
+// could find no owner).
+func TestAddressableOnceConnected(t *testing.T) {
+	srv := redistest.StartStandalone(t)
+	cfg := hub.Config{GroupAckTimeout: 2 * time.Second, ChannelPrefix: "addr-" + t.Name()}
+	nodes := startClusterOn(t, 2, cfg, roomHubs, redisBackplanes(t, srv.Addr))
+	hc, err := nodes[0].node.HubContext("room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := client.Dial(ctx, nodes[1].url+"room", nil)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		err = hc.Groups.Add(ctx, c.ConnectionID(), "g")
+		_ = c.Close(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("connection %d: remote AddToGroup right after the handshake: %v", i, err)
+		}
+	}
 }

@@ -41,7 +41,8 @@ func BenchmarkOutbound(b *testing.B) {
 	server := <-accepted
 
 	var wg sync.WaitGroup
-	out := newOutbound(server, false, 1<<30, &wg)
+	out := newOutbound(server, false, 1<<30, &wg, nil)
+	out.Release()
 	record := append(bytes.Repeat([]byte("x"), 99), 0x1e)
 	got := make(chan struct{})
 	go func() {

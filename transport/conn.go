@@ -243,23 +243,23 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, wg *sync
 		return
 	}
 	binary := p.TransferFormat() == protocol.TransferBinary
-	out := newOutbound(ws, binary, s.opts.MaxOutboundBytes, wg)
+	out := newOutbound(ws, binary, s.opts.MaxOutboundBytes, wg, protocol.AppendHandshakeResponse(nil, ""))
 	c := &Conn{id: connID, protocol: p, out: out, srv: s}
 	out.overflow = func() {
 		log.Warn("closing slow client", "queued_bytes_limit", s.opts.MaxOutboundBytes)
 		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", s.opts.MaxOutboundBytes), true)
 	}
-	if err := out.Enqueue(protocol.AppendHandshakeResponse(nil, "")); err != nil {
-		ws.CloseNow()
-		return
-	}
+	// The handshake answer goes out only once the hub has the connection and
+	// its channels are subscribed: from then on any node can reach it.
+	// Deliveries that arrive meanwhile wait behind the answer.
 	session, err := s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
 	if err != nil {
 		log.Info("connection refused by hub", "err", err)
-		c.Close("Connection refused: "+err.Error(), false)
+		out.Refuse(protocol.AppendHandshakeResponse(nil, "Connection refused: "+err.Error()))
 		<-out.Done()
 		return
 	}
+	out.Release()
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
 		c.Close("Server is shutting down.", true)

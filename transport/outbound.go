@@ -42,6 +42,8 @@ type Outbound struct {
 	queue    [][]byte
 	queued   int
 	writing  bool
+	held     bool   // records wait until Release
+	greeting []byte // the handshake answer, written before anything else
 	closing  bool
 	closeRec []byte // the Close record to send before closing, if any
 	done     chan struct{}
@@ -54,8 +56,12 @@ type Outbound struct {
 // before the socket is shut under it.
 const closeGrace = 5 * time.Second
 
-func newOutbound(ws *websocket.Conn, binary bool, maxBytes int, wg *sync.WaitGroup) *Outbound {
-	o := &Outbound{ws: ws, msgType: websocket.MessageText, maxBytes: maxBytes, wg: wg, done: make(chan struct{})}
+// newOutbound returns a held Outbound: records queue up but nothing is
+// written until Release, which writes greeting (the handshake answer)
+// first. A Close while held still writes greeting before its Close record,
+// unless Refuse replaced it.
+func newOutbound(ws *websocket.Conn, binary bool, maxBytes int, wg *sync.WaitGroup, greeting []byte) *Outbound {
+	o := &Outbound{ws: ws, msgType: websocket.MessageText, maxBytes: maxBytes, wg: wg, done: make(chan struct{}), held: true, greeting: greeting}
 	if binary {
 		o.msgType = websocket.MessageBinary
 	}
@@ -83,14 +89,34 @@ func (o *Outbound) Enqueue(record []byte) error {
 	o.queue = append(o.queue, record)
 	o.queued += len(record)
 	o.lastWrite.Store(time.Now().UnixNano())
-	start := !o.writing
-	o.writing = true
+	start := !o.writing && !o.held
+	if start {
+		o.writing = true
+	}
 	o.mu.Unlock()
 	if start {
 		o.wg.Add(1)
 		go o.writeLoop()
 	}
 	return nil
+}
+
+// Release writes the greeting and then everything queued while the
+// Outbound was held, and lets later records go out as they come. It has no
+// effect after Close or a first Release.
+func (o *Outbound) Release() {
+	o.mu.Lock()
+	if o.closing || !o.held {
+		o.mu.Unlock()
+		return
+	}
+	o.held = false
+	o.queue = append([][]byte{o.greeting}, o.queue...)
+	o.queued += len(o.greeting)
+	o.writing = true
+	o.mu.Unlock()
+	o.wg.Add(1)
+	go o.writeLoop()
 }
 
 // Close discards what is queued, writes closeRecord (a framed Close hub
@@ -118,6 +144,15 @@ func (o *Outbound) Close(closeRecord []byte) {
 		o.wg.Add(1)
 		go o.writeLoop()
 	}
+}
+
+// Refuse closes a held Outbound with record (a handshake error answer)
+// instead of the greeting.
+func (o *Outbound) Refuse(record []byte) {
+	o.mu.Lock()
+	o.greeting = nil
+	o.mu.Unlock()
+	o.Close(record)
 }
 
 // Done is closed once the WebSocket has been closed by Close.
@@ -194,9 +229,15 @@ func (o *Outbound) compactLocked() {
 }
 
 func (o *Outbound) finish(closeRecord []byte) {
-	if closeRecord != nil {
+	o.mu.Lock()
+	var greeting []byte
+	if o.held {
+		greeting = o.greeting // closed before Release: the client still needs it first
+	}
+	o.mu.Unlock()
+	if frame := append(greeting, closeRecord...); len(frame) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = o.ws.Write(ctx, o.msgType, closeRecord)
+		_ = o.ws.Write(ctx, o.msgType, frame)
 		cancel()
 	}
 	_ = o.ws.Close(websocket.StatusNormalClosure, "")
