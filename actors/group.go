@@ -14,8 +14,9 @@ type group struct {
 	channel string
 	bridge  *actor.PID
 
-	members   map[string]groupMember // by connection id
-	byPID     map[string]string      // pid id -> connection id
+	members   []groupMember     // in join order (swap-removed): fan-out order is deterministic
+	index     map[string]int    // connection id -> position in members
+	byPID     map[string]string // pid id -> connection id
 	state     subState
 	pending   []*actor.PID // join requesters waiting for the subscription
 	processed uint64       // membership requests handled, reported to the hub
@@ -24,6 +25,7 @@ type group struct {
 // groupMember is a local member: its actor (watched, to drop it when it
 // stops) and its outbound queue (where deliveries go).
 type groupMember struct {
+	id     string
 	pid    *actor.PID
 	outlet Outlet
 }
@@ -55,7 +57,7 @@ type groupEmpty struct {
 
 func newGroupProps(name, channel string, bridge *actor.PID, p PropsFactory) *actor.Props {
 	return p(func() actor.Actor {
-		return &group{name: name, channel: channel, bridge: bridge, members: map[string]groupMember{}, byPID: map[string]string{}}
+		return &group{name: name, channel: channel, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}}
 	})
 }
 
@@ -86,8 +88,9 @@ func (g *group) Receive(ctx actor.Context) {
 
 func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
 	id := m.Request.ConnectionID
-	if _, ok := g.members[id]; !ok {
-		g.members[id] = groupMember{pid: m.PID, outlet: m.Outlet}
+	if _, ok := g.index[id]; !ok {
+		g.index[id] = len(g.members)
+		g.members = append(g.members, groupMember{id: id, pid: m.PID, outlet: m.Outlet})
 		g.byPID[m.PID.Id] = id
 		ctx.Watch(m.PID)
 	}
@@ -125,11 +128,17 @@ func (g *group) onSubscribed(ctx actor.Context, err error) {
 }
 
 func (g *group) remove(ctx actor.Context, connID string) {
-	mem, ok := g.members[connID]
+	i, ok := g.index[connID]
 	if !ok {
 		return
 	}
-	delete(g.members, connID)
+	mem := g.members[i]
+	last := len(g.members) - 1
+	g.members[i] = g.members[last]
+	g.index[g.members[i].id] = i
+	g.members[last] = groupMember{}
+	g.members = g.members[:last]
+	delete(g.index, connID)
 	delete(g.byPID, mem.pid.Id)
 	ctx.Unwatch(mem.pid)
 	g.unsubscribeIfEmpty(ctx)
@@ -145,8 +154,8 @@ func (g *group) unsubscribeIfEmpty(ctx actor.Context) {
 }
 
 func (g *group) fanOut(ctx actor.Context, r Route, p *Payload) {
-	for id, mem := range g.members {
-		if len(r.Excluded) > 0 && r.excludes(id) {
+	for _, mem := range g.members {
+		if len(r.Excluded) > 0 && r.excludes(mem.id) {
 			continue
 		}
 		deliver(mem.outlet, p)
