@@ -1,8 +1,12 @@
 package testkit_test
 
 import (
+	"bytes"
+	"context"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/hubfabric/hubfabric/testkit"
 )
@@ -29,6 +33,37 @@ func TestScenarios(t *testing.T) {
 				if t.Failed() {
 					return
 				}
+			}
+		})
+	}
+}
+
+// simulationOnly are the scenarios whose faults (a partition, a slow
+// client) exist only in the simulation; --real skips those steps, so their
+// expectations cannot hold there.
+var simulationOnly = map[string]bool{"10-partition.scn": true, "12-slow-client.scn": true}
+
+// TestScenariosReal runs every other scenario against real nodes (real
+// WebSocket clients) on a real redis-server, so the simulation and reality
+// are checked against the same files.
+func TestScenariosReal(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is needed for the real scenarios: apt-get install -y redis-server")
+	}
+	files, err := filepath.Glob("testdata/*.scn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if simulationOnly[filepath.Base(f)] {
+			continue
+		}
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out bytes.Buffer
+			if _, err := testkit.RunFileReal(ctx, f, "redis-server", &out); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
 			}
 		})
 	}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/hubfabric/hubfabric/testkit"
 )
@@ -35,5 +34,3 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	_, err := testkit.RunFile(fs.Arg(0), *seed, stdout)
 	return err
 }
-
-var _ = os.Stdout
