@@ -3,10 +3,15 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/client"
 	"github.com/hubfabric/hubfabric/hub"
 )
@@ -97,4 +102,84 @@ func Example() {
 	// hello, gopher <nil>
 	// client: server returned an error: An unexpected error occurred invoking 'Greet' on the server. HubException: name is empty
 	// welcome to the lobby
+}
+
+// Presence shows the lifecycle hooks: OnConnected and OnDisconnected run
+// once per connection, and may send like any hub method.
+type Presence struct{}
+
+// OnConnected announces a new connection to everybody else.
+func (Presence) OnConnected(c *hub.Context) error {
+	return c.Clients.Others().Send(c, "joined", c.UserID)
+}
+
+// OnDisconnected announces that a connection left.
+func (Presence) OnDisconnected(c *hub.Context, err error) {
+	_ = c.Clients.All().Send(c, "left", c.UserID)
+}
+
+// Example_streamsAndIdentity streams items to a client, receives a client
+// upload stream, takes user ids from JWTs (HS256, "sub"), runs the node's
+// actors in an actor system of the application's, and shows the lifecycle
+// hooks.
+func Example_streamsAndIdentity() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
+	defer system.Shutdown()
+	secret := []byte("example secret")
+	authn, _ := auth.HS256(secret)
+	node, _ := hub.New(hub.Config{ActorSystem: system, Authenticator: authn})
+	_ = node.Register("greeter", Greeter{})
+	_ = node.Register("presence", Presence{})
+	_ = node.Start(ctx)
+	mux := http.NewServeMux()
+	mux.Handle("/hubs/", node.Handler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	defer node.Shutdown(ctx)
+
+	token := func(user string) func(context.Context) (string, error) {
+		return func(context.Context) (string, error) {
+			return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+		}
+	}
+
+	// A server stream: Ticks(3) yields 1, 2, 3.
+	conn, err := client.Dial(ctx, srv.URL+"/hubs/greeter", &client.Options{AccessToken: token("ada"), Protocol: "messagepack"})
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close(ctx)
+	stream, _ := conn.Stream(ctx, "Ticks", 3)
+	var ticks []int
+	for {
+		if _, ok := stream.Next(ctx); !ok {
+			break
+		}
+		var n int
+		_ = stream.Bind(&n)
+		ticks = append(ticks, n)
+	}
+	fmt.Println("ticks:", ticks)
+
+	// The lifecycle hooks: bob is told that carol joined.
+	joined := make(chan string, 1)
+	bob, _ := client.Dial(ctx, srv.URL+"/hubs/presence", &client.Options{AccessToken: token("bob"), Handlers: map[string]any{
+		"joined": func(user string) { joined <- user },
+	}})
+	defer bob.Close(ctx)
+	carol, _ := client.Dial(ctx, srv.URL+"/hubs/presence", &client.Options{AccessToken: token("carol")})
+	defer carol.Close(ctx)
+	fmt.Println("joined:", <-joined)
+
+	// Without a token the node refuses the connection.
+	_, err = client.Dial(ctx, srv.URL+"/hubs/greeter", nil)
+	fmt.Println("anonymous refused:", err != nil)
+
+	// Output:
+	// ticks: [1 2 3]
+	// joined: carol
+	// anonymous refused: true
 }
