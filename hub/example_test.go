@@ -118,10 +118,10 @@ func (Presence) OnDisconnected(c *hub.Context, err error) {
 	_ = c.Clients.All().Send(c, "left", c.UserID)
 }
 
-// Example_streamsAndIdentity streams items to a client, receives a client
-// upload stream, takes user ids from JWTs (HS256, "sub"), runs the node's
-// actors in an actor system of the application's, and shows the lifecycle
-// hooks.
+// Example_streamsAndIdentity streams items to a client, takes user ids
+// from JWTs (HS256, "sub"), runs the node's actors in an actor system of the
+// application's, and shows the lifecycle hooks. (Upload streams: a method
+// parameter of type <-chan T; see TestStreams.)
 func Example_streamsAndIdentity() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
