@@ -70,16 +70,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		http.Error(w, "connect with a WebSocket GET; this server offers no other transport", http.StatusMethodNotAllowed)
 		return
 	}
-	if !s.begin() {
-		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+	identity, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
 	defer s.active.Done()
-	identity, err := s.opts.Authenticator.Authenticate(r)
-	if err != nil {
-		s.unauthorized(w, err)
-		return
-	}
 	if !websocketRequested(r) {
 		http.Error(w, "only the WebSockets transport is supported", http.StatusBadRequest)
 		return
@@ -89,6 +84,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	if token == "" { // skipNegotiation
 		connID = newConnectionID()
 	} else {
+		var err error
 		connID, err = s.tokens.claim(token, identity.UserID)
 		switch {
 		case errors.Is(err, errTokenActive):

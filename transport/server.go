@@ -254,16 +254,11 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 		http.Error(w, "negotiate requires POST", http.StatusMethodNotAllowed)
 		return
 	}
-	if !s.begin() {
-		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+	identity, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
 	defer s.active.Done()
-	identity, err := s.opts.Authenticator.Authenticate(r)
-	if err != nil {
-		s.unauthorized(w, err)
-		return
-	}
 	q := r.URL.Query()
 	version, err := protocol.ParseNegotiateVersion(q.Get("negotiateVersion"), q.Has("negotiateVersion"))
 	var resp protocol.NegotiateResponse
@@ -284,6 +279,24 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	_, _ = w.Write(body)
+}
+
+// admit counts the request as active and authenticates it; when it
+// answers false it has written the refusal (503 while shutting down, 401)
+// and the request is not counted. Otherwise the caller must call
+// s.active.Done when the request ends.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (auth.Identity, bool) {
+	if !s.begin() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return auth.Identity{}, false
+	}
+	identity, err := s.opts.Authenticator.Authenticate(r)
+	if err != nil {
+		s.active.Done()
+		s.unauthorized(w, err)
+		return auth.Identity{}, false
+	}
+	return identity, true
 }
 
 func (s *Server) unauthorized(w http.ResponseWriter, err error) {

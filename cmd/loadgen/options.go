@@ -8,8 +8,9 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/hubfabric/hubfabric/internal/cliflag"
 )
 
 // options are loadgen's settings after flags.
@@ -51,32 +52,6 @@ const (
 // usageError is a bad flag or value; its message was already printed.
 type usageError struct{ error }
 
-// listFlag is a repeatable, comma-separated flag.
-type listFlag struct {
-	vals *[]string
-	set  bool
-}
-
-func (l *listFlag) String() string {
-	if l.vals == nil {
-		return ""
-	}
-	return strings.Join(*l.vals, ",")
-}
-
-func (l *listFlag) Set(s string) error {
-	if !l.set {
-		*l.vals = nil
-		l.set = true
-	}
-	for v := range strings.SplitSeq(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l.vals = append(*l.vals, v)
-		}
-	}
-	return nil
-}
-
 const usageHead = `loadgen drives a hubfabric (SignalR JSON) deployment and measures it.
 
 Modes:
@@ -108,15 +83,15 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		fs.PrintDefaults()
 	}
 	var rates, pids, redisPIDs []string
-	fs.Var(&listFlag{vals: &o.urls}, "url", "hub URL, e.g. http://127.0.0.1:8080/hubs/chat (repeatable or comma-separated; clients are spread over them)")
+	fs.Var(&cliflag.List{Vals: &o.urls}, "url", "hub URL, e.g. http://127.0.0.1:8080/hubs/chat (repeatable or comma-separated; clients are spread over them)")
 	fs.IntVar(&o.clients, "clients", 2000, "number of client connections")
 	fs.IntVar(&o.groups, "groups", 200, "fanout: number of groups (clients are split evenly; at most --clients)")
-	fs.Var(&listFlag{vals: &rates}, "rates", "fanout: total publish rates in msgs/s, stepped through in order (default 1000,5000,10000)")
+	fs.Var(&cliflag.List{Vals: &rates}, "rates", "fanout: total publish rates in msgs/s, stepped through in order (default 1000,5000,10000)")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "fanout: unmeasured warm-up at each rate before the measured window; idle: settle time before the RSS sample")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "fanout: measured window per rate; idle: how long the connections are held after settling")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "fanout: longest wait after each step for outstanding deliveries (ends early when all arrived)")
-	fs.Var(&listFlag{vals: &pids}, "pids", "node PIDs for CPU and RSS from /proc (comma list; in --url order to get per-node idle figures)")
-	fs.Var(&listFlag{vals: &redisPIDs}, "redis-pids", "Redis PIDs for CPU and RSS from /proc (comma list)")
+	fs.Var(&cliflag.List{Vals: &pids}, "pids", "node PIDs for CPU and RSS from /proc (comma list; in --url order to get per-node idle figures)")
+	fs.Var(&cliflag.List{Vals: &redisPIDs}, "redis-pids", "Redis PIDs for CPU and RSS from /proc (comma list)")
 	fs.StringVar(&o.mode, "mode", "fanout", "workload: fanout or idle")
 	fs.StringVar(&o.jsonPath, "json", "", "write results as JSON to this file (- for stdout)")
 	fs.StringVar(&o.markdownPath, "markdown", "", "write the results table as Markdown to this file (it is always printed on stdout too)")
@@ -127,7 +102,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.joinTimeout, "join-timeout", 30*time.Second, "longest wait for one connect+handshake+JoinGroup")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 15*time.Second, "each client sends a SignalR Ping this often (the JS client's keep-alive)")
 	fs.BoolVar(&o.negotiate, "negotiate", false, "POST /negotiate before each WebSocket (default: skipNegotiation, one round trip less)")
-	fs.Var(&listFlag{vals: &o.localAddrs}, "local-addrs", "local IPs to dial from, round-robin (e.g. 127.0.0.2,127.0.0.3 to pass ~28k connections per target on loopback)")
+	fs.Var(&cliflag.List{Vals: &o.localAddrs}, "local-addrs", "local IPs to dial from, round-robin (e.g. 127.0.0.2,127.0.0.3 to pass ~28k connections per target on loopback)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed for the publishers' start offsets")
 	fs.BoolVar(&o.progress, "progress", true, "live progress line on stderr")
 	if err := fs.Parse(args); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/hubfabric/hubfabric/auth"
 	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
 	"github.com/hubfabric/hubfabric/hub"
+	"github.com/hubfabric/hubfabric/internal/cliflag"
 )
 
 // options are the node's settings after flags and environment.
@@ -37,32 +38,6 @@ type options struct {
 	pprofAddr       string
 }
 
-// listFlag is a repeatable, comma-separated flag.
-type listFlag struct {
-	vals *[]string
-	set  bool
-}
-
-func (l *listFlag) String() string {
-	if l.vals == nil {
-		return ""
-	}
-	return strings.Join(*l.vals, ",")
-}
-
-func (l *listFlag) Set(s string) error {
-	if !l.set {
-		*l.vals = nil
-		l.set = true
-	}
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l.vals = append(*l.vals, v)
-		}
-	}
-	return nil
-}
-
 // parseOptions reads flags, then fills flags not given from the
 // environment (HUBFABRIC_<NAME>).
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -70,7 +45,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", ":8080", "HTTP listen address")
-	fs.Var(&listFlag{vals: &o.hubs}, "hub", "hub name served at /hubs/NAME with the relay methods (repeatable or comma-separated)")
+	fs.Var(&cliflag.List{Vals: &o.hubs}, "hub", "hub name served at /hubs/NAME with the relay methods (repeatable or comma-separated)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 secret; when set, negotiate and connect require a valid JWT whose sub is the user id")
 	fs.StringVar(&o.tokenSecret, "token-secret", "", "secret for connection tokens, shared by the nodes of a cluster (default: random per node)")
 	fs.StringVar(&o.nodeID, "node-id", "", "node id on the backplane (default: random)")
@@ -79,7 +54,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.groupAckTimeout, "group-ack-timeout", 10*time.Second, "how long a group change for a connection on another node waits for that node")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	fs.Var(&listFlag{vals: &o.allowedOrigins}, "allowed-origins", "browser origin host patterns allowed cross-origin, e.g. *.example.com (repeatable or comma-separated)")
+	fs.Var(&cliflag.List{Vals: &o.allowedOrigins}, "allowed-origins", "browser origin host patterns allowed cross-origin, e.g. *.example.com (repeatable or comma-separated)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long graceful shutdown may take")
 	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (default: off)")
 	if err := fs.Parse(args); err != nil {
