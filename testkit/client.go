@@ -34,6 +34,12 @@ type Client struct {
 	// Closes lists the Close messages the client got (or "dropped" notes).
 	Closes []string
 
+	// keep-alive: see heartbeat.go.
+	lastSent      time.Duration // virtual time the client last sent something
+	silent        bool
+	pings         int
+	stopHeartbeat func()
+
 	// slow client: records wait in backlog and drain one per slowEvery.
 	slowEvery  time.Duration
 	maxBacklog int
@@ -70,9 +76,10 @@ type Call struct {
 
 // outlet is the server side of a simulated connection (actors.Outlet).
 type outlet struct {
-	cl     *Client
-	id     string
-	closed bool
+	cl        *Client
+	id        string
+	closed    bool
+	lastWrite time.Duration // virtual time of the last record queued
 }
 
 func (o *outlet) ID() string                     { return o.id }
@@ -82,6 +89,7 @@ func (o *outlet) Enqueue(rec []byte) error {
 	if o.closed {
 		return fmt.Errorf("testkit: connection %s closed", o.id)
 	}
+	o.lastWrite = o.cl.c.s.Now()
 	o.cl.c.s.enqueueDelivery(o.cl, rec)
 	return nil
 }
@@ -102,6 +110,9 @@ func (o *outlet) Close(errMsg string, allowReconnect bool) {
 	}
 	_ = o.Send(&protocol.Close{Error: errMsg, AllowReconnect: allowReconnect})
 	o.closed = true
+	if o.cl.out == o && o.cl.stopHeartbeat != nil {
+		o.cl.stopHeartbeat()
+	}
 	cl, in, owner := o.cl, o.cl.in, o.cl.node.owner
 	cl.c.s.add(&task{key: "c/" + cl.name, node: owner, label: "reader-end " + o.id, run: func() {
 		if in != nil {
@@ -141,6 +152,9 @@ func (cl *Client) Connect(node *Node) error {
 		return err
 	}
 	cl.in = in
+	cl.silent, cl.pings, cl.lastSent = false, 0, cl.c.s.Now()
+	cl.out.lastWrite = cl.c.s.Now()
+	cl.stopHeartbeat = cl.startHeartbeats()
 	cl.c.onConnect(cl)
 	return nil
 }
@@ -152,6 +166,9 @@ func (cl *Client) Drop() {
 	}
 	cl.c.trace.add(cl.c.s.Now(), "fault", fmt.Sprintf("%s dropped (%s)", cl.name, cl.connID))
 	cl.out.closed = true
+	if cl.stopHeartbeat != nil {
+		cl.stopHeartbeat()
+	}
 	cl.c.onClosed(cl)
 	in := cl.in
 	cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + cl.connID, run: func() {
@@ -195,6 +212,7 @@ func (cl *Client) Invoke(method string, args ...any) *Call {
 	}
 	cl.calls[cl.connID+"/"+call.ID] = call
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s(%s) invoke #%s %s", cl.name, cl.connID, call.ID, describeMessage(msgs[0])))
+	cl.lastSent = cl.c.s.Now()
 	cl.in.Receive(msgs[0])
 	return call
 }
@@ -280,6 +298,8 @@ func (cl *Client) read(at time.Duration, rec []byte) {
 					}
 				}
 			}
+		case *protocol.Ping:
+			cl.pings++
 		case *protocol.Close:
 			cl.Closes = append(cl.Closes, v.Error)
 			cl.c.onClosed(cl)

@@ -28,6 +28,12 @@
 //     received what); Trace.Hash is its sha256. On failure the seed and the
 //     readable trace are logged; -testkit.seed=N replays a seed.
 //
+// Keep-alive runs on the virtual clock too: the node side of every
+// simulated connection runs the transport's heartbeat (a Ping after 15 s
+// without sending, a Close after 30 s without receiving) and clients ping
+// every 15 s unless Client.Silence stops them. These timers run as virtual
+// time passes (Advance) but do not keep Settle going by themselves.
+//
 // Limit: a hub method that blocks on its own channels, locks or goroutines
 // (or a server stream or upload stream, which are pumped through channels)
 // is outside the simulation's determinism; the scheduler reports a

@@ -30,7 +30,7 @@ import (
 // last line, "trace sha256:<hex>", hashes the outcome (what each client
 // received, sorted), which matches between runs whenever the scenario's
 // outcome does not depend on timing. Faults that only the simulation can
-// inject (delay, partition, heal, slow) are reported and skipped; outage
+// inject (delay, partition, heal, slow, silent) are reported and skipped; outage
 // kills and restarts the redis-server; kill shuts a node down.
 func RunFileReal(ctx context.Context, path, redisServer string, w io.Writer) (string, error) {
 	sc, err := LoadScenario(path)
@@ -318,7 +318,7 @@ func (r *realRun) step(st Step) error {
 		}
 		time.Sleep(min(d, 30*time.Second))
 		return nil
-	case "delay", "partition", "heal", "slow":
+	case "delay", "partition", "heal", "slow", "silent":
 		fmt.Fprintf(r.w, "       (skipped: %s is simulation-only)\n", st.Op)
 		return nil
 	case "outage":

@@ -26,7 +26,7 @@ import (
 //	send! ...                     (same, waiting for the completion)
 //	settle | advance 15s
 //	delay 5ms | partition 2 | heal 2 | outage | restore
-//	kill 2 | restart 2 | drop a | reconnect a node=2 | slow a 50ms 200
+//	kill 2 | restart 2 | drop a | reconnect a node=2 | slow a 50ms 200 | silent a
 //	expect a received N | expect a connected | expect a closed
 //	expect a last ok | expect a last error
 //	check                         (invariants; also run at the end)
@@ -73,7 +73,7 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		case "apps":
 			sc.Apps = f[1:]
 		case "client", "join", "leave", "add", "remove", "send", "send!", "settle", "advance", "delay",
-			"partition", "heal", "outage", "restore", "kill", "restart", "drop", "reconnect", "slow", "expect", "check":
+			"partition", "heal", "outage", "restore", "kill", "restart", "drop", "reconnect", "slow", "silent", "expect", "check":
 			sc.Steps = append(sc.Steps, Step{Line: n, Op: f[0], Args: f[1:]})
 		default:
 			err = fmt.Errorf("unknown step %q", f[0])
@@ -275,6 +275,8 @@ func (c *Cluster) step(st Step) error {
 		}
 	case "drop":
 		cl.Drop()
+	case "silent":
+		cl.Silence()
 	case "reconnect":
 		node := cl.node
 		if len(a) > 1 {

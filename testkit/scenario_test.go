@@ -38,10 +38,10 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
-// simulationOnly are the scenarios whose faults (a partition, a slow
-// client) exist only in the simulation; --real skips those steps, so their
+// simulationOnly are the scenarios whose faults (a partition, a slow or
+// silent client) exist only in the simulation; --real skips those steps, so their
 // expectations cannot hold there.
-var simulationOnly = map[string]bool{"10-partition.scn": true, "12-slow-client.scn": true}
+var simulationOnly = map[string]bool{"10-partition.scn": true, "12-slow-client.scn": true, "15-silent-client.scn": true}
 
 // TestScenariosReal runs every other scenario against real nodes (real
 // WebSocket clients) on a real redis-server, so the simulation and reality

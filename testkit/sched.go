@@ -42,6 +42,9 @@ type task struct {
 	run     func()
 	stopped bool
 	fired   bool
+	// background timers (keep-alive pings, client timeouts) run as time
+	// passes but do not keep Settle going: it ends when only they remain.
+	background bool
 }
 
 // delivery is a record handed to a simulated client's outlet, committed in
@@ -159,17 +162,19 @@ func (s *Scheduler) settleFreshLocked() {
 	s.fresh = s.fresh[:0]
 }
 
-// Pending reports whether any task is runnable or timed.
+// Pending reports whether any task is runnable or timed (background
+// timers aside).
 func (s *Scheduler) Pending() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.runnable)+len(s.fresh) > 0 || s.liveTimersLocked() > 0
 }
 
+// liveTimersLocked counts the live timers that are not background ones.
 func (s *Scheduler) liveTimersLocked() int {
 	n := 0
 	for _, t := range s.timers {
-		if !t.stopped && !s.dead[t.node] {
+		if !t.stopped && !s.dead[t.node] && !t.background {
 			n++
 		}
 	}
@@ -186,7 +191,7 @@ func (s *Scheduler) Step(limit time.Duration) bool {
 		for len(s.timers) > 0 && (s.timers[0].stopped || s.dead[s.timers[0].node]) {
 			s.timers = s.timers[1:]
 		}
-		if len(s.timers) == 0 || (limit > 0 && s.timers[0].due > limit) {
+		if len(s.timers) == 0 || (limit > 0 && s.timers[0].due > limit) || (limit <= 0 && s.liveTimersLocked() == 0) {
 			if limit > 0 && s.now < limit {
 				s.now = limit
 			}

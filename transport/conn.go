@@ -365,40 +365,20 @@ func readEndError(err error) error {
 // an idle connection has no goroutine for them.
 func (s *Server) startTimers(c *Conn, log *slog.Logger) (stop func()) {
 	ping, _ := c.protocol.AppendMessage(nil, &protocol.Ping{})
-	keep, timeout := s.opts.KeepAliveInterval, s.opts.ClientTimeout
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock() // the callback reads t
-	defer mu.Unlock()
-	t = time.AfterFunc(min(keep, timeout), func() {
-		now := time.Now()
-		sinceWrite := now.Sub(time.Unix(0, c.out.lastWrite.Load()))
-		if sinceWrite >= keep {
-			_ = c.out.Enqueue(ping)
-			sinceWrite = 0
-		}
-		next := keep - sinceWrite
-		// The client timeout counts from the client's first message.
-		if last := c.lastRead.Load(); last != 0 {
-			sinceRead := now.Sub(time.Unix(0, last))
-			if sinceRead >= timeout {
-				log.Debug("client timeout", "idle", sinceRead)
-				c.Close(fmt.Sprintf("Connection closed with an error: the client sent nothing for %s.", timeout), true)
-				return
-			}
-			next = min(next, timeout-sinceRead)
-		}
-		mu.Lock()
-		if !stopped {
-			t.Reset(next)
-		}
-		mu.Unlock()
+	return StartHeartbeat(HeartbeatConfig{
+		KeepAlive: s.opts.KeepAliveInterval,
+		Timeout:   s.opts.ClientTimeout,
+		Now:       time.Now,
+		AfterFunc: func(d time.Duration, fn func()) Timer { return time.AfterFunc(d, fn) },
+		LastWrite: func() time.Time { return time.Unix(0, c.out.lastWrite.Load()) },
+		LastRead: func() (time.Time, bool) {
+			last := c.lastRead.Load()
+			return time.Unix(0, last), last != 0
+		},
+		Ping: func() { _ = c.out.Enqueue(ping) },
+		Expire: func(idle time.Duration) {
+			log.Debug("client timeout", "idle", idle)
+			c.Close(ClientTimeoutMessage(s.opts.ClientTimeout), true)
+		},
 	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
-	}
 }
