@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -24,9 +25,10 @@ type HubConfig struct {
 type hub struct {
 	cfg HubConfig
 
-	conns  map[string]*hubConn            // by connection id
-	byPID  map[string]string              // connection actor pid id -> connection id
-	users  map[string]map[string]*hubConn // user id -> connection id -> connection
+	conns  map[string]*hubConn   // by connection id
+	order  []*hubConn            // the same, in connect order (swap-removed): deterministic fan-out
+	byPID  map[string]string     // connection actor pid id -> connection id
+	users  map[string][]*hubConn // user id -> its connections, in connect order
 	groups map[string]*hubGroup
 	gByPID map[string]string // group actor pid id -> group name
 
@@ -34,9 +36,11 @@ type hub struct {
 }
 
 type hubConn struct {
+	id     string
 	pid    *actor.PID
 	userID string
 	outlet Outlet
+	pos    int // index in hub.order
 }
 
 // deliver queues p for c. Deliveries go straight to the connection's
@@ -63,7 +67,7 @@ func NewHubProps(cfg HubConfig) *actor.Props {
 			cfg:    cfg,
 			conns:  map[string]*hubConn{},
 			byPID:  map[string]string{},
-			users:  map[string]map[string]*hubConn{},
+			users:  map[string][]*hubConn{},
 			groups: map[string]*hubGroup{},
 			gByPID: map[string]string{},
 		}
@@ -86,7 +90,7 @@ func (h *hub) Receive(ctx actor.Context) {
 	case *groupEmpty:
 		h.onGroupEmpty(ctx, m)
 	case *CloseAll:
-		for _, c := range h.conns {
+		for _, c := range h.order {
 			ctx.Send(c.pid, &closeConnection{reason: m.Reason})
 		}
 		ctx.Respond(&CloseAllResponse{Count: len(h.conns)})
@@ -126,16 +130,16 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
 		return
 	}
-	hc := &hubConn{pid: pid, userID: m.Info.UserID, outlet: m.Info.Outlet}
+	hc := &hubConn{id: id, pid: pid, userID: m.Info.UserID, outlet: m.Info.Outlet, pos: len(h.order)}
 	h.conns[id] = hc
+	h.order = append(h.order, hc)
 	h.byPID[pid.Id] = id
 	channels := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
 	if u := m.Info.UserID; u != "" {
-		if h.users[u] == nil {
-			h.users[u] = map[string]*hubConn{}
+		if len(h.users[u]) == 0 {
 			channels = append(channels, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
 		}
-		h.users[u][id] = hc
+		h.users[u] = append(h.users[u], hc)
 	}
 	log, hubName := ctx.Logger(), h.cfg.Name
 	resp := &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)}
@@ -157,9 +161,14 @@ func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 		c := h.conns[id]
 		delete(h.byPID, who.Id)
 		delete(h.conns, id)
+		last := len(h.order) - 1
+		h.order[c.pos] = h.order[last]
+		h.order[c.pos].pos = c.pos
+		h.order[last] = nil
+		h.order = h.order[:last]
 		unsub := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
 		if u := c.userID; u != "" {
-			delete(h.users[u], id)
+			h.users[u] = slices.DeleteFunc(h.users[u], func(x *hubConn) bool { return x == c })
 			if len(h.users[u]) == 0 {
 				delete(h.users, u)
 				unsub = append(unsub, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
@@ -201,8 +210,8 @@ func (h *hub) onSend(ctx actor.Context, m *SendRequest) {
 func (h *hub) deliverLocal(ctx actor.Context, r Route, p *Payload, fwd *remoteDelivery) {
 	switch r.Kind {
 	case RouteAll:
-		for id, c := range h.conns {
-			if len(r.Excluded) > 0 && r.excludes(id) {
+		for _, c := range h.order {
+			if len(r.Excluded) > 0 && r.excludes(c.id) {
 				continue
 			}
 			deliver(c.outlet, p)
