@@ -70,9 +70,8 @@ type (
 	}
 	ackTimeout struct{ id uint64 }
 	inbound    struct {
-		hub  string
-		env  *fabricv1.Envelope
-		from string
+		hub string
+		env *fabricv1.Envelope
 	}
 	subscribeDone    struct{}
 	groupCommandDone struct {

@@ -1,9 +1,7 @@
 package hub_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -219,11 +217,6 @@ func (c *rawConn) bind(v any, out any) {
 	if err := c.proto.Unmarshal(raw, out); err != nil {
 		c.t.Fatalf("unmarshal %q: %v", raw, err)
 	}
-}
-
-func jsonString(v any) string {
-	b, _ := json.Marshal(v)
-	return string(bytes.TrimSpace(b))
 }
 
 func protoJSON() protocol.HubProtocol { return protocol.JSON }

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -11,10 +10,9 @@ import (
 )
 
 var (
-	contextType   = reflect.TypeFor[*Context]()
-	errorType     = reflect.TypeFor[error]()
-	rawValueType  = reflect.TypeFor[protocol.RawValue]()
-	stdContextTyp = reflect.TypeFor[context.Context]()
+	contextType  = reflect.TypeFor[*Context]()
+	errorType    = reflect.TypeFor[error]()
+	rawValueType = reflect.TypeFor[protocol.RawValue]()
 )
 
 // method is one callable hub method, found by reflection.

@@ -145,35 +145,44 @@ type hubRuntime struct {
 
 // New checks cfg and returns a Node with no hubs.
 func New(cfg Config) (*Node, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.NodeID == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		cfg.NodeID = hex.EncodeToString(b[:])
-	}
-	if cfg.ChannelPrefix == "" {
-		cfg.ChannelPrefix = "hubfabric"
-	}
-	if cfg.Backplane == nil {
-		cfg.Backplane = backplane.NewMemory()
-	}
-	if cfg.Props == nil {
-		cfg.Props = actors.DefaultProps
-	}
-	if cfg.Runtime == nil {
-		cfg.Runtime = actors.RealRuntime{}
-	}
-	if cfg.GroupAckTimeout <= 0 {
-		cfg.GroupAckTimeout = 10 * time.Second
-	}
-	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 5 * time.Second
-	}
-	for name, v := range map[string]int{"MaxMessageSize": cfg.MaxMessageSize, "MaxOutboundBytes": cfg.MaxOutboundBytes, "MaxParallelInvocations": cfg.MaxParallelInvocations, "StreamBufferCapacity": cfg.StreamBufferCapacity} {
-		if v < 0 {
-			return nil, fmt.Errorf("hub: Config.%s must not be negative (got %d)", name, v)
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxMessageSize", int64(cfg.MaxMessageSize)}, {"MaxOutboundBytes", int64(cfg.MaxOutboundBytes)},
+		{"MaxParallelInvocations", int64(cfg.MaxParallelInvocations)}, {"StreamBufferCapacity", int64(cfg.StreamBufferCapacity)},
+		{"KeepAliveInterval", int64(cfg.KeepAliveInterval)}, {"ClientTimeout", int64(cfg.ClientTimeout)},
+		{"HandshakeTimeout", int64(cfg.HandshakeTimeout)}, {"GroupAckTimeout", int64(cfg.GroupAckTimeout)},
+		{"PublishTimeout", int64(cfg.PublishTimeout)},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("hub: Config.%s must not be negative (got %d); zero means the default", f.name, f.v)
+		}
+		if cfg.Logger == nil {
+			cfg.Logger = slog.New(slog.DiscardHandler)
+		}
+		if cfg.NodeID == "" {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			cfg.NodeID = hex.EncodeToString(b[:])
+		}
+		if cfg.ChannelPrefix == "" {
+			cfg.ChannelPrefix = "hubfabric"
+		}
+		if cfg.Backplane == nil {
+			cfg.Backplane = backplane.NewMemory()
+		}
+		if cfg.Props == nil {
+			cfg.Props = actors.DefaultProps
+		}
+		if cfg.Runtime == nil {
+			cfg.Runtime = actors.RealRuntime{}
+		}
+		if cfg.GroupAckTimeout <= 0 {
+			cfg.GroupAckTimeout = 10 * time.Second
+		}
+		if cfg.PublishTimeout <= 0 {
+			cfg.PublishTimeout = 5 * time.Second
 		}
 	}
 	n := &Node{
@@ -237,6 +246,28 @@ func (n *Node) Start(ctx context.Context) error {
 	if len(n.hubs) == 0 {
 		return errors.New("hub: no hubs registered")
 	}
+	// The transport checks its options first, so bad settings fail before
+	// any actor starts.
+	hubNames := make([]string, 0, len(n.hubs))
+	for name := range n.hubs {
+		hubNames = append(hubNames, name)
+	}
+	srv, err := transport.NewServer(transport.Options{
+		Hubs:              hubNames,
+		Connect:           n.connect,
+		Authenticator:     n.cfg.Authenticator,
+		TokenSecret:       n.cfg.TokenSecret,
+		AllowedOrigins:    n.cfg.AllowedOrigins,
+		KeepAliveInterval: n.cfg.KeepAliveInterval,
+		ClientTimeout:     n.cfg.ClientTimeout,
+		HandshakeTimeout:  n.cfg.HandshakeTimeout,
+		MaxMessageSize:    n.cfg.MaxMessageSize,
+		MaxOutboundBytes:  n.cfg.MaxOutboundBytes,
+		Logger:            n.log.With("component", "transport"),
+	})
+	if err != nil {
+		return err
+	}
 	bcfg := actors.BridgeConfig{
 		NodeID: n.id, Channels: n.channels, Backplane: n.cfg.Backplane,
 		PublishTimeout: n.cfg.PublishTimeout, GroupAckTimeout: n.cfg.GroupAckTimeout,
@@ -248,7 +279,6 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.bridge = bridge
 	pids := map[string]*actor.PID{}
-	names := make([]string, 0, len(n.hubs))
 	subs := []string{n.channels.Node(n.id)}
 	for name, rt := range n.hubs {
 		hcfg := actors.HubConfig{
@@ -261,7 +291,6 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		rt.pid = pid
 		pids[name] = pid
-		names = append(names, name)
 		subs = append(subs, n.channels.Route(name, actors.Route{Kind: actors.RouteAll}))
 		if _, err := n.cfg.Runtime.Request(n.root, bridge, &actors.RegisterHub{Name: name, PID: pid}, 10*time.Second).Result(); err != nil {
 			return fmt.Errorf("hub: register hub %q with the bridge: %w", name, err)
@@ -276,22 +305,6 @@ func (n *Node) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: subscribe node channels: %w", err)
 		}
 		n.log.Warn("backplane unavailable at start; serving local traffic until it recovers", "err", err)
-	}
-	srv, err := transport.NewServer(transport.Options{
-		Hubs:              names,
-		Connect:           n.connect,
-		Authenticator:     n.cfg.Authenticator,
-		TokenSecret:       n.cfg.TokenSecret,
-		AllowedOrigins:    n.cfg.AllowedOrigins,
-		KeepAliveInterval: n.cfg.KeepAliveInterval,
-		ClientTimeout:     n.cfg.ClientTimeout,
-		HandshakeTimeout:  n.cfg.HandshakeTimeout,
-		MaxMessageSize:    n.cfg.MaxMessageSize,
-		MaxOutboundBytes:  n.cfg.MaxOutboundBytes,
-		Logger:            n.log.With("component", "transport"),
-	})
-	if err != nil {
-		return err
 	}
 	n.server = srv
 	n.started = true

@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -98,9 +100,20 @@ func TestNegotiateDetails(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	if _, err := hub.New(hub.Config{MaxMessageSize: -1}); err == nil {
-		t.Fatal("a negative MaxMessageSize must be refused")
+	for _, cfg := range []hub.Config{{MaxMessageSize: -1}, {KeepAliveInterval: -time.Second}, {GroupAckTimeout: -1}, {PublishTimeout: -time.Millisecond}} {
+		if _, err := hub.New(cfg); err == nil || !strings.Contains(err.Error(), "must not be negative") {
+			t.Fatalf("hub.New(%+v) = %v, want an error about a negative setting", cfg, err)
+		}
 	}
+	bad, err := hub.New(hub.Config{AllowedOrigins: []string{"["}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = bad.Register("chat", echoHub{})
+	if err := bad.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "bad allowed origin pattern") {
+		t.Fatalf("Start with a malformed origin pattern = %v", err)
+	}
+	_ = bad.Shutdown(context.Background())
 	n, err := hub.New(hub.Config{})
 	if err != nil {
 		t.Fatal(err)

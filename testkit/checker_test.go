@@ -3,7 +3,6 @@ package testkit_test
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hubfabric/hubfabric/hub"
@@ -12,7 +11,6 @@ import (
 
 // recorder is a testkit.TB that records failures instead of failing.
 type recorder struct {
-	mu       sync.Mutex
 	errs     []string
 	cleanups []func()
 }

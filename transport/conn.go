@@ -23,7 +23,6 @@ type Conn struct {
 	id       string
 	protocol protocol.HubProtocol
 	out      *Outbound
-	srv      *Server
 
 	closeOnce sync.Once
 	lastRead  atomic.Int64 // unix nanos; 0 until the client's first Ping
@@ -240,7 +239,7 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, wg *sync
 	}
 	binary := p.TransferFormat() == protocol.TransferBinary
 	out := newOutbound(ws, binary, s.opts.MaxOutboundBytes, wg, protocol.AppendHandshakeResponse(nil, ""))
-	c := &Conn{id: connID, protocol: p, out: out, srv: s}
+	c := &Conn{id: connID, protocol: p, out: out}
 	out.overflow = func() {
 		log.Warn("closing slow client", "queued_bytes_limit", s.opts.MaxOutboundBytes)
 		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", s.opts.MaxOutboundBytes), true)

@@ -265,15 +265,6 @@ func TestSlowSubscriberEvicted(t *testing.T) {
 	slow.waitPayload(t, c, "after")
 }
 
-func infoField(info, key string) string {
-	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+":"); ok {
-			return v
-		}
-	}
-	return ""
-}
-
 // TestDeafSubscriptionReplaced makes the connections of a backplane drop
 // everything they receive while staying open: go-redis notices nothing on
 // the subscription connection, the probes stop coming back, and the

@@ -66,7 +66,6 @@ type stepResult struct {
 	DisconnectsSoFar       int64   `json:"disconnects_so_far"`
 	ForeignMessagesSoFar   int64   `json:"foreign_messages_so_far"`
 	firstDisconnect        string
-	quickProblems          []string
 	measuredPhase, warmPhs int
 }
 

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,5 +37,3 @@ func main() {
 
 // usageError is a bad flag or value; its message was already printed.
 type usageError struct{ error }
-
-var _ io.Writer = (*os.File)(nil)
