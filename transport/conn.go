@@ -1,11 +1,14 @@
 package transport
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -73,7 +76,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	if !ok {
 		return
 	}
-	defer s.active.Done()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.active.Done()
+		}
+	}()
 	if !websocketRequested(r) {
 		http.Error(w, "only the WebSockets transport is supported", http.StatusBadRequest)
 		return
@@ -93,10 +101,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 			http.Error(w, "No Connection with that ID: "+err.Error(), http.StatusNotFound)
 			return
 		}
-		defer s.tokens.release(token)
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	ws, err := websocket.Accept(smallReadBuffer{w}, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
 	if err != nil {
+		if token != "" {
+			s.tokens.release(token)
+		}
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
 	}
@@ -104,9 +114,59 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	// bounded by MaxMessageSize in the parser, where it gets a Close
 	// message rather than a bare 1009.
 	ws.SetReadLimit(int64(4*s.opts.MaxMessageSize + 4096))
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	s.runConnection(r.Context(), ws, &wg, hub, connID, identity, r)
+	// The connection goes on in a goroutine owned by the server (counted in
+	// s.active, which Wait joins) and the HTTP handler returns: net/http
+	// then drops its per-request state (the request's buffers, the response
+	// writer, the handler goroutine's grown stack), which an open WebSocket
+	// does not need. The request itself stays readable; its context is
+	// replaced by one that keeps its values but is never cancelled.
+	ctx := context.WithoutCancel(r.Context())
+	handedOff = true
+	go func() {
+		defer s.active.Done()
+		if token != "" {
+			defer s.tokens.release(token)
+		}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		s.runConnection(ctx, ws, &wg, hub, connID, identity, r)
+	}()
+}
+
+// readBufferSize is the size of the buffer coder/websocket reads frame
+// headers through. Payloads at least this long are read straight into the
+// caller's (pooled) buffer, so a small one costs no extra copies; it is
+// held for the connection's whole life, so its size is memory per idle
+// connection. net/http's own is 4 KiB.
+const readBufferSize = 512
+
+// smallReadBuffer is the ResponseWriter given to websocket.Accept: its
+// Hijack replaces net/http's 4 KiB read buffer with a readBufferSize one
+// (carrying over any bytes the client sent early).
+type smallReadBuffer struct{ http.ResponseWriter }
+
+// Unwrap lets http.ResponseController reach the wrapped writer.
+func (w smallReadBuffer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack takes over the connection from net/http.
+func (w smallReadBuffer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	n := brw.Reader.Buffered()
+	if n == 0 {
+		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, readBufferSize), brw.Writer), nil
+	}
+	// Accept takes what is buffered and then reads the socket directly, so
+	// the early bytes must sit in the new reader's buffer, not behind it.
+	early, _ := brw.Reader.Peek(n)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(n, readBufferSize))
+	if _, err := br.Peek(n); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("carrying over %d buffered bytes: %w", n, err)
+	}
+	return conn, bufio.NewReadWriter(br, brw.Writer), nil
 }
 
 func websocketRequested(r *http.Request) bool {

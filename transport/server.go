@@ -38,7 +38,10 @@ type ConnectRequest struct {
 	Identity     auth.Identity
 	Protocol     protocol.HubProtocol
 	Conn         *Conn
-	Request      *http.Request
+	// Request is the WebSocket upgrade request, for its headers, URL and
+	// remote address. Its HTTP handler has returned by now, so its Context
+	// is done; use the ctx given to Connect instead.
+	Request *http.Request
 }
 
 // Options configure a Server. The zero value of every field is a documented

@@ -1,0 +1,113 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recordingSession collects what a connection receives.
+type recordingSession struct {
+	got    chan protocol.Message
+	closed chan error
+}
+
+func (r *recordingSession) Receive(m protocol.Message) { r.got <- m }
+func (r *recordingSession) Closed(err error)           { r.closed <- err }
+
+// maskedTextFrame frames payload as a client would (masked, one frame).
+func maskedTextFrame(payload string) []byte {
+	key := [4]byte{1, 2, 3, 4}
+	f := []byte{0x81, 0x80 | byte(len(payload))}
+	f = append(f, key[:]...)
+	for i := range len(payload) {
+		f = append(f, payload[i]^key[i%4])
+	}
+	return f
+}
+
+// A client may send its SignalR handshake in the same TCP segment as the
+// upgrade request. Those bytes are buffered by net/http before the
+// WebSocket exists and must reach the handshake, not be dropped.
+func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
+	sess := &recordingSession{got: make(chan protocol.Message, 4), closed: make(chan error, 1)}
+	connected := make(chan ConnectRequest, 1)
+	s, err := NewServer(Options{Hubs: []string{"chat"}, Connect: func(_ context.Context, req ConnectRequest) (Session, error) {
+		connected <- req
+		return sess, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	upgrade := "GET /hubs/chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	// Handshake and a first invocation, all in one write with the request.
+	early := append([]byte(upgrade), maskedTextFrame(`{"protocol":"json","version":1}`+"\x1e")...)
+	early = append(early, maskedTextFrame(`{"type":1,"target":"Hello","arguments":[]}`+"\x1e")...)
+	if _, err := conn.Write(early); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %s", resp.Status)
+	}
+	// The handshake answer: an unmasked text frame holding "{}\x1e".
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, hdr[1]&0x7f)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	if hdr[0] != 0x81 || string(body) != "{}\x1e" {
+		t.Fatalf("handshake answer: header %x body %q", hdr, body)
+	}
+	req := <-connected
+	if req.Request == nil || req.Request.URL.Path != "/hubs/chat" {
+		t.Fatalf("connect request does not carry the upgrade request: %+v", req.Request)
+	}
+	select {
+	case m := <-sess.got:
+		inv, ok := m.(*protocol.Invocation)
+		if !ok || inv.Target != "Hello" {
+			t.Fatalf("received %#v, want the Hello invocation", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the invocation sent with the upgrade request never arrived")
+	}
+
+	// The connection lives on after its HTTP handler returned; Wait joins it
+	// once the client is gone.
+	conn.Close()
+	<-sess.closed
+	s.StopAccepting()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}
