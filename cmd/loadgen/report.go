@@ -104,6 +104,12 @@ func markdown(r *report) string {
 			cpuCell(s.NodeCPUPer1M, len(s.NodeRSSBytes)), cpuCell(s.RedisCPUPer1M, len(s.RedisRSSBytes)), cpuCell(s.NodeRedisCPUPer1M, len(s.NodeRSSBytes)+len(s.RedisRSSBytes)),
 			s.LoadgenCPUPer1M, orDash(strings.Join(rss, " / ")))
 	}
+	for _, s := range r.Steps {
+		if s.LostDeliveries > 0 {
+			b.WriteString("\nlost: deliveries that had not arrived when the drain window ended; under overload they may be late rather than dropped (a longer --drain tells the two apart).\n")
+			break
+		}
+	}
 	return b.String()
 }
 
