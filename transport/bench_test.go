@@ -16,12 +16,23 @@ import (
 // BenchmarkOutbound measures the connection write path: records queued on
 // an Outbound and written to a real WebSocket (coalesced when the writer is
 // behind) until a reader on the other end has them all. ns/op is per
-// 100-byte record.
+// 100-byte record. buffers=small is the server's setup (smallBuffers and
+// frameWriter); buffers=net-http keeps net/http's 4 KiB buffers, as
+// websocket.Accept does on its own.
 func BenchmarkOutbound(b *testing.B) {
+	b.Run("buffers=small", func(b *testing.B) {
+		benchmarkOutbound(b, func(w http.ResponseWriter) http.ResponseWriter { return smallBuffers{w} })
+	})
+	b.Run("buffers=net-http", func(b *testing.B) {
+		benchmarkOutbound(b, func(w http.ResponseWriter) http.ResponseWriter { return w })
+	})
+}
+
+func benchmarkOutbound(b *testing.B, wrap func(http.ResponseWriter) http.ResponseWriter) {
 	accepted := make(chan *websocket.Conn, 1)
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
+		ws, err := websocket.Accept(wrap(w), r, nil)
 		if err != nil {
 			return
 		}

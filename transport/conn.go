@@ -102,7 +102,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 			return
 		}
 	}
-	ws, err := websocket.Accept(smallReadBuffer{w}, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
 	if err != nil {
 		if token != "" {
 			s.tokens.release(token)
@@ -140,23 +140,31 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 // connection. net/http's own is 4 KiB.
 const readBufferSize = 512
 
-// smallReadBuffer is the ResponseWriter given to websocket.Accept: its
-// Hijack replaces net/http's 4 KiB read buffer with a readBufferSize one
-// (carrying over any bytes the client sent early).
-type smallReadBuffer struct{ http.ResponseWriter }
+// smallBuffers is the ResponseWriter given to websocket.Accept: its Hijack
+// replaces net/http's 4 KiB read and write buffers with a readBufferSize
+// one (carrying over any bytes the client sent early) and a
+// writeBufferSize one over a frameWriter.
+type smallBuffers struct{ http.ResponseWriter }
 
 // Unwrap lets http.ResponseController reach the wrapped writer.
-func (w smallReadBuffer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Hijack takes over the connection from net/http.
-func (w smallReadBuffer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	if brw.Writer.Buffered() > 0 { // net/http flushes its 101 answer itself; be sure
+		if err := brw.Writer.Flush(); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	bw := bufio.NewWriterSize(&frameWriter{conn: conn}, writeBufferSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
-		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, readBufferSize), brw.Writer), nil
+		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, readBufferSize), bw), nil
 	}
 	// Accept takes what is buffered and then reads the socket directly, so
 	// the early bytes must sit in the new reader's buffer, not behind it.
@@ -166,7 +174,7 @@ func (w smallReadBuffer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		conn.Close()
 		return nil, nil, fmt.Errorf("carrying over %d buffered bytes: %w", n, err)
 	}
-	return conn, bufio.NewReadWriter(br, brw.Writer), nil
+	return conn, bufio.NewReadWriter(br, bw), nil
 }
 
 func websocketRequested(r *http.Request) bool {
