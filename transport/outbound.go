@@ -34,7 +34,7 @@ type Outbound struct {
 	ws       *websocket.Conn
 	msgType  websocket.MessageType
 	maxBytes int
-	wg       *sync.WaitGroup // joined by the connection's HTTP handler
+	wg       *sync.WaitGroup // joined by the connection's goroutine before it ends
 
 	lastWrite atomic.Int64 // unix nanos of the last enqueue, for keep-alive
 
