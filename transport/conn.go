@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,8 +78,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		return
 	}
 	handedOff := false
+	token := r.URL.Query().Get("id")
+	claimed := false
 	defer func() {
 		if !handedOff {
+			if claimed {
+				s.tokens.release(token)
+			}
 			s.active.Done()
 		}
 	}()
@@ -86,7 +92,6 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		http.Error(w, "only the WebSockets transport is supported", http.StatusBadRequest)
 		return
 	}
-	token := r.URL.Query().Get("id")
 	var connID string
 	if token == "" { // skipNegotiation
 		connID = newConnectionID()
@@ -101,12 +106,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 			http.Error(w, "No Connection with that ID: "+err.Error(), http.StatusNotFound)
 			return
 		}
+		claimed = true
 	}
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
 	if err != nil {
-		if token != "" {
-			s.tokens.release(token)
-		}
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
 	}
@@ -124,11 +127,19 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	handedOff = true
 	go func() {
 		defer s.active.Done()
-		if token != "" {
+		if claimed {
 			defer s.tokens.release(token)
 		}
 		var wg sync.WaitGroup
 		defer wg.Wait()
+		// net/http recovered panics in the handler; this goroutine does the
+		// same so one faulty connection cannot take the node down.
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("connection panicked; closing it", "conn_id", connID, "panic", p, "stack", string(debug.Stack()))
+				ws.CloseNow()
+			}
+		}()
 		s.runConnection(ctx, ws, &wg, hub, connID, identity, r)
 	}()
 }

@@ -64,11 +64,17 @@ func TestFrameWriterPassesWholeFrames(t *testing.T) {
 			).Draw(t, "size")
 			hdr := frameHeader(byte(1+i%2), n, rapid.Bool().Draw(t, "masked"))
 			payload := bytes.Repeat([]byte{byte('a' + i%26)}, n)
+			before := len(want)
 			if _, err := bw.Write(hdr); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := bw.Write(payload); err != nil {
 				t.Fatal(err)
+			}
+			// Nothing of a frame reaches the socket before all of it can:
+			// bufio's mid-frame flushes are held back and joined.
+			if got := rc.out.Len(); got != before && got != before+len(hdr)+n {
+				t.Fatalf("frame %d (%d-byte payload): socket got %d of its %d bytes before the frame was complete", i, n, got-before, len(hdr)+n)
 			}
 			if err := bw.Flush(); err != nil {
 				t.Fatal(err)

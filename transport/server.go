@@ -39,8 +39,8 @@ type ConnectRequest struct {
 	Protocol     protocol.HubProtocol
 	Conn         *Conn
 	// Request is the WebSocket upgrade request, for its headers, URL and
-	// remote address. Its HTTP handler has returned by now, so its Context
-	// is done; use the ctx given to Connect instead.
+	// remote address. Its HTTP handler returns once the upgrade is done, so
+	// its Context may already be done; use the ctx given to Connect instead.
 	Request *http.Request
 }
 

@@ -94,8 +94,15 @@ func write(n, rate, size int, duration time.Duration) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	defer cmd.Wait()
 	conns := make([]net.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close() // ends the reader's copies, so Wait returns
+			}
+		}
+		_ = cmd.Wait()
+	}()
 	for i := range conns {
 		if conns[i], err = ln.Accept(); err != nil {
 			return err
@@ -118,7 +125,7 @@ func write(n, rate, size int, duration time.Duration) error {
 				time.Sleep(d)
 			}
 		}
-		if _, err := conns[(writes*7)%n].Write(msg); err != nil {
+		if _, err := conns[writes%n].Write(msg); err != nil {
 			return err
 		}
 		writes++
