@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/hubfabric/hubfabric/protocol"
@@ -107,6 +108,36 @@ func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
 	s.StopAccepting()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := s.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}
+
+// A panic on a connection's goroutine (here in the Connect callback) closes
+// that connection and is logged; the server goes on and Wait still joins.
+func TestPanickingConnectionIsClosedNotFatal(t *testing.T) {
+	s, err := NewServer(Options{Hubs: []string{"chat"}, Connect: func(context.Context, ConnectRequest) (Session, error) {
+		panic("hub bug")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, srv.URL+"/hubs/chat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"protocol":"json","version":1}`+"\x1e")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); err == nil {
+		t.Fatal("the connection whose Connect panicked was not closed")
+	}
+	s.StopAccepting()
 	if err := s.Wait(ctx); err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
