@@ -6,45 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/fabric"
 	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
 )
-
-// BridgeConfig configures the backplane bridge of a node.
-type BridgeConfig struct {
-	NodeID    string
-	Channels  Channels
-	Backplane backplane.Backplane
-	// PublishTimeout bounds one batch of publishes. Default 5 s.
-	PublishTimeout time.Duration
-	// GroupAckTimeout bounds the wait for the node owning a connection to
-	// acknowledge a group change. Default 10 s.
-	GroupAckTimeout time.Duration
-	// MaxBatch caps the messages published in one batch. Default 512.
-	MaxBatch int
-	Props    PropsFactory
-	// Runtime starts goroutines and timers. Default: RealRuntime.
-	Runtime Runtime
-	Logger  *slog.Logger
-	// Stats, when set, receives counters.
-	Stats *BridgeStats
-}
-
-// BridgeStats counts what the bridge saw; read with the atomic methods.
-type BridgeStats struct {
-	Published     atomic.Uint64 // messages handed to the backplane
-	PublishFailed atomic.Uint64 // messages whose publish failed
-	Received      atomic.Uint64 // envelopes received from other nodes
-	Malformed     atomic.Uint64 // payloads that were not valid envelopes
-	Gaps          atomic.Uint64 // EventGap reports
-	Down          atomic.Uint64 // EventDown reports
-}
 
 // subscribeRequest asks the bridge to (un)subscribe channels. When it is
 // done the bridge sends OK (or Failed(err), if set, else the error) to
@@ -57,19 +26,21 @@ type subscribeRequest struct {
 	Failed      func(error) any
 }
 
-// remoteGroupCommand is a group change for a connection of this node,
-// requested by another node; the hub answers with a *GroupResponse.
-type remoteGroupCommand struct{ Request *GroupRequest }
-
+// errNotHere: a remote group command named a connection this node does not
+// have; the owner answers, not this node.
 var errNotHere = errors.New("connection is not on this node")
 
+// The bridge's own messages.
 type (
-	flushDone struct {
+	// hubsSpawned tells the bridge which actor serves each hub name.
+	hubsSpawned struct{ hubs map[string]*actor.PID }
+	flushDone   struct {
 		batch []pendingPublish
 		err   error
 	}
 	ackTimeout struct{ id uint64 }
-	inbound    struct {
+	// inbound is a group command or ack another node sent to this one.
+	inbound struct {
 		hub string
 		env *fabricv1.Envelope
 	}
@@ -79,36 +50,33 @@ type (
 		id     uint64
 		err    error
 	}
-	// RegisterHub tells the bridge which actor serves a hub name.
-	RegisterHub struct {
-		Name string
-		PID  *actor.PID
-	}
 )
 
 type pendingPublish struct {
 	msg   backplane.Message
-	reply *actor.PID // nil: nobody waits
-	ackID uint64     // a remote group command waiting for this publish
+	reply *actor.PID // answered with a *SendResponse; nil: nobody waits
+	ackID uint64     // a group command waiting for this publish
 }
 
 type pendingAck struct {
 	reply *actor.PID
-	timer Timer
+	timer interface{ Stop() bool }
 	conn  string
 }
 
-// bridge is the only actor that talks to the Backplane. Publishes are
-// batched: requests accumulate while one batch is in flight, and the next
-// batch takes them all (up to MaxBatch). Subscription changes run one at a
-// time, in order, on a worker goroutine, so a subscribe never overtakes an
-// earlier unsubscribe of the same channel. Messages from the backplane are
-// decoded on the backplane's delivery goroutine and sent straight to the hub
-// actors.
+// bridge is the only actor that talks to the Backplane, and the only code
+// that names channels and marshals envelopes. Publishes are batched:
+// requests accumulate while one batch is in flight, and the next batch
+// takes them all (up to MaxBatch). Subscription changes run one at a time,
+// in order, on a worker goroutine, so a subscribe never overtakes an
+// earlier unsubscribe of the same channel. What arrives from the backplane
+// is decoded by backplaneHandler on the backplane's delivery goroutine;
+// only group commands and acks come to this actor.
 type bridge struct {
-	cfg  BridgeConfig
-	log  *slog.Logger
-	hubs map[string]*actor.PID
+	cfg      *fabric.NodeConfig
+	log      *slog.Logger
+	hubs     map[string]*actor.PID
+	audience backplane.Audience // nil when the backplane cannot tell
 
 	pending  []pendingPublish
 	flushing bool
@@ -121,45 +89,18 @@ type bridge struct {
 	wg sync.WaitGroup
 }
 
-// NewBridgeProps returns the Props of a bridge actor. The actor starts the
-// backplane with itself as handler when it starts.
-func NewBridgeProps(cfg BridgeConfig) *actor.Props {
-	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 5 * time.Second
-	}
-	if cfg.GroupAckTimeout <= 0 {
-		cfg.GroupAckTimeout = 10 * time.Second
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 512
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Stats == nil {
-		cfg.Stats = &BridgeStats{}
-	}
-	if cfg.Props == nil {
-		cfg.Props = DefaultProps
-	}
-	cfg.Runtime = runtimeOr(cfg.Runtime)
-	return cfg.Props(func() actor.Actor {
-		return &bridge{cfg: cfg, log: cfg.Logger, hubs: map[string]*actor.PID{}, acks: map[uint64]*pendingAck{}}
+func newBridgeProps(cfg *fabric.NodeConfig) *actor.Props {
+	audience, _ := cfg.Backplane.(backplane.Audience)
+	return cfg.Seams.Props(func() actor.Actor {
+		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, hubs: map[string]*actor.PID{}, acks: map[uint64]*pendingAck{}}
 	})
 }
 
 // Receive dispatches.
 func (b *bridge) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *RegisterHub:
-		b.hubs[m.Name] = m.PID
-		ctx.Respond(&struct{}{})
-	case *SendRequest:
-		if m.Envelope == nil {
-			ctx.Respond(&SendResponse{})
-			return
-		}
-		b.enqueue(ctx, backplane.Message{Channel: m.Channel, Payload: m.Envelope}, ctx.Sender())
+	case *send:
+		b.onPublish(ctx, m)
 	case *flushDone:
 		b.onFlushDone(ctx, m)
 	case *subscribeRequest:
@@ -168,29 +109,61 @@ func (b *bridge) Receive(ctx actor.Context) {
 	case *subscribeDone:
 		b.subBusy = false
 		b.nextSubscription(ctx)
-	case *GroupRequest:
-		b.onRemoteGroupRequest(ctx, m)
+	case *groupCommand:
+		b.onGroupCommand(ctx, m)
 	case *ackTimeout:
 		if a, ok := b.acks[m.id]; ok {
-			b.failAck(ctx, m.id, fmt.Errorf("no node acknowledged the group change for connection %s within %s: it is not connected to any node", a.conn, b.cfg.GroupAckTimeout))
+			b.failAck(ctx, m.id, fmt.Errorf("%w: no node answered for connection %q within %s", ErrUnknownConnection, a.conn, b.cfg.GroupAckTimeout))
 		}
 	case *inbound:
 		b.onInbound(ctx, m)
 	case *groupCommandDone:
 		b.onGroupCommandDone(ctx, m)
+	case *hubsSpawned:
+		b.hubs = m.hubs
 	case *actor.Stopping:
 		for id, a := range b.acks {
 			a.timer.Stop()
-			ctx.Send(a.reply, &GroupResponse{Err: errors.New("node is shutting down")})
+			ctx.Send(a.reply, &GroupResponse{Err: errors.New("the node is shutting down")})
 			delete(b.acks, id)
 		}
 	case *actor.Stopped:
-		b.cfg.Runtime.Join(&b.wg)
+		b.cfg.Seams.Runtime.Join(&b.wg)
 	}
 }
 
-func (b *bridge) enqueue(ctx actor.Context, msg backplane.Message, reply *actor.PID) {
-	b.pending = append(b.pending, pendingPublish{msg: msg, reply: reply})
+// othersListen reports whether another node may be subscribed to channel:
+// always, unless the backplane knows that none is.
+func (b *bridge) othersListen(channel string) bool {
+	return b.audience == nil || b.audience.OthersSubscribed(channel)
+}
+
+// onPublish hands a send made on this node to other nodes: it names the
+// route's channel, marshals the envelope and queues the publish; the
+// answer goes to the sender when the batch is done.
+func (b *bridge) onPublish(ctx actor.Context, s *send) {
+	ch := routeChannel(s.hub, s.route)
+	if !b.othersListen(ch) {
+		if s.reply != nil {
+			ctx.Send(s.reply, &SendResponse{})
+		}
+		return
+	}
+	env, err := proto.Marshal(&fabricv1.Envelope{OriginNode: b.cfg.NodeID, Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
+		ExcludedConnectionIds: s.route.Excluded, Json: s.payload.json, Messagepack: s.payload.msgpack,
+	}}})
+	if err != nil { // cannot happen for these field types; never silent
+		b.log.Error("marshal envelope", "err", err)
+		if s.reply != nil {
+			ctx.Send(s.reply, &SendResponse{Err: ErrNotDeliveredRemotely})
+		}
+		return
+	}
+	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: ch, Payload: env}, reply: s.reply})
+}
+
+func (b *bridge) enqueue(ctx actor.Context, p pendingPublish) {
+	b.pending = append(b.pending, p)
 	if !b.flushing {
 		b.flush(ctx)
 	}
@@ -206,13 +179,13 @@ func (b *bridge) flush(ctx actor.Context) {
 	b.flushing = true
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	b.wg.Add(1)
-	b.cfg.Runtime.Go(func() {
+	b.cfg.Seams.Runtime.Go(func() {
 		defer b.wg.Done()
 		msgs := make([]backplane.Message, len(batch))
 		for i := range batch {
 			msgs[i] = batch[i].msg
 		}
-		pctx, cancel := context.WithTimeout(context.Background(), b.cfg.PublishTimeout)
+		pctx, cancel := context.WithTimeout(context.Background(), b.cfg.BackplaneTimeout)
 		err := b.cfg.Backplane.Publish(pctx, msgs)
 		cancel()
 		root.Send(self, &flushDone{batch: batch, err: err})
@@ -221,21 +194,20 @@ func (b *bridge) flush(ctx actor.Context) {
 
 func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 	b.flushing = false
-	var resp *SendResponse
+	resp := &SendResponse{}
 	if m.err != nil {
-		b.cfg.Stats.PublishFailed.Add(uint64(len(m.batch)))
-		b.log.Warn("backplane publish failed", "messages", len(m.batch), "err", m.err)
-		resp = &SendResponse{Err: fmt.Errorf("backplane: publish failed: %w", m.err)}
+		b.cfg.Counters.PublishFailed.Add(uint64(len(m.batch)))
+		b.log.Warn("backplane publish failed; the senders were told", "messages", len(m.batch), "err", m.err)
+		resp.Err = ErrNotDeliveredRemotely
 	} else {
-		b.cfg.Stats.Published.Add(uint64(len(m.batch)))
-		resp = &SendResponse{}
+		b.cfg.Counters.Published.Add(uint64(len(m.batch)))
 	}
 	for _, p := range m.batch {
 		if p.reply != nil {
 			ctx.Send(p.reply, resp)
 		}
 		if p.ackID != 0 && m.err != nil {
-			b.failAck(ctx, p.ackID, resp.Err)
+			b.failAck(ctx, p.ackID, ErrNotDeliveredRemotely)
 		}
 	}
 	if len(b.pending) > 0 {
@@ -253,9 +225,9 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 	b.subBusy = true
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	b.wg.Add(1)
-	b.cfg.Runtime.Go(func() {
+	b.cfg.Seams.Runtime.Go(func() {
 		defer b.wg.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), b.cfg.PublishTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), b.cfg.BackplaneTimeout)
 		var err error
 		if req.Unsubscribe {
 			err = b.cfg.Backplane.Unsubscribe(sctx, req.Channels...)
@@ -279,41 +251,37 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 	})
 }
 
-// onRemoteGroupRequest sends a group command to whichever node owns the
+// onGroupCommand sends a group change to whichever node owns the
 // connection (only that node subscribes to the connection's channel) and
 // waits for its acknowledgement on this node's channel.
-func (b *bridge) onRemoteGroupRequest(ctx actor.Context, m *GroupRequest) {
-	hub := m.hub
-	if hub == "" {
-		ctx.Respond(&GroupResponse{Err: errors.New("group request from an unknown hub")})
+func (b *bridge) onGroupCommand(ctx actor.Context, m *groupCommand) {
+	ch := routeChannel(m.hub, Route{Kind: RouteConnection, Name: m.req.ConnectionID})
+	if !b.othersListen(ch) {
+		ctx.Send(m.reply, &GroupResponse{Err: fmt.Errorf("%w: no node has connection %q", ErrUnknownConnection, m.req.ConnectionID)})
 		return
 	}
 	b.nextID++
 	id := b.nextID
 	action := fabricv1.GroupAction_GROUP_ACTION_ADD
-	if m.Action == GroupRemove {
+	if m.req.Action == GroupRemove {
 		action = fabricv1.GroupAction_GROUP_ACTION_REMOVE
 	}
-	env := &fabricv1.Envelope{OriginNode: b.cfg.NodeID, Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
-		Id: id, Action: action, Group: m.Group, ConnectionId: m.ConnectionID,
-	}}}
-	payload, err := proto.Marshal(env)
-	if err != nil {
-		ctx.Respond(&GroupResponse{Err: err})
+	payload, err := proto.Marshal(&fabricv1.Envelope{OriginNode: b.cfg.NodeID, Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
+		Id: id, Action: action, Group: m.req.Group, ConnectionId: m.req.ConnectionID,
+	}}})
+	if err != nil { // cannot happen for these field types; never silent
+		b.log.Error("marshal group command", "err", err)
+		ctx.Send(m.reply, &GroupResponse{Err: ErrNotDeliveredRemotely})
 		return
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	a := &pendingAck{reply: ctx.Sender(), conn: m.ConnectionID}
-	a.timer = b.cfg.Runtime.AfterFunc(b.cfg.GroupAckTimeout, func() { root.Send(self, &ackTimeout{id: id}) })
+	a := &pendingAck{reply: m.reply, conn: m.req.ConnectionID}
+	a.timer = b.cfg.Seams.Runtime.AfterFunc(b.cfg.GroupAckTimeout, func() { root.Send(self, &ackTimeout{id: id}) })
 	b.acks[id] = a
-	ch := b.cfg.Channels.Route(hub, Route{Kind: RouteConnection, Name: m.ConnectionID})
-	b.pending = append(b.pending, pendingPublish{msg: backplane.Message{Channel: ch, Payload: payload}, ackID: id})
-	if !b.flushing {
-		b.flush(ctx)
-	}
+	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: ch, Payload: payload}, ackID: id})
 }
 
-// failAck answers a waiting remote group request with err.
+// failAck answers a waiting group command with err.
 func (b *bridge) failAck(ctx actor.Context, id uint64, err error) {
 	if a, ok := b.acks[id]; ok {
 		a.timer.Stop()
@@ -325,47 +293,51 @@ func (b *bridge) failAck(ctx actor.Context, id uint64, err error) {
 func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 	switch body := m.env.Body.(type) {
 	case *fabricv1.Envelope_GroupAck:
+		var err error
+		if body.GroupAck.Error != "" {
+			err = fmt.Errorf("the node of the connection refused the group change: %s", body.GroupAck.Error)
+		}
 		if a, ok := b.acks[body.GroupAck.Id]; ok {
 			a.timer.Stop()
 			delete(b.acks, body.GroupAck.Id)
-			var err error
-			if body.GroupAck.Error != "" {
-				err = errors.New(body.GroupAck.Error)
-			}
 			ctx.Send(a.reply, &GroupResponse{Err: err})
 		}
 	case *fabricv1.Envelope_GroupCommand:
-		cmd := body.GroupCommand
-		hubPID := b.hubs[m.hub]
-		if hubPID == nil {
-			return
-		}
-		action := GroupAdd
-		switch cmd.Action {
-		case fabricv1.GroupAction_GROUP_ACTION_ADD:
-		case fabricv1.GroupAction_GROUP_ACTION_REMOVE:
-			action = GroupRemove
-		default:
-			b.cfg.Stats.Malformed.Add(1)
-			return
-		}
-		req := &GroupRequest{Action: action, ConnectionID: cmd.ConnectionId, Group: cmd.Group}
-		f := b.cfg.Runtime.Request(ctx.ActorSystem().Root, hubPID, &remoteGroupCommand{Request: req}, b.cfg.GroupAckTimeout)
-		self, root := ctx.Self(), ctx.ActorSystem().Root
-		origin, id := m.env.OriginNode, cmd.Id
-		b.wg.Add(1)
-		b.cfg.Runtime.Go(func() {
-			defer b.wg.Done()
-			res, err := f.Result()
-			if r, ok := res.(*GroupResponse); ok && err == nil {
-				err = r.Err
-			}
-			if errors.Is(err, errNotHere) {
-				return // the owner answers, not us
-			}
-			root.Send(self, &groupCommandDone{origin: origin, id: id, err: err})
-		})
+		b.onRemoteGroupCommand(ctx, m.hub, m.env.OriginNode, body.GroupCommand)
 	}
+}
+
+// onRemoteGroupCommand applies another node's group change if the
+// connection is here; the hub actor's answer goes back as an ack.
+func (b *bridge) onRemoteGroupCommand(ctx actor.Context, hubName, origin string, cmd *fabricv1.GroupCommand) {
+	hubPID := b.hubs[hubName]
+	if hubPID == nil {
+		return
+	}
+	action := GroupAdd
+	switch cmd.Action {
+	case fabricv1.GroupAction_GROUP_ACTION_ADD:
+	case fabricv1.GroupAction_GROUP_ACTION_REMOVE:
+		action = GroupRemove
+	default:
+		b.cfg.Counters.Malformed.Add(1)
+		return
+	}
+	req := &GroupRequest{Action: action, ConnectionID: cmd.ConnectionId, Group: cmd.Group}
+	rt, root, self, id := b.cfg.Seams.Runtime, ctx.ActorSystem().Root, ctx.Self(), cmd.Id
+	f := rt.Request(root, hubPID, &remoteGroupCommand{req: req}, b.cfg.GroupAckTimeout)
+	b.wg.Add(1)
+	rt.Go(func() {
+		defer b.wg.Done()
+		res, err := f.Result()
+		if r, ok := res.(*GroupResponse); ok && err == nil {
+			err = r.Err
+		}
+		if errors.Is(err, errNotHere) {
+			return // the owner answers, not us
+		}
+		root.Send(self, &groupCommandDone{origin: origin, id: id, err: err})
+	})
 }
 
 func (b *bridge) onGroupCommandDone(ctx actor.Context, m *groupCommandDone) {
@@ -378,5 +350,5 @@ func (b *bridge) onGroupCommandDone(ctx actor.Context, m *groupCommandDone) {
 		b.log.Error("marshal group ack", "err", err)
 		return
 	}
-	b.enqueue(ctx, backplane.Message{Channel: b.cfg.Channels.Node(m.origin), Payload: payload}, nil)
+	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: nodeChannel(m.origin), Payload: payload}})
 }

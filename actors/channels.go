@@ -2,48 +2,45 @@ package actors
 
 import "strings"
 
-// Channels names backplane channels. A name starts with the prefix so apps
-// sharing one Redis do not see each other's traffic:
+// Backplane channel names. The bridge alone names channels; the backplane
+// prepends its own prefix (backplane/redis Options.ChannelPrefix), so apps
+// sharing one Redis do not hear each other:
 //
-//	<prefix>:h:<hub>:all
-//	<prefix>:h:<hub>:c:<connection id>
-//	<prefix>:h:<hub>:g:<group>
-//	<prefix>:h:<hub>:u:<user>
-//	<prefix>:n:<node id>            (acks for one node)
+//	h:<hub>:all
+//	h:<hub>:c:<connection id>
+//	h:<hub>:g:<group>
+//	h:<hub>:u:<user>
+//	n:<node id>            (acks for one node)
 //
-// Hub names contain no ':' (see ValidHubName); group and user names may.
-type Channels struct{ Prefix string }
+// Hub names contain no ':' (package hub checks them); group and user names
+// may.
 
-// Route returns the channel of a route of hub.
-func (c Channels) Route(hub string, r Route) string {
+// routeChannel returns the channel of route r of hub.
+func routeChannel(hub string, r Route) string {
 	switch r.Kind {
 	case RouteAll:
-		return c.Prefix + ":h:" + hub + ":all"
+		return "h:" + hub + ":all"
 	case RouteConnection:
-		return c.Prefix + ":h:" + hub + ":c:" + r.Name
+		return "h:" + hub + ":c:" + r.Name
 	case RouteGroup:
-		return c.Prefix + ":h:" + hub + ":g:" + r.Name
+		return "h:" + hub + ":g:" + r.Name
 	case RouteUser:
-		return c.Prefix + ":h:" + hub + ":u:" + r.Name
+		return "h:" + hub + ":u:" + r.Name
 	}
 	panic("actors: unknown route kind")
 }
 
-// Node returns the channel of node id.
-func (c Channels) Node(id string) string { return c.Prefix + ":n:" + id }
+// nodeChannel returns the channel of node id.
+func nodeChannel(id string) string { return "n:" + id }
 
-// Parse splits a channel into its hub and route, or reports a node channel
-// (node == true, with the node id in r.Name). ok is false for channels of
-// another prefix or form.
-func (c Channels) Parse(ch string) (hub string, r Route, node, ok bool) {
-	rest, found := strings.CutPrefix(ch, c.Prefix+":")
-	if !found {
-		return "", Route{}, false, false
-	}
-	if id, isNode := strings.CutPrefix(rest, "n:"); isNode {
+// parseChannel splits a channel into its hub and route, or reports a node
+// channel (node == true, with the node id in r.Name). ok is false for
+// channels of another form.
+func parseChannel(ch string) (hub string, r Route, node, ok bool) {
+	if id, isNode := strings.CutPrefix(ch, "n:"); isNode {
 		return "", Route{Name: id}, true, true
 	}
-	rest, found = strings.CutPrefix(rest, "h:")
+	rest, found := strings.CutPrefix(ch, "h:")
 	if !found {
 		return "", Route{}, false, false
 	}
@@ -68,19 +65,4 @@ func (c Channels) Parse(ch string) (hub string, r Route, node, ok bool) {
 		return hub, Route{Kind: RouteUser, Name: name}, false, true
 	}
 	return "", Route{}, false, false
-}
-
-// ValidHubName reports whether name can name a hub: 1-64 characters from
-// letters, digits, '-', '_' and '.'.
-func ValidHubName(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		b := name[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.') {
-			return false
-		}
-	}
-	return true
 }

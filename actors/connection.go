@@ -7,30 +7,24 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
-// ConnectionConfig tunes connection actors.
-type ConnectionConfig struct {
-	// MaxParallelInvocations is how many hub methods of one client run at a
-	// time; 1 (the default) runs them one by one in arrival order.
-	MaxParallelInvocations int
-	// StreamBufferCapacity is how many items of one upload stream may wait
-	// for the hub method; past it the connection's reader waits, which
-	// slows the client down. Default 10.
-	StreamBufferCapacity int
-}
-
 // connection is the actor of one client. It runs the client's hub methods
 // in arrival order (up to the parallel limit, each on its own goroutine so
-// the actor never blocks), feeds upload streams, cancels streams on
-// request, and writes deliveries and replies to the outbound queue in the
-// order they reach its mailbox.
+// the actor never blocks), ends upload streams with their calls, cancels
+// streams on request, writes the calls' replies to the outbound queue in the
+// order they reach its mailbox, and closes the connection when asked.
+// Deliveries from sends do not pass through it: the hub and group actors
+// queue them on the outlet directly.
 type connection struct {
-	info    *ConnectionInfo
-	invoker Invoker
-	cfg     ConnectionConfig
-	rt      Runtime
+	info     *fabric.ConnectionInfo
+	invoker  fabric.Invoker
+	uploads  *fabric.Uploads
+	parallel int
+	rt       seam.Runtime
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -48,7 +42,7 @@ type connection struct {
 type queuedCall struct {
 	msg     protocol.Message
 	id      string
-	uploads []*Upload
+	uploads []*fabric.Upload
 }
 
 // call lifecycle messages the actor sends to itself.
@@ -57,7 +51,7 @@ type (
 	callReleased  struct{}
 	callDone      struct {
 		id      string
-		uploads []*Upload
+		uploads []*fabric.Upload
 	}
 	callReply       struct{ msg protocol.Message }
 	disconnectDone  struct{}
@@ -65,10 +59,9 @@ type (
 	closeConnection struct{ reason string }
 )
 
-func newConnectionProps(info *ConnectionInfo, inv Invoker, cfg ConnectionConfig, p PropsFactory, rt Runtime) *actor.Props {
-	rt = runtimeOr(rt)
-	return p(func() actor.Actor {
-		return &connection{info: info, invoker: inv, cfg: cfg, rt: rt}
+func newConnectionProps(info *fabric.ConnectionInfo, inv fabric.Invoker, uploads *fabric.Uploads, cfg *fabric.NodeConfig) *actor.Props {
+	return cfg.Seams.Props(func() actor.Actor {
+		return &connection{info: info, invoker: inv, uploads: uploads, parallel: cfg.MaxParallelInvocations, rt: cfg.Seams.Runtime}
 	})
 }
 
@@ -77,7 +70,7 @@ func (c *connection) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.onStarted(ctx)
-	case *ClientMessage:
+	case *fabric.ClientMessage:
 		c.onClientMessage(ctx, m)
 	case *callReply:
 		_ = c.info.Outlet.Send(m.msg)
@@ -92,7 +85,7 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.info.Outlet.Close(m.msg, false)
 	case *closeConnection:
 		c.info.Outlet.Close(m.reason, true)
-	case *ClientClosed:
+	case *fabric.ClientClosed:
 		c.onClosed(ctx, m.Err)
 	case *disconnectDone:
 		ctx.Stop(ctx.Self())
@@ -106,9 +99,6 @@ func (c *connection) Receive(ctx actor.Context) {
 func (c *connection) onStarted(ctx actor.Context) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.calls = make(map[string]context.CancelFunc)
-	if c.cfg.MaxParallelInvocations <= 0 {
-		c.cfg.MaxParallelInvocations = 1
-	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
 	c.wg.Add(1)
@@ -129,7 +119,7 @@ func (c *connection) onConnectedDone(ctx actor.Context, err error) {
 	c.startWaiting(ctx)
 }
 
-func (c *connection) onClientMessage(ctx actor.Context, cm *ClientMessage) {
+func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage) {
 	if c.closing {
 		return
 	}
@@ -154,7 +144,7 @@ func (c *connection) enqueue(ctx actor.Context, q *queuedCall) {
 
 // startWaiting starts queued calls while the parallel limit allows.
 func (c *connection) startWaiting(ctx actor.Context) {
-	for c.connected && !c.closing && len(c.waiting) > 0 && c.running < c.cfg.MaxParallelInvocations {
+	for c.connected && !c.closing && len(c.waiting) > 0 && c.running < c.parallel {
 		q := c.waiting[0]
 		c.waiting[0] = nil
 		c.waiting = c.waiting[1:]
@@ -174,7 +164,7 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { root.Send(self, &callReleased{}) }) }
-	call := &Call{
+	call := &fabric.Call{
 		Message: q.msg,
 		Uploads: q.uploads,
 		Reply:   func(m protocol.Message) { root.Send(self, &callReply{msg: m}) },
@@ -200,7 +190,7 @@ func (c *connection) onCallDone(m *callDone) {
 		}
 	}
 	for _, u := range m.uploads {
-		c.info.uploads.remove(u)
+		c.uploads.Remove(u)
 	}
 }
 
@@ -210,7 +200,7 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 	}
 	c.closing = true
 	c.waiting = nil
-	c.info.uploads.closeAll(errors.New("connection closed"))
+	c.uploads.CloseAll(errors.New("connection closed"))
 	c.cancel()
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.wg.Add(1)

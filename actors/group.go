@@ -2,10 +2,12 @@ package actors
 
 import (
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/hubfabric/hubfabric/internal/fabric"
 )
 
 // group is the actor of one group on one node: it holds the group's local
-// members, fans messages out to them, and keeps the node subscribed to the
+// members, fans sends out to them, and keeps the node subscribed to the
 // group's channel while it has members. A join is answered only once the
 // subscription is in effect, so a member gets every later group message
 // while the backplane is healthy.
@@ -27,7 +29,7 @@ type group struct {
 type groupMember struct {
 	id     string
 	pid    *actor.PID
-	outlet Outlet
+	outlet fabric.Outlet
 }
 
 type subState int
@@ -38,25 +40,29 @@ const (
 	subscribed
 )
 
-// groupMembership is a hub-forwarded add/remove for a local connection.
+// groupMembership is a hub-forwarded add or remove of a local connection;
+// the group answers reply (if set) with a *GroupResponse.
 type groupMembership struct {
-	Request *GroupRequest
-	PID     *actor.PID // the member's connection actor
-	Outlet  Outlet     // the member's outbound queue
+	action GroupAction
+	connID string
+	pid    *actor.PID    // the member's connection actor
+	outlet fabric.Outlet // the member's outbound queue
+	reply  *actor.PID
 }
 
 // groupSubscribed is the bridge's answer to the group's subscribe.
 type groupSubscribed struct{ err error }
 
-// groupEmpty tells the hub the group has no members after Processed
+// groupEmpty tells the hub the group has no members after processed
 // membership requests.
 type groupEmpty struct {
-	Name      string
-	Processed uint64
+	name      string
+	processed uint64
 }
 
-func newGroupProps(name, channel string, bridge *actor.PID, p PropsFactory) *actor.Props {
-	return p(func() actor.Actor {
+func newGroupProps(hubName, name string, bridge *actor.PID, cfg *fabric.NodeConfig) *actor.Props {
+	channel := routeChannel(hubName, Route{Kind: RouteGroup, Name: name})
+	return cfg.Seams.Props(func() actor.Actor {
 		return &group{name: name, channel: channel, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}}
 	})
 }
@@ -64,21 +70,19 @@ func newGroupProps(name, channel string, bridge *actor.PID, p PropsFactory) *act
 // Receive dispatches.
 func (g *group) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *send:
+		g.fanOut(m)
+		finishSend(ctx, g.bridge, m)
 	case *groupMembership:
 		g.processed++
-		if m.Request.Action == GroupAdd {
+		if m.action == GroupAdd {
 			g.onAdd(ctx, m)
 		} else {
-			g.remove(ctx, m.Request.ConnectionID)
-			ctx.Respond(&GroupResponse{})
+			g.remove(ctx, m.connID)
+			g.answer(ctx, m.reply)
 		}
 	case *groupSubscribed:
 		g.onSubscribed(ctx, m.err)
-	case *SendRequest:
-		g.fanOut(ctx, m.Route, m.Payload)
-		ctx.Forward(g.bridge) // publish for other nodes; the bridge answers the sender
-	case *remoteDelivery:
-		g.fanOut(ctx, m.Route, m.Payload)
 	case *actor.Terminated:
 		if id, ok := g.byPID[m.Who.Id]; ok {
 			g.remove(ctx, id)
@@ -86,23 +90,28 @@ func (g *group) Receive(ctx actor.Context) {
 	}
 }
 
+func (g *group) answer(ctx actor.Context, reply *actor.PID) {
+	if reply != nil {
+		ctx.Send(reply, &GroupResponse{})
+	}
+}
+
 func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
-	id := m.Request.ConnectionID
-	if _, ok := g.index[id]; !ok {
-		g.index[id] = len(g.members)
-		g.members = append(g.members, groupMember{id: id, pid: m.PID, outlet: m.Outlet})
-		g.byPID[m.PID.Id] = id
-		ctx.Watch(m.PID)
+	if _, ok := g.index[m.connID]; !ok {
+		g.index[m.connID] = len(g.members)
+		g.members = append(g.members, groupMember{id: m.connID, pid: m.pid, outlet: m.outlet})
+		g.byPID[m.pid.Id] = m.connID
+		ctx.Watch(m.pid)
 	}
 	switch g.state {
 	case subscribed:
-		ctx.Respond(&GroupResponse{})
+		g.answer(ctx, m.reply)
 	case subscribing:
-		g.pending = append(g.pending, ctx.Sender())
+		g.pending = append(g.pending, m.reply)
 	case unsubscribed:
-		g.pending = append(g.pending, ctx.Sender())
+		g.pending = append(g.pending, m.reply)
 		g.state = subscribing
-		ctx.Request(g.bridge, &subscribeRequest{Channels: []string{g.channel}, Reply: ctx.Self(), OK: &groupSubscribed{}, Failed: func(err error) any { return &groupSubscribed{err: err} }})
+		ctx.Send(g.bridge, &subscribeRequest{Channels: []string{g.channel}, Reply: ctx.Self(), OK: &groupSubscribed{}, Failed: func(err error) any { return &groupSubscribed{err: err} }})
 	}
 }
 
@@ -112,17 +121,10 @@ func (g *group) onSubscribed(ctx actor.Context, err error) {
 		// subscription when it recovers and reports the gap.
 		ctx.Logger().Warn("group subscription failed; members get local messages until the backplane recovers", "group", g.name, "err", err)
 	}
-	if len(g.members) == 0 {
-		// Everyone left while we subscribed.
-		g.state = subscribed
-		g.unsubscribeIfEmpty(ctx)
-	} else {
-		g.state = subscribed
-	}
+	g.state = subscribed
+	g.unsubscribeIfEmpty(ctx) // everyone may have left while we subscribed
 	for _, p := range g.pending {
-		if p != nil {
-			ctx.Send(p, &GroupResponse{})
-		}
+		g.answer(ctx, p)
 	}
 	g.pending = nil
 }
@@ -150,14 +152,14 @@ func (g *group) unsubscribeIfEmpty(ctx actor.Context) {
 	}
 	g.state = unsubscribed
 	ctx.Send(g.bridge, &subscribeRequest{Channels: []string{g.channel}, Unsubscribe: true})
-	ctx.Send(ctx.Parent(), &groupEmpty{Name: g.name, Processed: g.processed})
+	ctx.Send(ctx.Parent(), &groupEmpty{name: g.name, processed: g.processed})
 }
 
-func (g *group) fanOut(ctx actor.Context, r Route, p *Payload) {
+func (g *group) fanOut(s *send) {
+	r := s.route
 	for _, mem := range g.members {
-		if len(r.Excluded) > 0 && r.excludes(mem.id) {
-			continue
+		if len(r.Excluded) == 0 || !r.excludes(mem.id) {
+			deliver(mem.outlet, s.payload)
 		}
-		deliver(mem.outlet, p)
 	}
 }

@@ -5,25 +5,18 @@ import (
 	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
-)
 
-// HubConfig configures a hub actor.
-type HubConfig struct {
-	Name       string
-	Channels   Channels
-	Bridge     *actor.PID
-	Connection ConnectionConfig
-	Props      PropsFactory
-	// Runtime starts goroutines and timers. Default: RealRuntime.
-	Runtime Runtime
-}
+	"github.com/hubfabric/hubfabric/internal/fabric"
+)
 
 // hub is the actor of one hub on one node. It is the parent of the hub's
 // connection and group actors and keeps the local registry: connection id ->
-// actor, user id -> local connections, group name -> group actor. Sends are
-// routed here: local recipients directly, others through the bridge.
+// connection, user id -> local connections, group name -> group actor. Its
+// route method is the one place that decides who gets a send.
 type hub struct {
-	cfg HubConfig
+	name   string
+	cfg    *fabric.NodeConfig
+	bridge *actor.PID
 
 	conns  map[string]*hubConn   // by connection id
 	order  []*hubConn            // the same, in connect order (swap-removed): deterministic fan-out
@@ -39,32 +32,52 @@ type hubConn struct {
 	id     string
 	pid    *actor.PID
 	userID string
-	outlet Outlet
+	outlet fabric.Outlet
 	pos    int // index in hub.order
 }
-
-// deliver queues p for c. Deliveries go straight to the connection's
-// outbound queue (safe for concurrent use) rather than through its actor:
-// a mailbox hop per recipient is the largest cost of fan-out after the
-// socket write. Order per route holds because each route's fan-out runs in
-// one actor; a caller's Completion still follows its sends, since a send
-// is answered only after its local fan-out.
-func deliver(o Outlet, p *Payload) { _ = o.Enqueue(p.For(o.Protocol())) }
 
 type hubGroup struct {
 	pid       *actor.PID
 	forwarded uint64 // membership requests forwarded to it
 }
 
-// NewHubProps returns the Props of a hub actor.
-func NewHubProps(cfg HubConfig) *actor.Props {
-	if cfg.Props == nil {
-		cfg.Props = DefaultProps
-	}
-	cfg.Runtime = runtimeOr(cfg.Runtime)
-	return cfg.Props(func() actor.Actor {
+// send is a send on its way through the node: from SendRequest (made on
+// this node: reply waits for the answer) or from another node (arrived).
+type send struct {
+	hub     string
+	route   Route
+	payload *payload
+	reply   *actor.PID // nil: nobody waits
+	arrived bool       // came from another node: never published again
+	publish bool       // set by route: hand it to the bridge after the local fan-out
+}
+
+// arrival is a send that another node published, decoded by the backplane
+// handler.
+type arrival struct {
+	route   Route
+	payload *payload
+}
+
+// groupCommand asks the bridge to have the node owning a connection apply a
+// group change; the bridge answers reply with a *GroupResponse.
+type groupCommand struct {
+	hub   string
+	req   *GroupRequest
+	reply *actor.PID
+}
+
+// remoteGroupCommand is a group change for a connection of this node,
+// requested by another node; the hub answers with a *GroupResponse, or
+// with errNotHere when the connection is not (or no longer) here.
+type remoteGroupCommand struct{ req *GroupRequest }
+
+func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.Props {
+	return cfg.Seams.Props(func() actor.Actor {
 		return &hub{
+			name:   name,
 			cfg:    cfg,
+			bridge: bridge,
 			conns:  map[string]*hubConn{},
 			byPID:  map[string]string{},
 			users:  map[string][]*hubConn{},
@@ -77,24 +90,21 @@ func NewHubProps(cfg HubConfig) *actor.Props {
 // Receive dispatches.
 func (h *hub) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *ConnectRequest:
-		h.onConnect(ctx, m)
 	case *SendRequest:
-		h.onSend(ctx, m)
-	case *remoteDelivery:
-		h.deliverLocal(ctx, m.Route, m.Payload, m)
+		h.route(ctx, &send{hub: h.name, route: m.Route, payload: m.payload, reply: ctx.Sender()})
+	case *arrival:
+		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true})
 	case *GroupRequest:
 		h.onGroupRequest(ctx, m)
 	case *remoteGroupCommand:
 		h.onRemoteGroupCommand(ctx, m)
 	case *groupEmpty:
 		h.onGroupEmpty(ctx, m)
-	case *CloseAll:
-		for _, c := range h.order {
-			ctx.Send(c.pid, &closeConnection{reason: m.Reason})
-		}
-		ctx.Respond(&CloseAllResponse{Count: len(h.conns)})
-	case *WaitNoConnections:
+	case *fabric.ConnectRequest:
+		h.onConnect(ctx, m)
+	case *fabric.CloseAll:
+		h.onCloseAll(ctx, m)
+	case *fabric.WaitNoConnections:
 		h.emptyWaiters = append(h.emptyWaiters, ctx.Sender())
 		h.answerIfEmpty(ctx)
 	case *actor.Terminated:
@@ -103,47 +113,79 @@ func (h *hub) Receive(ctx actor.Context) {
 	}
 }
 
-func (h *hub) answerIfEmpty(ctx actor.Context) {
-	if len(h.conns) > 0 {
-		return
-	}
-	for _, w := range h.emptyWaiters {
-		if w != nil {
-			ctx.Send(w, &NoConnections{})
+// route is the one place that decides who gets a send, for sends made on
+// this node and sends that arrived from others alike. It hands the payload
+// to this node's recipients: straight into their outbound queues, or, for a
+// group, to the group actor, which fans out. A send made here is also
+// published for other nodes, unless its one recipient is here (a
+// connection); the bridge decides only how (channel, envelope) and whether
+// anyone else listens at all.
+func (h *hub) route(ctx actor.Context, s *send) {
+	r := s.route
+	s.publish = !s.arrived
+	switch r.Kind {
+	case RouteAll:
+		for _, c := range h.order {
+			if len(r.Excluded) == 0 || !r.excludes(c.id) {
+				deliver(c.outlet, s.payload)
+			}
+		}
+	case RouteConnection:
+		if c := h.conns[r.Name]; c != nil {
+			deliver(c.outlet, s.payload)
+			s.publish = false // connection ids are unique: nobody else has it
+		}
+	case RouteUser:
+		for _, c := range h.users[r.Name] {
+			deliver(c.outlet, s.payload)
+		}
+	case RouteGroup:
+		if g := h.groups[r.Name]; g != nil {
+			ctx.Send(g.pid, s) // it fans out, then finishes the send
+			return
 		}
 	}
-	h.emptyWaiters = nil
+	finishSend(ctx, h.bridge, s)
 }
 
-func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
-	id := m.Info.ID
-	if _, dup := h.conns[id]; dup {
-		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("connection id %s is already connected", id)})
+// finishSend ends a send once its local fan-out is done: the bridge
+// publishes it (and answers), or it is answered here.
+func finishSend(ctx actor.Context, bridge *actor.PID, s *send) {
+	if s.publish {
+		ctx.Send(bridge, s)
 		return
 	}
-	if h.cfg.Connection.StreamBufferCapacity <= 0 {
-		h.cfg.Connection.StreamBufferCapacity = 10
+	if s.reply != nil {
+		ctx.Send(s.reply, &SendResponse{})
 	}
-	m.Info.uploads = newUploadRegistry(h.cfg.Connection.StreamBufferCapacity)
-	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, h.cfg.Connection, h.cfg.Props, h.cfg.Runtime), "c-"+id)
+}
+
+func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
+	id := m.Info.ID
+	if _, dup := h.conns[id]; dup {
+		ctx.Respond(&fabric.ConnectResponse{Err: fmt.Errorf("connection id %s is already connected", id)})
+		return
+	}
+	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity)
+	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, h.cfg), "c-"+id)
 	if err != nil {
-		ctx.Respond(&ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
+		ctx.Respond(&fabric.ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
 		return
 	}
 	hc := &hubConn{id: id, pid: pid, userID: m.Info.UserID, outlet: m.Info.Outlet, pos: len(h.order)}
 	h.conns[id] = hc
 	h.order = append(h.order, hc)
 	h.byPID[pid.Id] = id
-	channels := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
+	channels := []string{routeChannel(h.name, Route{Kind: RouteConnection, Name: id})}
 	if u := m.Info.UserID; u != "" {
 		if len(h.users[u]) == 0 {
-			channels = append(channels, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
+			channels = append(channels, routeChannel(h.name, Route{Kind: RouteUser, Name: u}))
 		}
 		h.users[u] = append(h.users[u], hc)
 	}
-	log, hubName := ctx.Logger(), h.cfg.Name
-	resp := &ConnectResponse{Inbound: newInbound(ctx.ActorSystem().Root, pid, m.Info.uploads)}
-	ctx.Send(h.cfg.Bridge, &subscribeRequest{
+	log, hubName := ctx.Logger(), h.name
+	resp := &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads)}
+	ctx.Send(h.bridge, &subscribeRequest{
 		Channels: channels,
 		Reply:    ctx.Sender(),
 		OK:       resp,
@@ -156,6 +198,25 @@ func (h *hub) onConnect(ctx actor.Context, m *ConnectRequest) {
 	})
 }
 
+func (h *hub) onCloseAll(ctx actor.Context, m *fabric.CloseAll) {
+	for _, c := range h.order {
+		ctx.Send(c.pid, &closeConnection{reason: m.Reason})
+	}
+	ctx.Respond(&fabric.CloseAllResponse{})
+}
+
+func (h *hub) answerIfEmpty(ctx actor.Context) {
+	if len(h.conns) > 0 {
+		return
+	}
+	for _, w := range h.emptyWaiters {
+		if w != nil {
+			ctx.Send(w, &fabric.NoConnections{})
+		}
+	}
+	h.emptyWaiters = nil
+}
+
 func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 	if id, ok := h.byPID[who.Id]; ok {
 		c := h.conns[id]
@@ -166,15 +227,15 @@ func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 		h.order[c.pos].pos = c.pos
 		h.order[last] = nil
 		h.order = h.order[:last]
-		unsub := []string{h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteConnection, Name: id})}
+		unsub := []string{routeChannel(h.name, Route{Kind: RouteConnection, Name: id})}
 		if u := c.userID; u != "" {
 			h.users[u] = slices.DeleteFunc(h.users[u], func(x *hubConn) bool { return x == c })
 			if len(h.users[u]) == 0 {
 				delete(h.users, u)
-				unsub = append(unsub, h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteUser, Name: u}))
+				unsub = append(unsub, routeChannel(h.name, Route{Kind: RouteUser, Name: u}))
 			}
 		}
-		ctx.Send(h.cfg.Bridge, &subscribeRequest{Channels: unsub, Unsubscribe: true})
+		ctx.Send(h.bridge, &subscribeRequest{Channels: unsub, Unsubscribe: true})
 		return
 	}
 	if name, ok := h.gByPID[who.Id]; ok {
@@ -185,94 +246,51 @@ func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 	}
 }
 
-func (h *hub) onSend(ctx actor.Context, m *SendRequest) {
-	r := m.Route
-	switch r.Kind {
-	case RouteGroup:
-		if g := h.groups[r.Name]; g != nil {
-			ctx.Forward(g.pid) // the group fans out and hands the publish to the bridge
-			return
-		}
-	case RouteConnection:
-		if c := h.conns[r.Name]; c != nil {
-			deliver(c.outlet, m.Payload)
-			ctx.Respond(&SendResponse{})
-			return
-		}
-	default:
-		h.deliverLocal(ctx, r, m.Payload, nil)
-	}
-	ctx.Forward(h.cfg.Bridge)
-}
-
-// deliverLocal hands p to the local recipients of r. fwd, when set, is a
-// remote delivery to forward to a group actor.
-func (h *hub) deliverLocal(ctx actor.Context, r Route, p *Payload, fwd *remoteDelivery) {
-	switch r.Kind {
-	case RouteAll:
-		for _, c := range h.order {
-			if len(r.Excluded) > 0 && r.excludes(c.id) {
-				continue
-			}
-			deliver(c.outlet, p)
-		}
-	case RouteConnection:
-		if c := h.conns[r.Name]; c != nil {
-			deliver(c.outlet, p)
-		}
-	case RouteUser:
-		for _, c := range h.users[r.Name] {
-			deliver(c.outlet, p)
-		}
-	case RouteGroup:
-		if g := h.groups[r.Name]; g != nil && fwd != nil {
-			ctx.Send(g.pid, fwd)
-		}
-	}
-}
-
 func (h *hub) onGroupRequest(ctx actor.Context, m *GroupRequest) {
-	c := h.conns[m.ConnectionID]
-	if c == nil {
-		// Not ours: ask the node that owns it, through the backplane.
-		m.hub = h.cfg.Name
-		ctx.Forward(h.cfg.Bridge)
+	if c := h.conns[m.ConnectionID]; c != nil {
+		h.forwardMembership(ctx, m, c, ctx.Sender())
 		return
 	}
-	h.forwardMembership(ctx, m, c)
+	// Not ours: the bridge asks the node that owns it.
+	ctx.Send(h.bridge, &groupCommand{hub: h.name, req: m, reply: ctx.Sender()})
 }
 
-func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn) {
+func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
+	c := h.conns[m.req.ConnectionID]
+	if c == nil {
+		ctx.Respond(&GroupResponse{Err: errNotHere})
+		return
+	}
+	h.forwardMembership(ctx, m.req, c, ctx.Sender())
+}
+
+// forwardMembership hands a change for a local connection to the group's
+// actor, creating it for a first add; the group actor answers reply.
+func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn, reply *actor.PID) {
 	g := h.groups[m.Group]
 	if g == nil {
 		if m.Action == GroupRemove {
-			ctx.Respond(&GroupResponse{})
+			if reply != nil {
+				ctx.Send(reply, &GroupResponse{})
+			}
 			return
 		}
-		channel := h.cfg.Channels.Route(h.cfg.Name, Route{Kind: RouteGroup, Name: m.Group})
-		pid := ctx.Spawn(newGroupProps(m.Group, channel, h.cfg.Bridge, h.cfg.Props))
+		pid := ctx.Spawn(newGroupProps(h.name, m.Group, h.bridge, h.cfg))
 		g = &hubGroup{pid: pid}
 		h.groups[m.Group] = g
 		h.gByPID[pid.Id] = m.Group
 	}
 	g.forwarded++
-	ctx.RequestWithCustomSender(g.pid, &groupMembership{Request: m, PID: member.pid, Outlet: member.outlet}, ctx.Sender())
-}
-
-func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
-	c := h.conns[m.Request.ConnectionID]
-	if c == nil {
-		ctx.Respond(&GroupResponse{Err: errNotHere})
-		return
-	}
-	h.forwardMembership(ctx, m.Request, c)
+	ctx.Send(g.pid, &groupMembership{action: m.Action, connID: member.id, pid: member.pid, outlet: member.outlet, reply: reply})
 }
 
 func (h *hub) onGroupEmpty(ctx actor.Context, m *groupEmpty) {
-	g := h.groups[m.Name]
-	if g == nil || g.forwarded != m.Processed {
+	g := h.groups[m.name]
+	if g == nil || g.forwarded != m.processed {
 		return // a membership request is on its way to it
 	}
-	delete(h.groups, m.Name)
-	ctx.Stop(g.pid)
+	delete(h.groups, m.name)
+	// Poison, not Stop: a send routed to it before this point is still in
+	// its mailbox and must be fanned out (to nobody) and finished.
+	ctx.Poison(g.pid)
 }

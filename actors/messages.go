@@ -1,38 +1,37 @@
 // Package actors holds the protoactor-go actors of a hubfabric node: one
-// connection actor per client, one group actor per group with local
-// members, one hub actor per hub, and the backplane bridge. This file lists
-// the process-local messages they exchange.
+// hub actor per hub (the node's registry of its connections, users and
+// groups, and its router), one group actor per group with local members,
+// one connection actor per client, and the backplane bridge.
+//
+// Most programs use them through package hub. A program that runs its own
+// actors in the node's actor system (hub.Config.ActorSystem) may talk to a
+// hub actor directly: get its PID from hub.Node.HubPID and send it the
+// messages of this file, SendRequest and GroupRequest, with
+// ctx.Request/RequestFuture; the answers are *SendResponse and
+// *GroupResponse. Every other message of the package is internal.
 package actors
 
 import (
-	"context"
+	"errors"
+	"fmt"
 
+	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/protocol"
 )
-
-// Payload is one hub message serialized once per protocol. The same Payload
-// (and its byte slices) is shared, read-only, by every recipient.
-type Payload struct {
-	JSON        []byte // framed JSON record
-	MessagePack []byte // framed MessagePack record
-}
-
-// For returns the framed bytes for the protocol p.
-func (p *Payload) For(proto protocol.HubProtocol) []byte {
-	if proto.TransferFormat() == protocol.TransferBinary {
-		return p.MessagePack
-	}
-	return p.JSON
-}
 
 // RouteKind names who a send is for.
 type RouteKind int
 
-// Route kinds; each maps to one backplane channel kind.
+// Route kinds.
 const (
+	// RouteAll: every connection of the hub, on every node.
 	RouteAll RouteKind = iota + 1
+	// RouteConnection: the connection whose id is Route.Name.
 	RouteConnection
+	// RouteGroup: the members of the group Route.Name.
 	RouteGroup
+	// RouteUser: every connection of the user id Route.Name.
 	RouteUser
 )
 
@@ -53,26 +52,42 @@ func (r Route) excludes(connID string) bool {
 	return false
 }
 
-// SendRequest asks a hub actor to deliver Payload on Route: to local
-// recipients directly and, through the bridge, to other nodes (Envelope is
-// the already-marshalled backplane envelope). The reply is a *SendResponse,
-// sent once local fan-out is done and the publish was accepted or failed.
+// SendRequest asks a hub actor to make every connection on Route run a
+// client method. Build it with NewSendRequest. The hub actor answers with a
+// *SendResponse once its node's recipients have the message queued and, if
+// another node may host a recipient, the backplane accepted it.
 type SendRequest struct {
-	Route    Route
-	Payload  *Payload
-	Channel  string // the route's backplane channel
-	Envelope []byte // nil: deliver locally only
-}
-
-// SendResponse answers SendRequest; Err wraps backplane.ErrUnavailable when
-// other nodes could not be reached.
-type SendResponse struct{ Err error }
-
-// remoteDelivery is a payload that arrived from another node.
-type remoteDelivery struct {
 	Route   Route
-	Payload *Payload
+	payload *payload
 }
+
+// NewSendRequest returns the request that invokes target(args...) on the
+// clients of route. The invocation is serialized here, once per protocol;
+// the bytes are shared by every recipient. It fails when target is empty,
+// the route kind is unknown, or an argument cannot be encoded.
+func NewSendRequest(route Route, target string, args ...any) (*SendRequest, error) {
+	if target == "" {
+		return nil, errors.New("actors: send needs a target method name")
+	}
+	if route.Kind < RouteAll || route.Kind > RouteUser {
+		return nil, fmt.Errorf("actors: unknown route kind %d", route.Kind)
+	}
+	inv := &protocol.Invocation{Target: target, Arguments: args}
+	js, err := protocol.JSON.AppendMessage(nil, inv)
+	if err != nil {
+		return nil, fmt.Errorf("actors: cannot encode the arguments of %q as JSON: %w", target, err)
+	}
+	mp, err := protocol.MessagePack.AppendMessage(nil, inv)
+	if err != nil {
+		return nil, fmt.Errorf("actors: cannot encode the arguments of %q as MessagePack: %w", target, err)
+	}
+	return &SendRequest{Route: route, payload: &payload{json: js, msgpack: mp}}, nil
+}
+
+// SendResponse answers SendRequest. Err is nil, or wraps
+// ErrNotDeliveredRemotely (the node's own recipients have the message,
+// other nodes may not).
+type SendResponse struct{ Err error }
 
 // GroupAction is an add or a remove.
 type GroupAction int
@@ -84,122 +99,62 @@ const (
 )
 
 // GroupRequest adds a connection to a group or removes it, wherever the
-// connection lives. The reply is a *GroupResponse once the change is in
-// effect (for a local add: once the backplane confirmed the group
-// subscription), or an error after the acknowledgement timeout when no node
-// owns the connection.
+// connection lives. A hub actor answers with a *GroupResponse once the
+// change is in effect (for an add: once the connection's node is
+// subscribed to the group).
 type GroupRequest struct {
 	Action       GroupAction
 	ConnectionID string
 	Group        string
-
-	hub string // set by the hub actor before it asks the bridge
 }
 
-// GroupResponse answers GroupRequest.
+// GroupResponse answers GroupRequest. Err is nil, or wraps
+// ErrUnknownConnection or ErrNotDeliveredRemotely.
 type GroupResponse struct{ Err error }
 
-// Outlet is the socket side of a connection as the connection actor sees
-// it; transport.Conn implements it. Safe for concurrent use.
-type Outlet interface {
-	ID() string
-	Protocol() protocol.HubProtocol
-	// Enqueue queues a framed record without copying it.
-	Enqueue(record []byte) error
-	// Send encodes and queues one message.
-	Send(m protocol.Message) error
-	// Close sends a Close message and closes the socket.
-	Close(errMsg string, allowReconnect bool)
+// Errors in a SendResponse or GroupResponse; compare with errors.Is. Their
+// texts are fit for clients: details (addresses, transport errors) go to
+// the node's log.
+var (
+	// ErrNotDeliveredRemotely: other nodes could not be reached because the
+	// backplane is unavailable. It wraps backplane.ErrUnavailable.
+	ErrNotDeliveredRemotely error = notDeliveredRemotely{}
+	// ErrUnknownConnection: no node has a connection with that id (none
+	// answered within the group acknowledgement timeout, or no other node
+	// listens at all).
+	ErrUnknownConnection = errors.New("unknown connection")
+)
+
+type notDeliveredRemotely struct{}
+
+func (notDeliveredRemotely) Error() string {
+	return "not delivered to other nodes: the backplane is unavailable"
+}
+func (notDeliveredRemotely) Unwrap() error { return backplane.ErrUnavailable }
+
+// payload is one hub message serialized once per protocol. The same
+// payload (and its byte slices) is shared, read-only, by every recipient.
+type payload struct {
+	json    []byte // framed JSON record
+	msgpack []byte // framed MessagePack record
 }
 
-// Call is one hub method invocation handed to the Invoker.
-type Call struct {
-	// Message is the *protocol.Invocation or *protocol.StreamInvocation.
-	Message protocol.Message
-	// Uploads are the client-to-server streams named by the message's
-	// StreamIDs, in order.
-	Uploads []*Upload
-	// Reply sends a message (StreamItem, Completion) to the caller, ordered
-	// after every delivery the connection received before it.
-	Reply func(protocol.Message)
-	// Release frees the call's slot in the parallel-invocation limit; the
-	// Invoker calls it when the method itself has returned (streams may go
-	// on). It is idempotent and also called when Done is.
-	Release func()
-	// Done must be called exactly once, when the call is completely over.
-	Done func()
+// deliver queues p for o, in o's protocol. Deliveries go straight to the
+// connection's outbound queue (safe for concurrent use) rather than
+// through its actor: a mailbox hop per recipient is the largest cost of
+// fan-out after the socket write. Order per route holds because a route's
+// fan-out runs in one actor; a caller's Completion still follows its
+// sends, since a send is answered only after its local fan-out.
+func deliver(o fabric.Outlet, p *payload) {
+	if o.Protocol().TransferFormat() == protocol.TransferBinary {
+		_ = o.Enqueue(p.msgpack)
+		return
+	}
+	_ = o.Enqueue(p.json)
 }
 
-// Invoker runs hub methods for a connection; the facade implements it.
-type Invoker interface {
-	// Connected runs the hub's OnConnected hook; a non-nil error refuses the
-	// connection with that error. ctx ends with the connection.
-	Connected(ctx context.Context, conn *ConnectionInfo) error
-	// Invoke runs one call on the calling goroutine (a goroutine the
-	// connection actor started for it). ctx is cancelled when the client
-	// cancels a stream or the connection ends.
-	Invoke(ctx context.Context, conn *ConnectionInfo, call *Call)
-	// Disconnected runs the hub's OnDisconnected hook; err is why the
-	// connection ended (nil for a normal close).
-	Disconnected(ctx context.Context, conn *ConnectionInfo, err error)
+// To returns a request with the same serialized invocation for another
+// route: the bytes are shared, not copied.
+func (r *SendRequest) To(route Route) *SendRequest {
+	return &SendRequest{Route: route, payload: r.payload}
 }
-
-// ConnectionInfo describes a connection to the Invoker. Fields are set
-// before the first call and never change.
-type ConnectionInfo struct {
-	ID     string
-	UserID string
-	Claims map[string]any
-	Hub    string
-	// Items holds per-connection values for the application; it is only
-	// touched by the connection's calls, which run one at a time unless the
-	// parallel limit is raised.
-	Items map[string]any
-	// Outlet is the connection's socket side.
-	Outlet Outlet
-	// Abort closes the connection with an error (allowReconnect false).
-	Abort func(errMsg string)
-
-	uploads *uploadRegistry
-}
-
-// ConnectRequest asks a hub actor to attach a new connection. The reply is
-// a *ConnectResponse once its channels are subscribed.
-type ConnectRequest struct {
-	Info    *ConnectionInfo
-	Invoker Invoker
-}
-
-// ConnectResponse answers ConnectRequest. Inbound receives the client's
-// messages.
-type ConnectResponse struct {
-	Inbound *Inbound
-	Err     error
-}
-
-// ClientMessage carries one parsed message from the client's socket to its
-// connection actor, with the upload streams an invocation declared.
-type ClientMessage struct {
-	Message protocol.Message
-	Uploads []*Upload
-}
-
-// ClientClosed tells the connection actor its socket ended; Err is nil for
-// a normal close.
-type ClientClosed struct{ Err error }
-
-// CloseAll asks a hub actor to close every local connection with a Close
-// message (allowReconnect true, as on server shutdown); the reply is
-// *CloseAllResponse once all were asked.
-type CloseAll struct{ Reason string }
-
-// CloseAllResponse answers CloseAll with the number of connections closed.
-type CloseAllResponse struct{ Count int }
-
-// WaitNoConnections asks a hub actor to answer (with *NoConnections) once
-// it has no connection actors left, for example after CloseAll when every
-// OnDisconnected hook has run.
-type WaitNoConnections struct{}
-
-// NoConnections answers WaitNoConnections.
-type NoConnections struct{}

@@ -109,3 +109,16 @@ var (
 	// operation did not take effect.
 	ErrUnavailable = errors.New("backplane: unavailable")
 )
+
+// Audience is an optional ability of a Backplane: it knows, exactly and
+// cheaply, whether any other backplane is subscribed to a channel. A node
+// then neither marshals nor publishes a send that no other node would
+// receive. Memory implements it; Redis cannot know and does not.
+type Audience interface {
+	// OthersSubscribed reports whether a backplane other than this one is
+	// subscribed to channel now. A subscription that completes after it
+	// returned false may miss a message published on that answer, exactly
+	// as if it had completed after the publish. Safe for concurrent use;
+	// it does not block.
+	OthersSubscribed(channel string) bool
+}

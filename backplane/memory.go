@@ -106,8 +106,9 @@ type item struct {
 	payload []byte
 }
 
-// Memory is a Backplane.
+// Memory is a Backplane and knows its Audience.
 var _ Backplane = (*Memory)(nil)
+var _ Audience = (*Memory)(nil)
 
 // NewMemory returns a Memory on a private bus of its own: the single-node
 // default, where a node hears only its own publications.
@@ -157,6 +158,26 @@ func (m *Memory) Publish(ctx context.Context, msgs []Message) error {
 		}
 	}
 	return nil
+}
+
+// OthersSubscribed implements Audience: whether another Memory on m's bus
+// is subscribed to channel. On a private bus (NewMemory) it is false, so a
+// single node never publishes. While m is unavailable (SetAvailable) it
+// is true: like a Redis client cut off from its server, m cannot know, so
+// a publish is attempted and fails loudly.
+func (m *Memory) OthersSubscribed(channel string) bool {
+	b := m.bus
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if m.usable() != nil {
+		return true
+	}
+	subs := b.subs[channel]
+	_, self := subs[m]
+	if self {
+		return len(subs) > 1
+	}
+	return len(subs) > 0
 }
 
 // Subscribe adds channels; messages published on them after it returns are

@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/hubfabric/hubfabric/actors"
-	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
-	"github.com/hubfabric/hubfabric/protocol"
 )
 
 // ClientProxy sends invocations to a set of clients (All, a group, a
@@ -22,10 +17,13 @@ type ClientProxy struct {
 
 // Send makes every addressed client run target(args...) once. It returns
 // when local recipients have the message queued and other nodes were
-// reached through the backplane, or with an error saying which part failed
-// (an error wrapping backplane.ErrUnavailable when other nodes could not be
-// reached). Arguments are serialized once per protocol and shared by all
-// recipients. With no deadline on ctx, the wait is bounded by 30 s.
+// reached through the backplane, or with an error saying which part failed:
+// when other nodes could not be reached, an *Error whose text the client
+// may see ("message: not delivered to other nodes: the backplane is
+// unavailable"), wrapping actors.ErrNotDeliveredRemotely and
+// backplane.ErrUnavailable; the cause is in the node's log. Arguments are
+// serialized once per protocol and shared by all recipients. With no
+// deadline on ctx, the wait is bounded by Config.BackplaneTimeout plus 5 s.
 func (p ClientProxy) Send(ctx context.Context, target string, args ...any) error {
 	if p.rt == nil {
 		return ErrNotStarted
@@ -120,8 +118,9 @@ type Groups struct{ rt *hubRuntime }
 // Add puts a connection in a group. It returns once the membership is in
 // effect: the connection gets every later message sent to the group while
 // the backplane is healthy. For a connection on another node it waits for
-// that node's acknowledgement and fails after Config.GroupAckTimeout when no
-// node has the connection.
+// that node's acknowledgement. When no node has the connection it fails
+// with an *Error wrapping actors.ErrUnknownConnection, at once when the
+// backplane knows no other node listens, else after Config.GroupAckTimeout.
 func (g Groups) Add(ctx context.Context, connectionID, group string) error {
 	return g.change(ctx, actors.GroupAdd, connectionID, group)
 }
@@ -139,15 +138,28 @@ func (g Groups) change(ctx context.Context, action actors.GroupAction, connectio
 	if connectionID == "" || group == "" {
 		return errors.New("hub: group changes need a connection id and a group name")
 	}
-	timeout := g.rt.node.cfg.GroupAckTimeout + 5*time.Second
-	res, err := g.rt.node.request(ctx, g.rt.pid, &actors.GroupRequest{Action: action, ConnectionID: connectionID, Group: group}, timeout)
-	if err != nil {
-		return fmt.Errorf("hub: group %q: %w", group, err)
+	n := g.rt.node
+	res, err := n.request(ctx, g.rt.pid, &actors.GroupRequest{Action: action, ConnectionID: connectionID, Group: group}, n.cfg.GroupAckTimeout+n.cfg.BackplaneTimeout+answerMargin)
+	if err == nil {
+		if r, ok := res.(*actors.GroupResponse); ok {
+			err = r.Err
+		}
 	}
-	if r, ok := res.(*actors.GroupResponse); ok && r.Err != nil {
-		return fmt.Errorf("hub: group %q: %w", group, r.Err)
+	if err != nil {
+		return clientError(fmt.Sprintf("group %q", group), err)
 	}
 	return nil
+}
+
+// clientError makes an error from the actors one whose text a hub method
+// may hand to its client (an *Error): the actors' errors are written for
+// clients and carry no infrastructure details (those are logged). Other
+// errors (ctx ending) are returned as they are.
+func clientError(what string, err error) error {
+	if errors.Is(err, actors.ErrNotDeliveredRemotely) || errors.Is(err, actors.ErrUnknownConnection) {
+		return &Error{Message: what + ": " + err.Error(), Err: err}
+	}
+	return fmt.Errorf("hub: %s: %w", what, err)
 }
 
 // send serializes the invocation once per protocol, then asks the hub actor
@@ -156,36 +168,29 @@ func (rt *hubRuntime) send(ctx context.Context, routes []actors.Route, target st
 	if target == "" {
 		return errors.New("hub: send needs a target method name")
 	}
-	inv := &protocol.Invocation{Target: target, Arguments: args}
-	js, err := protocol.JSON.AppendMessage(nil, inv)
-	if err != nil {
-		return fmt.Errorf("hub: cannot encode arguments of %q as JSON: %w", target, err)
-	}
-	mp, err := protocol.MessagePack.AppendMessage(nil, inv)
-	if err != nil {
-		return fmt.Errorf("hub: cannot encode arguments of %q as MessagePack: %w", target, err)
-	}
-	payload := &actors.Payload{JSON: js, MessagePack: mp}
 	n := rt.node
 	futures := make([]*pendingRequest, 0, len(routes))
-	for _, r := range routes {
-		env, err := proto.Marshal(&fabricv1.Envelope{OriginNode: n.id, Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
-			ExcludedConnectionIds: r.Excluded, Json: js, Messagepack: mp,
-		}}})
-		if err != nil {
-			return fmt.Errorf("hub: marshal envelope: %w", err)
+	var shared *actors.SendRequest
+	for i, r := range routes {
+		var req *actors.SendRequest
+		if i == 0 {
+			var err error
+			if shared, err = actors.NewSendRequest(r, target, args...); err != nil {
+				return fmt.Errorf("hub: %w", err)
+			}
+			req = shared
+		} else {
+			req = shared.To(r)
 		}
-		req := &actors.SendRequest{Route: r, Payload: payload, Channel: n.channels.Route(rt.name, r), Envelope: env}
-		futures = append(futures, n.start(ctx, rt.pid, req, 30*time.Second))
+		futures = append(futures, n.start(ctx, rt.pid, req, n.cfg.BackplaneTimeout+answerMargin))
 	}
 	var errs []error
 	for _, f := range futures {
 		res, err := f.wait(ctx)
 		if err == nil {
 			if r, ok := res.(*actors.SendResponse); ok && r.Err != nil {
-				// Local recipients have it; other nodes may not. The text
-				// reaches the client of a hub method that returns it.
-				err = &Error{Message: "message not delivered to other nodes: " + r.Err.Error(), Err: r.Err}
+				// Local recipients have it; other nodes may not.
+				err = clientError("message", r.Err)
 			}
 		}
 		if err != nil {

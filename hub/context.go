@@ -3,7 +3,7 @@ package hub
 import (
 	"context"
 
-	"github.com/hubfabric/hubfabric/actors"
+	"github.com/hubfabric/hubfabric/internal/fabric"
 )
 
 // Context is what a hub method gets about its call and connection. It is a
@@ -21,17 +21,17 @@ type Context struct {
 	// Claims are the Authenticator's claims (nil if none).
 	Claims map[string]any
 	// Items holds values for the connection's lifetime; see
-	// actors.ConnectionInfo.Items for when it is safe to use.
+	// fabric.ConnectionInfo.Items for when it is safe to use.
 	Items map[string]any
 	// Clients addresses clients relative to the caller.
 	Clients CallerClients
 	// Groups changes group membership.
 	Groups Groups
 
-	info *actors.ConnectionInfo
+	info *fabric.ConnectionInfo
 }
 
-func newContext(ctx context.Context, rt *hubRuntime, info *actors.ConnectionInfo) *Context {
+func newContext(ctx context.Context, rt *hubRuntime, info *fabric.ConnectionInfo) *Context {
 	return &Context{
 		Context:      ctx,
 		ConnectionID: info.ID,

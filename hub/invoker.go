@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hubfabric/hubfabric/actors"
+	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -28,7 +28,7 @@ type (
 )
 
 // Connected implements actors.Invoker.
-func (rt *hubRuntime) Connected(ctx context.Context, info *actors.ConnectionInfo) (err error) {
+func (rt *hubRuntime) Connected(ctx context.Context, info *fabric.ConnectionInfo) (err error) {
 	h, ok := rt.impl.(Connector)
 	if !ok {
 		return nil
@@ -38,7 +38,7 @@ func (rt *hubRuntime) Connected(ctx context.Context, info *actors.ConnectionInfo
 }
 
 // Disconnected implements actors.Invoker.
-func (rt *hubRuntime) Disconnected(ctx context.Context, info *actors.ConnectionInfo, cause error) {
+func (rt *hubRuntime) Disconnected(ctx context.Context, info *fabric.ConnectionInfo, cause error) {
 	h, ok := rt.impl.(Disconnector)
 	if !ok {
 		return
@@ -58,7 +58,7 @@ func (rt *hubRuntime) recoverInto(err *error, what string) {
 // Invoke implements actors.Invoker: it binds the arguments, calls the
 // method and replies with a Completion (or, for a stream, StreamItems and a
 // Completion).
-func (rt *hubRuntime) Invoke(ctx context.Context, info *actors.ConnectionInfo, call *actors.Call) {
+func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, call *fabric.Call) {
 	defer call.Done()
 	var (
 		id, target string
@@ -101,13 +101,15 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *actors.ConnectionInfo, c
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. InvalidDataException: %v", m.name, err))
 		return
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	hc := newContext(ctx, rt, info)
 	var pumps sync.WaitGroup
 	defer pumps.Wait()
 	ui := 0
 	for i, p := range m.params {
 		if p.Kind() == reflect.Chan && i < len(in) {
-			in[i] = rt.pumpUpload(ctx, &pumps, proto, call.Uploads[ui], p)
+			in[i] = rt.pumpUpload(ctx, cancel, &pumps, proto, call.Uploads[ui], p)
 			ui++
 		}
 	}
@@ -168,8 +170,11 @@ func (rt *hubRuntime) errorText(method string, err error) string {
 }
 
 // pumpUpload returns a channel of the parameter's type fed from an upload
-// stream by a goroutine that pumps joins before the call ends.
-func (rt *hubRuntime) pumpUpload(ctx context.Context, pumps *sync.WaitGroup, proto protocol.HubProtocol, u *actors.Upload, chType reflect.Type) reflect.Value {
+// stream by a goroutine that pumps joins before the call ends. The channel
+// closes when the stream ends; when the client ended it with an error, the
+// call's Context is also cancelled with an *Error carrying the client's
+// message as its cause (context.Cause), so the method can tell the two.
+func (rt *hubRuntime) pumpUpload(ctx context.Context, cancel context.CancelCauseFunc, pumps *sync.WaitGroup, proto protocol.HubProtocol, u *fabric.Upload, chType reflect.Type) reflect.Value {
 	elem := chType.Elem()
 	ch := reflect.MakeChan(reflect.ChanOf(reflect.BothDir, elem), 0)
 	pumps.Add(1)
@@ -180,6 +185,10 @@ func (rt *hubRuntime) pumpUpload(ctx context.Context, pumps *sync.WaitGroup, pro
 		for {
 			raw, ok := u.Next(ctx)
 			if !ok {
+				var se *fabric.StreamError
+				if errors.As(u.Err(), &se) {
+					cancel(&Error{Message: se.Error(), Err: se})
+				}
 				return
 			}
 			v, err := decodeArg(proto, raw, elem)
@@ -201,7 +210,7 @@ func (rt *hubRuntime) pumpUpload(ctx context.Context, pumps *sync.WaitGroup, pro
 
 // pumpStream sends the items of a server stream until it closes or the
 // client cancels, then the Completion.
-func (rt *hubRuntime) pumpStream(ctx context.Context, call *actors.Call, id string, ch reflect.Value) {
+func (rt *hubRuntime) pumpStream(ctx context.Context, call *fabric.Call, id string, ch reflect.Value) {
 	if ch.IsNil() {
 		call.Reply(&protocol.Completion{InvocationID: id, Error: "The stream method returned a nil channel."})
 		return

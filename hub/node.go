@@ -24,8 +24,6 @@ package hub
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,95 +37,46 @@ import (
 	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/transport"
 )
 
-// Config configures a Node. The zero value is a working single node with
-// the in-memory backplane; every field documents its default.
-type Config struct {
-	// NodeID names the node on the backplane; it must differ between nodes
-	// sharing a backplane. Default: random.
-	NodeID string
-	// Backplane connects the node to others. Default: backplane.NewMemory(),
-	// which serves one process only. The node closes it on Shutdown.
-	Backplane backplane.Backplane
-	// ChannelPrefix starts every backplane channel name, so several apps can
-	// share one Redis. Default: "hubfabric".
-	ChannelPrefix string
-	// ActorSystem runs the node's actors. Default: a new system logging to
-	// Logger, shut down with the node. A system given here is not shut down.
-	ActorSystem *actor.ActorSystem
-	// Logger receives the node's logs (and protoactor's, for a system the
-	// node creates). Default: discard.
-	Logger *slog.Logger
-	// Authenticator identifies users on negotiate and connect. Default:
-	// auth.Anonymous (every request allowed, no user id).
-	Authenticator auth.Authenticator
-	// AllowedOrigins are host patterns of browser origins allowed to connect
-	// cross-origin (e.g. "app.example.com", "*.example.com"). Default: none.
-	AllowedOrigins []string
-	// TokenSecret keys connection tokens; give every node of a cluster the
-	// same secret so a client may negotiate with one node and connect to
-	// another. Default: random per node.
-	TokenSecret []byte
-	// KeepAliveInterval: a Ping goes to a client that was sent nothing for
-	// this long. Default 15 s.
-	KeepAliveInterval time.Duration
-	// ClientTimeout: a client that sent nothing for this long (counted from
-	// its first message) is closed. Default 30 s.
-	ClientTimeout time.Duration
-	// HandshakeTimeout bounds the wait for a client's handshake. Default 15 s.
-	HandshakeTimeout time.Duration
-	// MaxMessageSize bounds one received hub message. Default 32 KiB.
-	MaxMessageSize int
-	// MaxOutboundBytes bounds what may wait for one slow client before it is
-	// closed with a Close message saying so. Default 1 MiB.
-	MaxOutboundBytes int
-	// MaxParallelInvocations is how many hub methods of one client run at
-	// once. Default 1: one at a time, in arrival order.
-	MaxParallelInvocations int
-	// StreamBufferCapacity is how many items of one client upload stream may
-	// wait for the hub method. Default 10.
-	StreamBufferCapacity int
-	// GroupAckTimeout bounds the wait for another node to apply a group
-	// change for one of its connections. Default 10 s.
-	GroupAckTimeout time.Duration
-	// PublishTimeout bounds each batch of backplane publishes. Default 5 s.
-	PublishTimeout time.Duration
-	// DetailedErrors sends the text of non-hub errors to clients. Default
-	// false, as in SignalR: clients see a generic message.
-	DetailedErrors bool
-	// Props builds every actor's Props (tests use it to swap dispatchers).
-	// Default: actors.DefaultProps.
-	Props actors.PropsFactory
-	// Runtime starts the fabric's goroutines and timers and waits for its
-	// actors' answers (the testkit swaps in a deterministic one). Default:
-	// actors.RealRuntime.
-	Runtime actors.Runtime
-	// OnBackplaneEvent is called for every backplane health event (down,
-	// restored, gap), after it was logged and counted.
-	OnBackplaneEvent func(backplane.Event)
+func init() {
+	fabric.Hooks.SetSeams = func(cfg any, s seam.Seams) { cfg.(*Config).seams = s }
+	fabric.Hooks.Attach = func(ctx context.Context, node any, hub, id string, identity auth.Identity, out fabric.Outlet) (*fabric.Inbound, error) {
+		return node.(*Node).attach(ctx, hub, id, identity, out)
+	}
 }
+
+// Node states, in order.
+const (
+	stateNew int32 = iota
+	stateStarting
+	stateStarted
+	stateStopped
+)
 
 // Node is one hubfabric server: hubs, their actors, the HTTP handler and the
 // bridge to the backplane. Register hubs, Start, serve Handler, and
-// Shutdown. Methods are safe for concurrent use.
+// Shutdown. Methods are safe for concurrent use; none of them holds a lock
+// across I/O, so Handler and Ready answer at once even while Start waits
+// for an unreachable backplane.
 type Node struct {
-	cfg      Config
-	id       string
+	cfg      Config // with defaults
 	log      *slog.Logger
 	system   *actor.ActorSystem
 	ownsSys  bool
 	root     *actor.RootContext
-	channels actors.Channels
-	stats    *actors.BridgeStats
+	counters fabric.Counters
 
-	mu       sync.Mutex
-	hubs     map[string]*hubRuntime
-	started  bool
-	stopped  bool
-	bridge   *actor.PID
-	server   *transport.Server
+	mu   sync.Mutex // guards hubs until Start; they never change after it
+	hubs map[string]*hubRuntime
+
+	state  atomic.Int32
+	server atomic.Pointer[transport.Server] // set once started
+	tree   atomic.Pointer[fabric.Tree]      // set once the actors are spawned
+
 	stopOnce sync.Once
 	stopErr  error
 
@@ -140,58 +89,19 @@ type hubRuntime struct {
 	impl    any
 	methods map[string]*method
 	node    *Node
-	pid     *actor.PID
+	pid     *actor.PID // set by Start before the node counts as started
 }
 
-// New checks cfg and returns a Node with no hubs.
+// New checks cfg (see Config.Validate) and returns a Node with no hubs.
 func New(cfg Config) (*Node, error) {
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"MaxMessageSize", int64(cfg.MaxMessageSize)}, {"MaxOutboundBytes", int64(cfg.MaxOutboundBytes)},
-		{"MaxParallelInvocations", int64(cfg.MaxParallelInvocations)}, {"StreamBufferCapacity", int64(cfg.StreamBufferCapacity)},
-		{"KeepAliveInterval", int64(cfg.KeepAliveInterval)}, {"ClientTimeout", int64(cfg.ClientTimeout)},
-		{"HandshakeTimeout", int64(cfg.HandshakeTimeout)}, {"GroupAckTimeout", int64(cfg.GroupAckTimeout)},
-		{"PublishTimeout", int64(cfg.PublishTimeout)},
-	} {
-		if f.v < 0 {
-			return nil, fmt.Errorf("hub: Config.%s must not be negative (got %d); zero means the default", f.name, f.v)
-		}
-		if cfg.Logger == nil {
-			cfg.Logger = slog.New(slog.DiscardHandler)
-		}
-		if cfg.NodeID == "" {
-			var b [8]byte
-			_, _ = rand.Read(b[:])
-			cfg.NodeID = hex.EncodeToString(b[:])
-		}
-		if cfg.ChannelPrefix == "" {
-			cfg.ChannelPrefix = "hubfabric"
-		}
-		if cfg.Backplane == nil {
-			cfg.Backplane = backplane.NewMemory()
-		}
-		if cfg.Props == nil {
-			cfg.Props = actors.DefaultProps
-		}
-		if cfg.Runtime == nil {
-			cfg.Runtime = actors.RealRuntime{}
-		}
-		if cfg.GroupAckTimeout <= 0 {
-			cfg.GroupAckTimeout = 10 * time.Second
-		}
-		if cfg.PublishTimeout <= 0 {
-			cfg.PublishTimeout = 5 * time.Second
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	n := &Node{
-		cfg:      cfg,
-		id:       cfg.NodeID,
-		log:      cfg.Logger.With("node_id", cfg.NodeID),
-		channels: actors.Channels{Prefix: cfg.ChannelPrefix},
-		stats:    &actors.BridgeStats{},
-		hubs:     map[string]*hubRuntime{},
+		cfg:  cfg,
+		log:  cfg.Logger.With("node_id", cfg.NodeID),
+		hubs: map[string]*hubRuntime{},
 	}
 	if cfg.ActorSystem != nil {
 		n.system = cfg.ActorSystem
@@ -205,14 +115,14 @@ func New(cfg Config) (*Node, error) {
 }
 
 // ID returns the node id.
-func (n *Node) ID() string { return n.id }
+func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Register adds a hub under name (letters, digits, '-', '_', '.'), served at
-// {mount}/{name}. impl's methods are found as described in the package
-// doc; impl is shared by all connections, so its methods may run
+// Register adds a hub under name (1-64 letters, digits, '-', '_', '.'),
+// served at {mount}/{name}. impl's methods are found as described in the
+// package doc; impl is shared by all connections, so its methods may run
 // concurrently. Register must be called before Start.
 func (n *Node) Register(name string, impl any) error {
-	if !actors.ValidHubName(name) {
+	if !ValidHubName(name) {
 		return fmt.Errorf("hub: invalid hub name %q: use 1-64 letters, digits, '-', '_' or '.'", name)
 	}
 	methods, err := methodsOf(impl)
@@ -221,7 +131,7 @@ func (n *Node) Register(name string, impl any) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.started {
+	if n.state.Load() != stateNew {
 		return errors.New("hub: Register after Start")
 	}
 	if _, dup := n.hubs[name]; dup {
@@ -231,95 +141,106 @@ func (n *Node) Register(name string, impl any) error {
 	return nil
 }
 
+// ValidHubName reports whether name can name a hub: 1-64 characters from
+// letters, digits, '-', '_' and '.'.
+func ValidHubName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // Start spawns the actors, connects the backplane and subscribes the
 // node's channels. With a backplane that is unreachable it still starts
 // (local traffic works) unless the backplane itself refuses to start.
+// While it waits for the backplane, Handler answers 503 and Ready reports
+// "starting".
 func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.stopped {
+	switch n.state.Load() {
+	case stateStopped:
+		n.mu.Unlock()
 		return ErrNodeClosed
-	}
-	if n.started {
+	case stateStarting, stateStarted:
+		n.mu.Unlock()
 		return errors.New("hub: node already started")
 	}
 	if len(n.hubs) == 0 {
+		n.mu.Unlock()
 		return errors.New("hub: no hubs registered")
+	}
+	n.state.Store(stateStarting) // from here on the hubs never change
+	n.mu.Unlock()
+
+	names := make([]string, 0, len(n.hubs))
+	for name := range n.hubs {
+		names = append(names, name)
 	}
 	// The transport checks its options first, so bad settings fail before
 	// any actor starts.
-	hubNames := make([]string, 0, len(n.hubs))
-	for name := range n.hubs {
-		hubNames = append(hubNames, name)
-	}
+	c := n.cfg
 	srv, err := transport.NewServer(transport.Options{
-		Hubs:              hubNames,
+		Hubs:              names,
 		Connect:           n.connect,
-		Authenticator:     n.cfg.Authenticator,
-		TokenSecret:       n.cfg.TokenSecret,
-		AllowedOrigins:    n.cfg.AllowedOrigins,
-		KeepAliveInterval: n.cfg.KeepAliveInterval,
-		ClientTimeout:     n.cfg.ClientTimeout,
-		HandshakeTimeout:  n.cfg.HandshakeTimeout,
-		MaxMessageSize:    n.cfg.MaxMessageSize,
-		MaxOutboundBytes:  n.cfg.MaxOutboundBytes,
+		Authenticator:     c.Authenticator,
+		TokenSecret:       c.TokenSecret,
+		TokenTTL:          c.TokenTTL,
+		AllowedOrigins:    c.AllowedOrigins,
+		KeepAliveInterval: c.KeepAliveInterval,
+		ClientTimeout:     c.ClientTimeout,
+		HandshakeTimeout:  c.HandshakeTimeout,
+		MaxMessageSize:    c.MaxMessageSize,
+		MaxOutboundBytes:  c.MaxOutboundBytes,
 		Logger:            n.log.With("component", "transport"),
 	})
 	if err != nil {
 		return err
 	}
-	bcfg := actors.BridgeConfig{
-		NodeID: n.id, Channels: n.channels, Backplane: n.cfg.Backplane,
-		PublishTimeout: n.cfg.PublishTimeout, GroupAckTimeout: n.cfg.GroupAckTimeout,
-		Props: n.cfg.Props, Runtime: n.cfg.Runtime, Logger: n.log.With("component", "bridge"), Stats: n.stats,
+	tree, err := actors.SpawnNode(n.root, &fabric.NodeConfig{
+		NodeID: c.NodeID, Hubs: names, Backplane: c.Backplane,
+		BackplaneTimeout: c.BackplaneTimeout, GroupAckTimeout: c.GroupAckTimeout, MaxBatch: defaultMaxPublishBatch,
+		MaxParallelInvocations: c.MaxParallelInvocations, StreamBufferCapacity: c.StreamBufferCapacity,
+		Seams: c.seams, Logger: n.log.With("component", "bridge"), Counters: &n.counters,
+		OnBackplaneEvent: n.onBackplaneEvent,
+	})
+	if tree != nil {
+		n.tree.Store(tree) // Shutdown stops whatever was spawned
 	}
-	bridge, err := n.root.SpawnNamed(actors.NewBridgeProps(bcfg), "hubfabric-bridge-"+n.id)
 	if err != nil {
-		return fmt.Errorf("hub: spawn bridge: %w", err)
+		return fmt.Errorf("hub: %w", err)
 	}
-	n.bridge = bridge
-	pids := map[string]*actor.PID{}
-	subs := []string{n.channels.Node(n.id)}
-	for name, rt := range n.hubs {
-		hcfg := actors.HubConfig{
-			Name: name, Channels: n.channels, Bridge: bridge, Props: n.cfg.Props, Runtime: n.cfg.Runtime,
-			Connection: actors.ConnectionConfig{MaxParallelInvocations: n.cfg.MaxParallelInvocations, StreamBufferCapacity: n.cfg.StreamBufferCapacity},
-		}
-		pid, err := n.root.SpawnNamed(actors.NewHubProps(hcfg), "hubfabric-hub-"+n.id+"-"+name)
-		if err != nil {
-			return fmt.Errorf("hub: spawn hub %q: %w", name, err)
-		}
-		rt.pid = pid
-		pids[name] = pid
-		subs = append(subs, n.channels.Route(name, actors.Route{Kind: actors.RouteAll}))
-		if _, err := n.cfg.Runtime.Request(n.root, bridge, &actors.RegisterHub{Name: name, PID: pid}, 10*time.Second).Result(); err != nil {
-			return fmt.Errorf("hub: register hub %q with the bridge: %w", name, err)
-		}
+	for name, pid := range tree.Hubs {
+		n.hubs[name].pid = pid
 	}
-	handler := actors.NewBackplaneHandler(n.root, bridge, pids, bcfg, n.onBackplaneEvent)
-	if err := n.cfg.Backplane.Start(ctx, handler); err != nil {
+	if err := c.Backplane.Start(ctx, tree.Handler); err != nil {
 		return fmt.Errorf("hub: start backplane: %w", err)
 	}
-	if err := n.cfg.Backplane.Subscribe(ctx, subs...); err != nil {
+	if err := c.Backplane.Subscribe(ctx, tree.Channels...); err != nil {
 		if !errors.Is(err, backplane.ErrUnavailable) {
 			return fmt.Errorf("hub: subscribe node channels: %w", err)
 		}
 		n.log.Warn("backplane unavailable at start; serving local traffic until it recovers", "err", err)
 	}
-	n.server = srv
-	n.started = true
+	n.server.Store(srv)
+	if !n.state.CompareAndSwap(stateStarting, stateStarted) {
+		return ErrNodeClosed // Shutdown began meanwhile
+	}
 	return nil
 }
 
 // Handler returns the HTTP handler serving every hub: mount it on a prefix
-// such as "/hubs/" and clients connect to "/hubs/{name}". Before Start it
-// answers 503.
+// such as "/hubs/" and clients connect to "/hubs/{name}". Until Start has
+// finished it answers 503.
 func (n *Node) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.mu.Lock()
-		srv := n.server
-		n.mu.Unlock()
-		if srv == nil {
+		srv := n.server.Load()
+		if srv == nil || n.state.Load() < stateStarted {
 			http.Error(w, "node not started", http.StatusServiceUnavailable)
 			return
 		}
@@ -327,18 +248,42 @@ func (n *Node) Handler() http.Handler {
 	})
 }
 
-// HubContext returns the sender for hub name, for use outside hub methods.
-func (n *Node) HubContext(name string) (*HubContext, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	rt, ok := n.hubs[name]
+// started returns the hub name's runtime once the node is started.
+func (n *Node) started(name string) (*hubRuntime, error) {
+	if n.state.Load() < stateStarted {
+		n.mu.Lock()
+		_, ok := n.hubs[name]
+		n.mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownHub, name)
+		}
+		return nil, ErrNotStarted
+	}
+	rt, ok := n.hubs[name] // immutable once started
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownHub, name)
 	}
-	if !n.started {
-		return nil, ErrNotStarted
+	return rt, nil
+}
+
+// HubContext returns the sender for hub name, for use outside hub methods.
+func (n *Node) HubContext(name string) (*HubContext, error) {
+	rt, err := n.started(name)
+	if err != nil {
+		return nil, err
 	}
 	return &HubContext{Clients: Clients{targets{rt: rt}}, Groups: Groups{rt: rt}}, nil
+}
+
+// HubPID returns the PID of hub name's actor, for programs that run their
+// own actors in the node's actor system (Config.ActorSystem): they may send
+// it actors.SendRequest and actors.GroupRequest. Valid once Start returned.
+func (n *Node) HubPID(name string) (*actor.PID, error) {
+	rt, err := n.started(name)
+	if err != nil {
+		return nil, err
+	}
+	return rt.pid, nil
 }
 
 // HubContext sends to a hub's clients and changes its groups from outside
@@ -361,58 +306,68 @@ func (n *Node) onBackplaneEvent(ev backplane.Event) {
 }
 
 // Ready reports whether the node is started, not shutting down, and its
-// backplane is up (no EventDown without a later EventRestored). A node that
-// is not ready still serves its local clients.
+// backplane is up (no EventDown without a later EventRestored), with the
+// reason when it is not. It never blocks. A node that is not ready may
+// still serve its local clients.
 func (n *Node) Ready() (bool, string) {
-	n.mu.Lock()
-	started, stopped := n.started, n.stopped
-	n.mu.Unlock()
-	switch {
-	case stopped:
+	switch n.state.Load() {
+	case stateStopped:
 		return false, "shutting down"
-	case !started:
+	case stateNew:
 		return false, "not started"
-	case n.backplaneDown.Load():
+	case stateStarting:
+		return false, "starting: waiting for the backplane"
+	}
+	if n.backplaneDown.Load() {
 		return false, "backplane down"
 	}
 	return true, "ready"
 }
 
-// Stats returns the node's backplane counters.
-func (n *Node) Stats() *actors.BridgeStats { return n.stats }
+// Stats are a node's backplane counters since it started.
+type Stats struct {
+	Published     uint64 // messages handed to the backplane
+	PublishFailed uint64 // messages whose publish failed (their senders got an error)
+	Received      uint64 // messages received from other nodes
+	Malformed     uint64 // backplane messages that were not valid envelopes, dropped
+	Gaps          uint64 // resubscriptions after a drop (possible loss, logged)
+	Down          uint64 // times the backplane went down
+}
+
+// Stats returns a snapshot of the node's counters. Safe to call at any time.
+func (n *Node) Stats() Stats {
+	c := &n.counters
+	return Stats{
+		Published: c.Published.Load(), PublishFailed: c.PublishFailed.Load(), Received: c.Received.Load(),
+		Malformed: c.Malformed.Load(), Gaps: c.Gaps.Load(), Down: c.Down.Load(),
+	}
+}
 
 func (n *Node) connect(ctx context.Context, req transport.ConnectRequest) (transport.Session, error) {
-	in, err := n.Attach(ctx, req.Hub, req.ConnectionID, req.Identity, req.Conn)
+	in, err := n.attach(ctx, req.Hub, req.ConnectionID, req.Identity, req.Conn)
 	if err != nil {
 		return nil, err
 	}
 	return in, nil
 }
 
-// Attach connects a client served by a transport other than the node's own
-// HTTP handler (the testkit's simulated clients use it): out is the
-// connection's outbound side, and the returned Inbound takes the client's
-// parsed messages and, at the end, Closed. id must be unique on the node.
-func (n *Node) Attach(ctx context.Context, hubName, id string, identity auth.Identity, out actors.Outlet) (*actors.Inbound, error) {
-	n.mu.Lock()
-	rt := n.hubs[hubName]
-	started := n.started
-	n.mu.Unlock()
-	if rt == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownHub, hubName)
-	}
-	if !started {
-		return nil, ErrNotStarted
-	}
-	info := &actors.ConnectionInfo{
-		ID: id, UserID: identity.UserID, Claims: identity.Claims,
-		Hub: hubName, Items: map[string]any{}, Outlet: out,
-	}
-	res, err := n.request(ctx, rt.pid, &actors.ConnectRequest{Info: info, Invoker: rt}, 30*time.Second)
+// attach connects a client whose socket side is out: the node's transport
+// calls it after a handshake, the testkit for its simulated clients. id
+// must be unique on the node.
+func (n *Node) attach(ctx context.Context, hubName, id string, identity auth.Identity, out fabric.Outlet) (*fabric.Inbound, error) {
+	rt, err := n.started(hubName)
 	if err != nil {
 		return nil, err
 	}
-	r, ok := res.(*actors.ConnectResponse)
+	info := &fabric.ConnectionInfo{
+		ID: id, UserID: identity.UserID, Claims: identity.Claims,
+		Hub: hubName, Items: map[string]any{}, Outlet: out,
+	}
+	res, err := n.request(ctx, rt.pid, &fabric.ConnectRequest{Info: info, Invoker: rt}, n.cfg.BackplaneTimeout+answerMargin)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := res.(*fabric.ConnectResponse)
 	if !ok {
 		return nil, fmt.Errorf("hub: unexpected connect answer %T", res)
 	}
@@ -424,7 +379,7 @@ func (n *Node) Attach(ctx context.Context, hubName, id string, identity auth.Ide
 
 // pendingRequest is an actor request in flight.
 type pendingRequest struct {
-	f   actors.Awaiter
+	f   seam.Awaiter
 	err error
 }
 
@@ -441,7 +396,7 @@ func (n *Node) start(ctx context.Context, pid *actor.PID, msg any, def time.Dura
 			return &pendingRequest{err: context.DeadlineExceeded}
 		}
 	}
-	return &pendingRequest{f: n.cfg.Runtime.Request(n.root, pid, msg, timeout)}
+	return &pendingRequest{f: n.cfg.seams.Runtime.Request(n.root, pid, msg, timeout)}
 }
 
 func (p *pendingRequest) wait(ctx context.Context) (any, error) {
@@ -476,16 +431,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) shutdown(ctx context.Context) error {
-	n.mu.Lock()
-	n.stopped = true
-	started := n.started
-	srv := n.server
-	n.mu.Unlock()
+	prev := n.state.Swap(stateStopped)
 	var errs []error
-	if started {
+	if srv := n.server.Load(); srv != nil && prev == stateStarted {
 		srv.StopAccepting()
 		for _, rt := range n.hubs {
-			if _, err := n.request(ctx, rt.pid, &actors.CloseAll{Reason: "Server is shutting down."}, 10*time.Second); err != nil {
+			if _, err := n.request(ctx, rt.pid, &fabric.CloseAll{Reason: "Server is shutting down."}, shutdownStepTimeout); err != nil {
 				errs = append(errs, fmt.Errorf("close connections of hub %q: %w", rt.name, err))
 			}
 		}
@@ -495,16 +446,18 @@ func (n *Node) shutdown(ctx context.Context) error {
 		// Let every connection actor finish its OnDisconnected hook before
 		// the hubs stop: stopping discards the messages still queued.
 		for _, rt := range n.hubs {
-			if _, err := n.request(ctx, rt.pid, &actors.WaitNoConnections{}, 30*time.Second); err != nil {
+			if _, err := n.request(ctx, rt.pid, &fabric.WaitNoConnections{}, shutdownStepTimeout); err != nil {
 				errs = append(errs, fmt.Errorf("wait for the connections of hub %q to end: %w", rt.name, err))
 			}
 		}
-		for _, rt := range n.hubs {
-			if err := n.poison(ctx, rt.pid); err != nil {
-				errs = append(errs, fmt.Errorf("stop hub %q: %w", rt.name, err))
+	}
+	if tree := n.tree.Load(); tree != nil {
+		for name, pid := range tree.Hubs {
+			if err := n.poison(ctx, pid); err != nil {
+				errs = append(errs, fmt.Errorf("stop hub %q: %w", name, err))
 			}
 		}
-		if err := n.poison(ctx, n.bridge); err != nil {
+		if err := n.poison(ctx, tree.Bridge); err != nil {
 			errs = append(errs, fmt.Errorf("stop bridge: %w", err))
 		}
 	}

@@ -27,7 +27,7 @@ func redisBackplanes(t *testing.T, conn string) func() backplane.Backplane {
 }
 
 func TestTwoNodesOnRedis(t *testing.T) {
-	cfg := hub.Config{GroupAckTimeout: 500 * time.Millisecond, ChannelPrefix: "hubtest-" + t.Name()}
+	cfg := hub.Config{GroupAckTimeout: 500 * time.Millisecond}
 	t.Run("standalone", func(t *testing.T) {
 		srv := redistest.StartStandalone(t)
 		checkEveryRouteAcrossNodes(t, startClusterOn(t, 2, cfg, roomHubs, redisBackplanes(t, srv.Addr)))
@@ -53,7 +53,7 @@ func TestNodesStartWhileRedisIsDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := hub.Config{NodeID: id, Backplane: bp, ChannelPrefix: "down-" + t.Name(), OnBackplaneEvent: func(e backplane.Event) {
+		cfg := hub.Config{NodeID: id, Backplane: bp, OnBackplaneEvent: func(e backplane.Event) {
 			if e.Kind == backplane.EventRestored {
 				restored <- id
 			}
@@ -95,7 +95,7 @@ func TestNodesStartWhileRedisIsDown(t *testing.T) {
 // could find no owner).
 func TestAddressableOnceConnected(t *testing.T) {
 	srv := redistest.StartStandalone(t)
-	cfg := hub.Config{GroupAckTimeout: 2 * time.Second, ChannelPrefix: "addr-" + t.Name()}
+	cfg := hub.Config{GroupAckTimeout: 2 * time.Second}
 	nodes := startClusterOn(t, 2, cfg, roomHubs, redisBackplanes(t, srv.Addr))
 	hc, err := nodes[0].node.HubContext("room")
 	if err != nil {

@@ -44,10 +44,13 @@ func newBus(s *Scheduler, tr *Trace) *Bus {
 }
 
 // SimBackplane is one node's connection to the Bus; it implements
-// backplane.Backplane.
+// backplane.Backplane. Like the Redis backplane it owns the channel prefix:
+// on the bus a channel c of the node is prefix+":"+c, so apps with other
+// prefixes never hear it.
 type SimBackplane struct {
-	bus   *Bus
-	owner string // scheduler owner (node incarnation)
+	bus    *Bus
+	owner  string // scheduler owner (node incarnation)
+	prefix string
 
 	h           backplane.Handler
 	subs        map[string]bool
@@ -58,13 +61,17 @@ type SimBackplane struct {
 
 var _ backplane.Backplane = (*SimBackplane)(nil)
 
-func (b *Bus) newBackplane(owner string) *SimBackplane {
-	p := &SimBackplane{bus: b, owner: owner, subs: map[string]bool{}}
+func (b *Bus) newBackplane(owner, prefix string) *SimBackplane {
+	p := &SimBackplane{bus: b, owner: owner, prefix: prefix, subs: map[string]bool{}}
 	b.mu.Lock()
 	b.members[owner] = p
 	b.mu.Unlock()
 	return p
 }
+
+// wire is channel c's name on the bus; local is the inverse.
+func (p *SimBackplane) wire(c string) string  { return p.prefix + ":" + c }
+func (p *SimBackplane) local(w string) string { return strings.TrimPrefix(w, p.prefix+":") }
 
 func (p *SimBackplane) unavailableLocked() error {
 	switch {
@@ -93,7 +100,7 @@ func (p *SimBackplane) Publish(_ context.Context, msgs []backplane.Message) erro
 	defer b.mu.Unlock()
 	if err := p.unavailableLocked(); err != nil {
 		for _, m := range msgs {
-			b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s publish FAILED %s %s", p.owner, m.Channel, describe(m.Payload)))
+			b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s publish FAILED %s %s", p.owner, p.wire(m.Channel), describe(m.Payload)))
 		}
 		return err
 	}
@@ -103,16 +110,17 @@ func (p *SimBackplane) Publish(_ context.Context, msgs []backplane.Message) erro
 	}
 	sort.Strings(owners)
 	for _, m := range msgs {
-		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s publish %s %s", p.owner, m.Channel, describe(m.Payload)))
+		ch := p.wire(m.Channel)
+		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s publish %s %s", p.owner, ch, describe(m.Payload)))
 		for _, o := range owners {
 			sub := b.members[o]
-			if sub.closed || !sub.subs[m.Channel] {
+			if sub.closed || !sub.subs[ch] {
 				continue
 			}
-			k := p.owner + "|" + o + "|" + m.Channel
+			k := p.owner + "|" + o + "|" + ch
 			q := b.queues[k]
 			if q == nil {
-				q = &fifo{pub: p, sub: sub, channel: m.Channel}
+				q = &fifo{pub: p, sub: sub, channel: ch}
 				b.queues[k] = q
 			}
 			q.items = append(q.items, slices.Clone(m.Payload))
@@ -153,7 +161,7 @@ func (b *Bus) deliver(k string, q *fifo) {
 	b.mu.Unlock()
 	if ok {
 		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s -> %s %s %s", q.pub.owner, sub.owner, q.channel, describe(payload)))
-		h.HandleMessage(q.channel, payload)
+		h.HandleMessage(sub.local(q.channel), payload)
 	} else {
 		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s -> %s %s LOST (subscriber down or unsubscribed)", q.pub.owner, sub.owner, q.channel))
 	}
@@ -179,7 +187,7 @@ func (p *SimBackplane) Subscribe(_ context.Context, channels ...string) error {
 		return backplane.ErrClosed
 	}
 	for _, c := range channels {
-		p.subs[c] = true
+		p.subs[p.wire(c)] = true
 	}
 	return p.unavailableLocked()
 }
@@ -192,7 +200,7 @@ func (p *SimBackplane) Unsubscribe(_ context.Context, channels ...string) error 
 		return backplane.ErrClosed
 	}
 	for _, c := range channels {
-		delete(p.subs, c)
+		delete(p.subs, p.wire(c))
 	}
 	return nil
 }
@@ -245,7 +253,7 @@ func (b *Bus) setHealth(change func()) {
 		case !now && before[p]:
 			chs := make([]string, 0, len(p.subs))
 			for c := range p.subs {
-				chs = append(chs, c)
+				chs = append(chs, p.local(c))
 			}
 			sort.Strings(chs)
 			evs = append(evs, func() {

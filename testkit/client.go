@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hubfabric/hubfabric/actors"
+	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/protocol"
 )
@@ -23,7 +23,7 @@ type Client struct {
 
 	connID  string
 	attempt int
-	in      *actors.Inbound
+	in      *fabric.Inbound
 	out     *outlet
 
 	calls    map[string]*Call
@@ -145,7 +145,7 @@ func (cl *Client) Connect(node *Node) error {
 	cl.connID = cl.name + strconv.Itoa(cl.attempt)
 	cl.out = &outlet{cl: cl, id: cl.connID}
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect as %s user=%q to %s", cl.name, cl.connID, cl.user, node.name))
-	in, err := node.node.Attach(context.Background(), cl.hub, cl.connID, auth.Identity{UserID: cl.user}, cl.out)
+	in, err := fabric.Hooks.Attach(context.Background(), node.node, cl.hub, cl.connID, auth.Identity{UserID: cl.user}, cl.out)
 	if err != nil {
 		cl.out.closed = true
 		cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect failed: %v", cl.name, err))

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/hub"
+	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/seam"
 )
 
 var seedFlag = flag.Uint64("testkit.seed", 0, "testkit: run every simulation with this seed (replays a failure)")
@@ -64,8 +66,8 @@ func Hub(name string, impl any) Option {
 func Prefixes(p ...string) Option { return func(o *options) { o.prefixes = p } }
 
 // Configure adjusts every node's hub.Config (timeouts, limits). The
-// testkit sets NodeID, Backplane, ActorSystem, Props, Runtime, Logger and
-// ChannelPrefix itself.
+// testkit sets NodeID, Backplane (which carries the node's prefix),
+// ActorSystem and Logger itself, and runs the node on its scheduler.
 func Configure(f func(*hub.Config)) Option { return func(o *options) { o.config = f } }
 
 // Verbose logs the whole trace at the end, even when the test passed.
@@ -171,7 +173,7 @@ func (n *Node) start() error {
 		n.owner = fmt.Sprintf("%s.r%d", n.name, n.incarnation)
 	}
 	c.s.revive(n.owner)
-	n.bp = c.bus.newBackplane(n.owner)
+	n.bp = c.bus.newBackplane(n.owner, n.prefix)
 	logger := slog.New(slog.DiscardHandler)
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
 	cfg := hub.Config{}
@@ -181,10 +183,8 @@ func (n *Node) start() error {
 	cfg.NodeID = n.name
 	cfg.Backplane = n.bp
 	cfg.ActorSystem = sys
-	cfg.Props = c.s.propsFactory(n.owner)
-	cfg.Runtime = &nodeRuntime{s: c.s, node: n.owner}
+	fabric.Hooks.SetSeams(&cfg, seam.Seams{Props: c.s.propsFactory(n.owner), Runtime: &nodeRuntime{s: c.s, node: n.owner}})
 	cfg.Logger = logger
-	cfg.ChannelPrefix = n.prefix
 	user := cfg.OnBackplaneEvent
 	owner := n.owner
 	cfg.OnBackplaneEvent = func(ev backplane.Event) {

@@ -158,12 +158,12 @@ func (r *realRun) stopRedis() {
 var userHeader = "X-Testkit-User"
 
 func (r *realRun) startNode(n *realNode) error {
-	bp, err := redisbp.NewFromString(fmt.Sprintf("127.0.0.1:%d,abortConnect=false", r.port))
+	bp, err := redisbp.NewFromString(fmt.Sprintf("127.0.0.1:%d,abortConnect=false,channelPrefix=%s:", r.port, n.app))
 	if err != nil {
 		return err
 	}
 	node, err := hub.New(hub.Config{
-		NodeID: n.name, Backplane: bp, ChannelPrefix: n.app, TokenSecret: r.secret,
+		NodeID: n.name, Backplane: bp, TokenSecret: r.secret,
 		GroupAckTimeout: 2 * time.Second, DetailedErrors: true,
 		Authenticator: auth.AuthenticatorFunc(func(req *http.Request) (auth.Identity, error) {
 			return auth.Identity{UserID: req.Header.Get(userHeader)}, nil

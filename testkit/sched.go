@@ -12,7 +12,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/hubfabric/hubfabric/actors"
+	"github.com/hubfabric/hubfabric/internal/seam"
 )
 
 // Epoch is the virtual clock's time zero.
@@ -393,13 +393,13 @@ func (s *Scheduler) current() *simG {
 
 // --- the Runtime of one node ----------------------------------------------
 
-// nodeRuntime is the actors.Runtime of one simulated node.
+// nodeRuntime is the seam.Runtime of one simulated node.
 type nodeRuntime struct {
 	s    *Scheduler
 	node string
 }
 
-var _ actors.Runtime = (*nodeRuntime)(nil)
+var _ seam.Runtime = (*nodeRuntime)(nil)
 
 func (r *nodeRuntime) Go(fn func()) { r.s.goroutine(r.node, "", fn) }
 
@@ -407,12 +407,23 @@ func (r *nodeRuntime) Now() time.Time { return Epoch.Add(r.s.Now()) }
 
 func (r *nodeRuntime) Join(*sync.WaitGroup) {}
 
+// simTimer is a seam.Timer on the virtual clock.
 type simTimer struct {
-	s *Scheduler
-	t *task
+	s    *Scheduler
+	node string
+	fn   func()
+	t    *task
 }
 
-func (t simTimer) Stop() bool {
+func (t *simTimer) arm(d time.Duration) {
+	if d <= 0 {
+		d = 1
+	}
+	t.t = t.s.add(&task{key: "t/" + t.node, node: t.node, label: fmt.Sprintf("%s timer %s", t.node, d), run: t.fn}, d)
+}
+
+// Stop implements seam.Timer.
+func (t *simTimer) Stop() bool {
 	t.s.mu.Lock()
 	defer t.s.mu.Unlock()
 	if t.t.stopped || t.t.fired {
@@ -422,17 +433,22 @@ func (t simTimer) Stop() bool {
 	return true
 }
 
-func (r *nodeRuntime) AfterFunc(d time.Duration, fn func()) actors.Timer {
-	if d <= 0 {
-		d = 1
-	}
-	t := r.s.add(&task{key: "t/" + r.node, node: r.node, label: fmt.Sprintf("%s timer %s", r.node, d), run: fn}, d)
-	return simTimer{r.s, t}
+// Reset implements seam.Timer.
+func (t *simTimer) Reset(d time.Duration) bool {
+	active := t.Stop()
+	t.arm(d)
+	return active
+}
+
+func (r *nodeRuntime) AfterFunc(d time.Duration, fn func()) seam.Timer {
+	t := &simTimer{s: r.s, node: r.node, fn: fn}
+	t.arm(d)
+	return t
 }
 
 // Request sends msg with a reply address served by a waiter (no
 // protoactor future: their timeouts use the real clock).
-func (r *nodeRuntime) Request(root *actor.RootContext, pid *actor.PID, msg any, timeout time.Duration) actors.Awaiter {
+func (r *nodeRuntime) Request(root *actor.RootContext, pid *actor.PID, msg any, timeout time.Duration) seam.Awaiter {
 	w := &waiter{s: r.s, node: r.node, sys: root.ActorSystem()}
 	reg := root.ActorSystem().ProcessRegistry
 	w.pid, _ = reg.Add(w, "sim-req"+reg.NextId())
@@ -450,7 +466,7 @@ type waiter struct {
 	node  string
 	sys   *actor.ActorSystem
 	pid   *actor.PID
-	timer actors.Timer
+	timer seam.Timer
 
 	mu     sync.Mutex
 	done   bool
@@ -484,7 +500,7 @@ func (w *waiter) complete(res any, err error) {
 	}
 }
 
-// Result implements actors.Awaiter: a simulated goroutine parks; the
+// Result implements seam.Awaiter: a simulated goroutine parks; the
 // driver (a test calling into a node) runs the simulation until the answer
 // is there.
 func (w *waiter) Result() (any, error) {
@@ -545,7 +561,7 @@ func (d *dispatcher) Throughput() int { return 300 }
 
 // propsFactory returns the PropsFactory of node: every actor runs on a
 // dispatcher of the scheduler.
-func (s *Scheduler) propsFactory(node string) actors.PropsFactory {
+func (s *Scheduler) propsFactory(node string) seam.Props {
 	return func(producer actor.Producer) *actor.Props {
 		s.mu.Lock()
 		s.gid++

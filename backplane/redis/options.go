@@ -77,7 +77,9 @@ type Options struct {
 	// ChannelPrefix is prepended to every Redis channel name this backplane
 	// uses, after the hash tag, and stripped before delivery: the Handler
 	// only ever sees the names given to Subscribe. Backplanes must use the
-	// same ChannelPrefix to hear each other. Default: "".
+	// same ChannelPrefix to hear each other, and apps sharing one Redis
+	// isolate themselves with different ones. It is the only prefix: nodes
+	// name channels without one. Default: "hubfabric:".
 	ChannelPrefix string
 	// AbortConnect makes Start fail, with an error wrapping
 	// backplane.ErrUnavailable, when Redis cannot be reached within
@@ -134,6 +136,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.ChannelPrefix == "" {
+		o.ChannelPrefix = "hubfabric:"
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = DefaultPublishTimeout

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
 	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
 	"github.com/hubfabric/hubfabric/hub"
@@ -28,8 +27,7 @@ type options struct {
 	tokenSecret     string
 	nodeID          string
 	redis           string
-	channelPrefix   string
-	prefixGiven     bool // --channel-prefix was set (flag or environment)
+	channelPrefix   string // "" keeps the connection string's (or the backplane's default)
 	groupAckTimeout time.Duration
 	logFormat       string
 	logLevel        slog.Level
@@ -50,7 +48,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.tokenSecret, "token-secret", "", "secret for connection tokens, shared by the nodes of a cluster (default: random per node)")
 	fs.StringVar(&o.nodeID, "node-id", "", "node id on the backplane (default: random)")
 	fs.StringVar(&o.redis, "redis", "", "Redis backplane connection string (empty: in-memory backplane, one node)")
-	fs.StringVar(&o.channelPrefix, "channel-prefix", "hubfabric", "backplane channel prefix isolating apps that share one Redis")
+	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "Redis channel prefix isolating apps that share one Redis; overrides the connection string's channelPrefix (default: the string's, else \"hubfabric:\")")
 	fs.DurationVar(&o.groupAckTimeout, "group-ack-timeout", 10*time.Second, "how long a group change for a connection on another node waits for that node")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -83,7 +81,6 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		fmt.Fprintln(stderr, envErr)
 		return o, usageError{envErr}
 	}
-	o.prefixGiven = given["channel-prefix"] || getenv("HUBFABRIC_CHANNEL_PREFIX") != ""
 	if err := o.validate(*level); err != nil {
 		fmt.Fprintln(stderr, err)
 		return o, usageError{err}
@@ -97,7 +94,7 @@ func (o *options) validate(level string) error {
 	}
 	seen := map[string]bool{}
 	for _, h := range o.hubs {
-		if !actors.ValidHubName(h) {
+		if !hub.ValidHubName(h) {
 			return fmt.Errorf("--hub %q: use 1-64 letters, digits, '-', '_' or '.'", h)
 		}
 		if seen[h] {
@@ -117,8 +114,8 @@ func (o *options) validate(level string) error {
 	if err := o.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
-	if o.channelPrefix == "" {
-		return errors.New("--channel-prefix must not be empty")
+	if o.channelPrefix != "" && o.redis == "" {
+		return errors.New("--channel-prefix needs --redis: the in-memory backplane serves one node and has no channels to keep apart")
 	}
 	if o.redis != "" {
 		if _, err := redisbp.ParseConnectionString(o.redis); err != nil {
@@ -150,7 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := slog.New(lh)
 
-	cfg := hub.Config{NodeID: o.nodeID, ChannelPrefix: o.channelPrefix, Logger: log, GroupAckTimeout: o.groupAckTimeout, AllowedOrigins: o.allowedOrigins}
+	cfg := hub.Config{NodeID: o.nodeID, Logger: log, GroupAckTimeout: o.groupAckTimeout, AllowedOrigins: o.allowedOrigins}
 	if o.tokenSecret != "" {
 		cfg.TokenSecret = []byte(o.tokenSecret)
 	}
@@ -158,9 +155,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		redisbp.RouteLibraryLogs(log.With("component", "go-redis"))
 		bp, err := redisbp.NewFromString(o.redis, func(ro *redisbp.Options) {
 			ro.Logger = log.With("component", "redis")
-			if o.prefixGiven {
-				// The flag overrides the string's channelPrefix.
-				ro.ChannelPrefix = ""
+			if o.channelPrefix != "" {
+				ro.ChannelPrefix = o.channelPrefix
 			}
 		})
 		if err != nil {

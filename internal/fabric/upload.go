@@ -1,4 +1,4 @@
-package actors
+package fabric
 
 import (
 	"context"
@@ -108,21 +108,24 @@ func (u *Upload) Err() error {
 	return u.err
 }
 
-// uploadRegistry maps a connection's open stream ids to their Uploads. The
-// reader goroutine creates and feeds them; the connection actor removes
-// them when their call ends. One small lock per connection.
-type uploadRegistry struct {
+// Uploads maps a connection's open stream ids to their Uploads. The
+// reader goroutine creates and feeds them (through Inbound); the connection
+// actor removes them when their call ends. Safe for concurrent use: one
+// small lock per connection.
+type Uploads struct {
 	max    int
 	mu     sync.Mutex
 	byID   map[string]*Upload
 	closed bool
 }
 
-func newUploadRegistry(max int) *uploadRegistry {
-	return &uploadRegistry{max: max, byID: map[string]*Upload{}}
+// NewUploads returns the registry of one connection; each stream buffers
+// up to max items.
+func NewUploads(max int) *Uploads {
+	return &Uploads{max: max, byID: map[string]*Upload{}}
 }
 
-func (r *uploadRegistry) create(ids []string) []*Upload {
+func (r *Uploads) create(ids []string) []*Upload {
 	ups := make([]*Upload, len(ids))
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -141,13 +144,14 @@ func (r *uploadRegistry) create(ids []string) []*Upload {
 	return ups
 }
 
-func (r *uploadRegistry) get(id string) *Upload {
+func (r *Uploads) get(id string) *Upload {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.byID[id]
 }
 
-func (r *uploadRegistry) remove(u *Upload) {
+// Remove ends u (if it is still open) and forgets it.
+func (r *Uploads) Remove(u *Upload) {
 	u.finish(nil)
 	r.mu.Lock()
 	if r.byID[u.ID] == u {
@@ -156,7 +160,9 @@ func (r *uploadRegistry) remove(u *Upload) {
 	r.mu.Unlock()
 }
 
-func (r *uploadRegistry) closeAll(err error) {
+// CloseAll ends every open stream with err; streams created afterwards
+// start ended.
+func (r *Uploads) CloseAll(err error) {
 	r.mu.Lock()
 	r.closed = true
 	all := r.byID
@@ -174,12 +180,13 @@ func (r *uploadRegistry) closeAll(err error) {
 type Inbound struct {
 	root    *actor.RootContext
 	pid     *actor.PID
-	uploads *uploadRegistry
+	uploads *Uploads
 	ctx     context.Context
 	cancel  context.CancelFunc
 }
 
-func newInbound(root *actor.RootContext, pid *actor.PID, uploads *uploadRegistry) *Inbound {
+// NewInbound returns the Inbound of the connection actor pid.
+func NewInbound(root *actor.RootContext, pid *actor.PID, uploads *Uploads) *Inbound {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Inbound{root: root, pid: pid, uploads: uploads, ctx: ctx, cancel: cancel}
 }
@@ -199,7 +206,7 @@ func (in *Inbound) Receive(m protocol.Message) {
 		if u := in.uploads.get(msg.InvocationID); u != nil {
 			var err error
 			if msg.Error != "" {
-				err = &streamError{msg: msg.Error}
+				err = &StreamError{Message: msg.Error}
 			}
 			u.finish(err)
 		}
@@ -217,13 +224,15 @@ func (in *Inbound) Receive(m protocol.Message) {
 // Closed reports the end of the socket; err is nil for a normal close.
 func (in *Inbound) Closed(err error) {
 	in.cancel()
-	in.uploads.closeAll(errConnectionClosed)
+	in.uploads.CloseAll(errConnectionClosed)
 	in.root.Send(in.pid, &ClientClosed{Err: err})
 }
 
-type streamError struct{ msg string }
+// StreamError is how an upload stream ends when the client completed it
+// with an error: Upload.Err returns it, carrying the client's message.
+type StreamError struct{ Message string }
 
-func (e *streamError) Error() string { return "client ended the stream with an error: " + e.msg }
+func (e *StreamError) Error() string { return "the client ended the upload stream with an error: " + e.Message }
 
 var (
 	errConnectionClosed = errors.New("connection closed")

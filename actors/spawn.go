@@ -1,0 +1,38 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/hubfabric/hubfabric/internal/fabric"
+)
+
+// SpawnNode spawns a node's actor tree under root: the bridge and one hub
+// actor per name in cfg.Hubs, and returns the Tree. It is hubfabric's own
+// wiring, called by hub.Node.Start; its configuration type is internal, so
+// programs outside this module use package hub instead. It does no I/O
+// and does not block.
+func SpawnNode(root *actor.RootContext, cfg *fabric.NodeConfig) (*fabric.Tree, error) {
+	bridge, err := root.SpawnNamed(newBridgeProps(cfg), "hubfabric-bridge-"+cfg.NodeID)
+	if err != nil {
+		return nil, fmt.Errorf("spawn bridge: %w", err)
+	}
+	tree := &fabric.Tree{Bridge: bridge, Hubs: map[string]*actor.PID{}}
+	tree.Channels = []string{nodeChannel(cfg.NodeID)}
+	for _, name := range cfg.Hubs {
+		pid, err := root.SpawnNamed(newHubProps(name, cfg, bridge), "hubfabric-hub-"+cfg.NodeID+"-"+name)
+		if err != nil {
+			return tree, fmt.Errorf("spawn hub %q: %w", name, err)
+		}
+		tree.Hubs[name] = pid
+		tree.Channels = append(tree.Channels, routeChannel(name, Route{Kind: RouteAll}))
+	}
+	// Ahead of anything the backplane delivers: the handler is not started.
+	root.Send(bridge, &hubsSpawned{hubs: tree.Hubs})
+	tree.Handler = &backplaneHandler{
+		root: root, bridge: bridge, hubs: tree.Hubs, nodeID: cfg.NodeID,
+		counters: cfg.Counters, log: cfg.Logger, onEvent: cfg.OnBackplaneEvent,
+	}
+	return tree, nil
+}

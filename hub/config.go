@@ -1,0 +1,171 @@
+package hub
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/seam"
+)
+
+// Config configures a Node. The zero value is a working single node with
+// the in-memory backplane; every field documents its default, and every
+// default is defined in this file (withDefaults).
+type Config struct {
+	// NodeID names the node on the backplane; it must differ between nodes
+	// sharing a backplane. Default: random.
+	NodeID string
+	// Backplane connects the node to others. Default: backplane.NewMemory(),
+	// which serves one process only. The node closes it on Shutdown. The
+	// backplane owns channel naming on its transport, including the prefix
+	// that keeps apps sharing one Redis apart (backplane/redis
+	// Options.ChannelPrefix).
+	Backplane backplane.Backplane
+	// ActorSystem runs the node's actors. Default: a new system logging to
+	// Logger, shut down with the node. A system given here is not shut down.
+	ActorSystem *actor.ActorSystem
+	// Logger receives the node's logs (and protoactor's, for a system the
+	// node creates). Default: discard.
+	Logger *slog.Logger
+	// Authenticator identifies users on negotiate and connect. Default:
+	// auth.Anonymous (every request allowed, no user id).
+	Authenticator auth.Authenticator
+	// AllowedOrigins are host patterns of browser origins allowed to connect
+	// cross-origin (e.g. "app.example.com", "*.example.com"). Default: none.
+	AllowedOrigins []string
+	// TokenSecret keys connection tokens; give every node of a cluster the
+	// same secret so a client may negotiate with one node and connect to
+	// another. Default: random per node.
+	TokenSecret []byte
+	// TokenTTL is how long a negotiated connection token may be used to
+	// connect. Default 5 min.
+	TokenTTL time.Duration
+	// KeepAliveInterval: a Ping goes to a client that was sent nothing for
+	// this long. Default 15 s.
+	KeepAliveInterval time.Duration
+	// ClientTimeout: a client that sent nothing for this long (counted from
+	// its first message) is closed. Default 30 s.
+	ClientTimeout time.Duration
+	// HandshakeTimeout bounds the wait for a client's handshake. Default 15 s.
+	HandshakeTimeout time.Duration
+	// MaxMessageSize bounds one received hub message. Default 32 KiB.
+	MaxMessageSize int
+	// MaxOutboundBytes bounds what may wait for one slow client before it is
+	// closed with a Close message saying so. Default 1 MiB.
+	MaxOutboundBytes int
+	// MaxParallelInvocations is how many hub methods of one client run at
+	// once. Default 1: one at a time, in arrival order.
+	MaxParallelInvocations int
+	// StreamBufferCapacity is how many items of one client upload stream may
+	// wait for the hub method; past it the client's reader waits. Default 10.
+	StreamBufferCapacity int
+	// GroupAckTimeout bounds the wait for another node to apply a group
+	// change for one of its connections; past it the change fails with
+	// actors.ErrUnknownConnection. Default 10 s.
+	GroupAckTimeout time.Duration
+	// BackplaneTimeout bounds each batch of publishes and each subscription
+	// change the node asks of its backplane. The backplane may bound them
+	// more tightly itself (backplane/redis: Options.BackplaneTimeout, 2 s, and
+	// Options.ConnectTimeout for subscriptions, 5 s). Default 5 s.
+	BackplaneTimeout time.Duration
+	// DetailedErrors sends the text of non-hub errors to clients. Default
+	// false, as in SignalR: clients see a generic message.
+	DetailedErrors bool
+	// OnBackplaneEvent is called for every backplane health event (down,
+	// restored, gap), after it was logged and counted.
+	OnBackplaneEvent func(backplane.Event)
+
+	// seams replace goroutines, timers and actor Props in the testkit;
+	// set through fabric.Hooks.SetSeams.
+	seams seam.Seams
+}
+
+// Defaults, each defined once.
+const (
+	defaultTokenTTL   = 5 * time.Minute
+	defaultKeepAlive         = 15 * time.Second
+	defaultClientTimeout     = 30 * time.Second
+	defaultHandshakeTimeout  = 15 * time.Second
+	defaultMaxMessageSize    = 32 << 10
+	defaultMaxOutboundBytes  = 1 << 20
+	defaultParallel          = 1
+	defaultStreamBuffer      = 10
+	defaultGroupAckTimeout   = 10 * time.Second
+	defaultBackplaneTimeout  = 5 * time.Second
+	defaultMaxPublishBatch   = 512
+	defaultNodeIDRandomBytes = 8
+)
+
+// Bounds on waits for the node's own actors, which always answer unless
+// the process is starved: they only turn a hang into an error.
+const (
+	// answerMargin is added to the longest bound an actor works under
+	// (a backplane call, a group acknowledgement) before the facade stops
+	// waiting for its answer, when the caller's ctx has no deadline.
+	answerMargin = 5 * time.Second
+	// shutdownStepTimeout bounds each step of Shutdown that waits for the
+	// actors when Shutdown's ctx has no deadline.
+	shutdownStepTimeout = 30 * time.Second
+)
+
+// Validate reports the first field that cannot be used: negative sizes and
+// durations (zero means the default).
+func (c Config) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxMessageSize", int64(c.MaxMessageSize)}, {"MaxOutboundBytes", int64(c.MaxOutboundBytes)},
+		{"MaxParallelInvocations", int64(c.MaxParallelInvocations)}, {"StreamBufferCapacity", int64(c.StreamBufferCapacity)},
+		{"KeepAliveInterval", int64(c.KeepAliveInterval)}, {"ClientTimeout", int64(c.ClientTimeout)},
+		{"HandshakeTimeout", int64(c.HandshakeTimeout)}, {"GroupAckTimeout", int64(c.GroupAckTimeout)},
+		{"BackplaneTimeout", int64(c.BackplaneTimeout)}, {"TokenTTL", int64(c.TokenTTL)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("hub: Config.%s must not be negative (got %d); zero means the default", f.name, f.v)
+		}
+	}
+	return nil
+}
+
+// withDefaults returns c with every unset field at its default.
+func (c Config) withDefaults() Config {
+	if c.NodeID == "" {
+		b := make([]byte, defaultNodeIDRandomBytes)
+		_, _ = rand.Read(b)
+		c.NodeID = hex.EncodeToString(b)
+	}
+	if c.Backplane == nil {
+		c.Backplane = backplane.NewMemory()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Authenticator == nil {
+		c.Authenticator = auth.Anonymous
+	}
+	setDefault(&c.TokenTTL, defaultTokenTTL)
+	setDefault(&c.KeepAliveInterval, defaultKeepAlive)
+	setDefault(&c.ClientTimeout, defaultClientTimeout)
+	setDefault(&c.HandshakeTimeout, defaultHandshakeTimeout)
+	setDefault(&c.MaxMessageSize, defaultMaxMessageSize)
+	setDefault(&c.MaxOutboundBytes, defaultMaxOutboundBytes)
+	setDefault(&c.MaxParallelInvocations, defaultParallel)
+	setDefault(&c.StreamBufferCapacity, defaultStreamBuffer)
+	setDefault(&c.GroupAckTimeout, defaultGroupAckTimeout)
+	setDefault(&c.BackplaneTimeout, defaultBackplaneTimeout)
+	c.seams = c.seams.OrReal()
+	return c
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}

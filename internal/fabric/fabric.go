@@ -1,0 +1,187 @@
+// Package fabric holds the contracts between hubfabric's own packages that
+// applications never see: what the facade (package hub) and the connection
+// code tell the actors, and what the actors need from them. A connection's
+// socket side (Outlet), the hub methods (Invoker), the parsed client
+// messages on their way in (Inbound, Uploads), the messages the facade sends
+// to a hub actor, the wiring of a node's actor tree (NodeConfig, Tree) and
+// its counters.
+package fabric
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/seam"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// Outlet is the socket side of a connection as the actors see it: the
+// connection's bounded outbound queue. Safe for concurrent use.
+type Outlet interface {
+	ID() string
+	Protocol() protocol.HubProtocol
+	// Enqueue queues a framed record without copying it.
+	Enqueue(record []byte) error
+	// Send encodes and queues one message.
+	Send(m protocol.Message) error
+	// Close sends a Close message and closes the socket.
+	Close(errMsg string, allowReconnect bool)
+}
+
+// Call is one hub method invocation handed to the Invoker.
+type Call struct {
+	// Message is the *protocol.Invocation or *protocol.StreamInvocation.
+	Message protocol.Message
+	// Uploads are the client-to-server streams named by the message's
+	// StreamIDs, in order.
+	Uploads []*Upload
+	// Reply sends a message (StreamItem, Completion) to the caller, ordered
+	// after every delivery the connection received before it.
+	Reply func(protocol.Message)
+	// Release frees the call's slot in the parallel-invocation limit; the
+	// Invoker calls it when the method itself has returned (streams may go
+	// on). It is idempotent and also called when Done is.
+	Release func()
+	// Done must be called exactly once, when the call is completely over.
+	Done func()
+}
+
+// Invoker runs hub methods for a connection; the facade implements it.
+type Invoker interface {
+	// Connected runs the hub's OnConnected hook; a non-nil error refuses the
+	// connection with that error. ctx ends with the connection.
+	Connected(ctx context.Context, conn *ConnectionInfo) error
+	// Invoke runs one call on the calling goroutine (a goroutine the
+	// connection actor started for it). ctx is cancelled when the client
+	// cancels a stream or the connection ends.
+	Invoke(ctx context.Context, conn *ConnectionInfo, call *Call)
+	// Disconnected runs the hub's OnDisconnected hook; err is why the
+	// connection ended (nil for a normal close).
+	Disconnected(ctx context.Context, conn *ConnectionInfo, err error)
+}
+
+// ConnectionInfo describes a connection to the Invoker. Fields are set
+// before the first call and never change.
+type ConnectionInfo struct {
+	ID     string
+	UserID string
+	Claims map[string]any
+	Hub    string
+	// Items holds per-connection values for the application; it is only
+	// touched by the connection's calls, which run one at a time unless the
+	// parallel limit is raised.
+	Items map[string]any
+	// Outlet is the connection's socket side.
+	Outlet Outlet
+	// Abort closes the connection with an error (allowReconnect false). The
+	// connection actor sets it when it starts.
+	Abort func(errMsg string)
+}
+
+// ConnectRequest asks a hub actor to attach a new connection. The reply is
+// a *ConnectResponse once the connection's channels are subscribed.
+type ConnectRequest struct {
+	Info    *ConnectionInfo
+	Invoker Invoker
+}
+
+// ConnectResponse answers ConnectRequest. Inbound takes the client's
+// messages.
+type ConnectResponse struct {
+	Inbound *Inbound
+	Err     error
+}
+
+// ClientMessage carries one parsed message from the client's socket to its
+// connection actor, with the upload streams an invocation declared.
+type ClientMessage struct {
+	Message protocol.Message
+	Uploads []*Upload
+}
+
+// ClientClosed tells the connection actor its socket ended; Err is nil for
+// a normal close.
+type ClientClosed struct{ Err error }
+
+// CloseAll asks a hub actor to close every local connection with a Close
+// message carrying Reason (allowReconnect true, as on server shutdown); the
+// reply is *CloseAllResponse once every connection was told.
+type CloseAll struct{ Reason string }
+
+// CloseAllResponse answers CloseAll.
+type CloseAllResponse struct{}
+
+// WaitNoConnections asks a hub actor to answer (with *NoConnections) once
+// it has no connection actors left, for example after CloseAll when every
+// OnDisconnected hook has run.
+type WaitNoConnections struct{}
+
+// NoConnections answers WaitNoConnections.
+type NoConnections struct{}
+
+// NodeConfig is the fully defaulted configuration of one node's actor
+// tree; package hub fills every field from its Config.
+type NodeConfig struct {
+	NodeID    string
+	Hubs      []string
+	Backplane backplane.Backplane
+	// BackplaneTimeout bounds one batch of publishes and one subscription
+	// change.
+	BackplaneTimeout time.Duration
+	// GroupAckTimeout bounds the wait for the node owning a connection to
+	// acknowledge a group change.
+	GroupAckTimeout time.Duration
+	// MaxBatch caps the messages published in one batch.
+	MaxBatch int
+	// MaxParallelInvocations is how many hub methods of one client run at
+	// a time.
+	MaxParallelInvocations int
+	// StreamBufferCapacity is how many items of one upload stream may wait
+	// for the hub method.
+	StreamBufferCapacity int
+	Seams                seam.Seams
+	Logger               *slog.Logger
+	Counters             *Counters
+	// OnBackplaneEvent is called for every backplane health event after it
+	// was logged and counted; nil for none.
+	OnBackplaneEvent func(backplane.Event)
+}
+
+// Tree is a spawned node: its bridge and hub actors, the handler to start
+// the backplane with, and the channels to subscribe before it serves (the
+// node's own and each hub's "all").
+type Tree struct {
+	Bridge   *actor.PID
+	Hubs     map[string]*actor.PID
+	Handler  backplane.Handler
+	Channels []string
+}
+
+// Counters counts what a node's bridge saw; safe for concurrent use.
+type Counters struct {
+	Published     atomic.Uint64 // messages handed to the backplane
+	PublishFailed atomic.Uint64 // messages whose publish failed
+	Received      atomic.Uint64 // envelopes received from other nodes
+	Malformed     atomic.Uint64 // payloads that were not valid envelopes
+	Gaps          atomic.Uint64 // EventGap reports
+	Down          atomic.Uint64 // EventDown reports
+}
+
+// Hooks reach the parts of package hub that the module's own test
+// harness (the testkit) needs and applications must not see. Package hub
+// sets them when it is initialized.
+var Hooks struct {
+	// SetSeams stores s in the *hub.Config that cfg points to, so the node
+	// built from it runs on s. It panics if cfg is not a *hub.Config.
+	SetSeams func(cfg any, s seam.Seams)
+	// Attach connects a client whose socket side is out to hub on node (a
+	// started *hub.Node), as the node's own transport does after a
+	// handshake, and returns where the client's parsed messages go.
+	Attach func(ctx context.Context, node any, hub, id string, identity auth.Identity, out Outlet) (*Inbound, error)
+}
