@@ -54,6 +54,11 @@ fi
 step "go vet"
 go vet ./...
 
+step "the server binary does not link the testkit"
+if go list -deps ./cmd/node | grep -q '/testkit$'; then
+  echo "cmd/node imports the testkit (simulator, redis-server runner): keep it in cmd/scenario" >&2; exit 1
+fi
+
 step "go test -race"
 go test -race -count=1 -timeout 15m ./... 2>&1 | tee /tmp/hubfabric-test.$$.log
 status=${PIPESTATUS[0]}

@@ -55,7 +55,7 @@
 // Scenario files (testdata/*.scn, format in Scenario) run from go test and
 // from the command line:
 //
-//	go run ./cmd/node scenario run [--seed N] [--real] testkit/testdata/09-outage.scn
+//	go run ./cmd/scenario [--seed N] [--real] testkit/testdata/09-outage.scn
 //
 // which prints the steps and, last, "trace sha256:<hex>". TestExplore
 // generates random operation and fault sequences with pgregory.net/rapid;

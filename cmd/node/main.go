@@ -19,13 +19,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
-	if len(os.Args) > 1 && os.Args[1] == "scenario" {
-		err = runScenario(ctx, os.Args[2:], os.Stdout, os.Stderr)
-	} else {
-		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr)
-	}
-	if err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		var u usageError
 		if errors.As(err, &u) {
 			os.Exit(2)

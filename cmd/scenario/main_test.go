@@ -11,7 +11,7 @@ import (
 func TestScenarioRunPrintsStepsAndTrace(t *testing.T) {
 	run := func(args ...string) string {
 		var out, errOut bytes.Buffer
-		if err := runScenario(context.Background(), append([]string{"run"}, args...), &out, &errOut); err != nil {
+		if err := runScenario(context.Background(), args, &out, &errOut); err != nil {
 			t.Fatalf("%v\n%s%s", err, out.String(), errOut.String())
 		}
 		return out.String()
@@ -30,7 +30,7 @@ func TestScenarioRunPrintsStepsAndTrace(t *testing.T) {
 		t.Errorf("same seed, different output:\n%s\n---\n%s", a, b)
 	}
 	var out, errOut bytes.Buffer
-	if err := runScenario(context.Background(), []string{"run"}, &out, &errOut); err == nil {
+	if err := runScenario(context.Background(), nil, &out, &errOut); err == nil {
 		t.Errorf("no file: want a usage error")
 	}
 }
