@@ -105,7 +105,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 
-	logs := &syncBuffer{want: "msg=listening", seen: make(chan struct{})}
+	logs := &syncBuffer{want: "msg=started", seen: make(chan struct{})}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	done := make(chan error, 1)
@@ -117,7 +117,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("run ended early: %v\n%s", err, logs)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("no listening line:\n%s", logs)
+		t.Fatalf("no started line:\n%s", logs)
 	}
 
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -188,5 +188,58 @@ func TestRedisAbortConnectFailsClearly(t *testing.T) {
 	err = run(ctx, []string{"--addr", "127.0.0.1:0", "--redis", dead + ",abortConnect=true,connectTimeout=500"}, func(string) string { return "" }, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "backplane") {
 		t.Fatalf("run with an unreachable Redis and abortConnect=true = %v, want an error naming the backplane", err)
+	}
+}
+
+// TestReadyzAnswersWhileRedisIsDownAtStartup: with Redis unreachable at
+// start-up (abortConnect=false), the node serves at once: /readyz answers
+// 503 without waiting for the backplane, during Start and after it.
+func TestReadyzAnswersWhileRedisIsDownAtStartup(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String() // nothing answers Redis here once closed
+	ln.Close()
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	logs := &syncBuffer{want: "msg=listening", seen: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", addr, "--redis", dead + ",connectTimeout=3000"}, func(string) string { return "" }, logs)
+	}()
+	select {
+	case <-logs.seen:
+	case err := <-done:
+		t.Fatalf("run ended early: %v\n%s", err, logs)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no listening line:\n%s", logs)
+	}
+	hc := &http.Client{Timeout: 2 * time.Second} // a hang fails the test; the latency is logged
+	for i := range 3 {
+		start := time.Now()
+		resp, err := hc.Get("http://" + addr + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz while Redis is down: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Logf("/readyz #%d: %d %q in %s", i, resp.StatusCode, strings.TrimSpace(string(body)), time.Since(start))
+		if resp.StatusCode != http.StatusServiceUnavailable || !(strings.HasPrefix(string(body), "starting") || strings.HasPrefix(string(body), "backplane down")) {
+			t.Fatalf("/readyz while Redis is down = %d %q, want 503 starting or backplane down", resp.StatusCode, body)
+		}
+	}
+	stop()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after stop")
 	}
 }

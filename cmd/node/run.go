@@ -180,10 +180,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 	}
-	if err := node.Start(ctx); err != nil {
-		_ = node.Shutdown(context.Background())
-		return err
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/hubs/", node.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -232,7 +228,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if o.redis != "" {
 		backplaneName = "redis"
 	}
+	// Serving starts before the node does: while Start waits for an
+	// unreachable backplane, /healthz answers 200, /readyz 503 and the hubs
+	// 503, at once.
 	log.Info("listening", "addr", ln.Addr().String(), "hubs", strings.Join(o.hubs, ","), "node_id", node.ID(), "backplane", backplaneName)
+	if err := node.Start(ctx); err != nil {
+		_ = srv.Close()
+		_ = node.Shutdown(context.Background())
+		return err
+	}
+	log.Info("started")
 
 	select {
 	case err = <-serveErr:
