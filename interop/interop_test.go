@@ -259,7 +259,7 @@ func startNode(t *testing.T, bin, addr, name string, args []string, readyz bool)
 		if strings.Contains(s, "WARNING: DATA RACE") {
 			raced = true
 		}
-		if strings.Contains(s, "msg=listening") || strings.Contains(s, `"msg":"listening"`) {
+		if strings.Contains(s, "msg=started") || strings.Contains(s, `"msg":"started"`) {
 			once.Do(func() { close(listening) })
 		}
 	}}
@@ -317,7 +317,7 @@ func startNode(t *testing.T, bin, addr, name string, args []string, readyz bool)
 			exited <- err // for the cleanup
 			t.Fatalf("%s exited before serving: %v", name, err)
 		case <-deadline.C:
-			t.Fatalf("%s did not serve within %v (no msg=listening log line, %s not 200: %v)", name, readyLimit, healthz, healthOK(client, healthz))
+			t.Fatalf("%s did not serve within %v (no msg=started log line, %s not 200: %v)", name, readyLimit, healthz, healthOK(client, healthz))
 		}
 	}
 	if err := healthOK(client, healthz); err != nil {
