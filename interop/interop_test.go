@@ -311,8 +311,8 @@ func startNode(t *testing.T, bin, addr, name string, args []string, readyz bool)
 		select {
 		case <-listening:
 			ready = true
-		case <-poll.C: // in case the log line changes: the health endpoint is the contract
-			ready = healthOK(client, healthz) == nil
+		case <-poll.C: // in case the log line changes: /readyz is the contract (healthz is 200 before the node started)
+			ready = healthOK(client, "http://"+addr+"/readyz") == nil
 		case err := <-exited:
 			exited <- err // for the cleanup
 			t.Fatalf("%s exited before serving: %v", name, err)
