@@ -37,8 +37,10 @@ import (
 	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/conn"
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/internal/seam"
+	"github.com/hubfabric/hubfabric/protocol"
 	"github.com/hubfabric/hubfabric/transport"
 )
 
@@ -46,6 +48,14 @@ func init() {
 	fabric.Hooks.SetSeams = func(cfg any, s seam.Seams) { cfg.(*Config).seams = s }
 	fabric.Hooks.Attach = func(ctx context.Context, node any, hub, id string, identity auth.Identity, out fabric.Outlet) (*fabric.Inbound, error) {
 		return node.(*Node).attach(ctx, hub, id, identity, out)
+	}
+	fabric.ConnOptions = func(node any, id string, p protocol.HubProtocol) conn.Options {
+		n := node.(*Node)
+		return conn.Options{
+			ID: id, Protocol: p, MaxOutboundBytes: n.cfg.MaxOutboundBytes,
+			KeepAlive: n.cfg.KeepAliveInterval, ClientTimeout: n.cfg.ClientTimeout,
+			Runtime: seam.Real{}, Logger: n.log.With("component", "transport", "conn_id", id),
+		}
 	}
 }
 

@@ -1,19 +1,24 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
-// Client is a simulated SignalR client: it talks to a node's actors through
-// the real protocol encoders and parsers, without a socket, and records
-// everything it receives. Use it from the test goroutine only.
+// Client is a simulated SignalR client: it talks to a node through the real
+// connection code (outbound queue, heartbeat) over an in-memory pipe and
+// the real protocol encoders and parsers, and records everything it
+// receives. Use it from the test goroutine only.
 type Client struct {
 	c    *Cluster
 	name string
@@ -24,7 +29,7 @@ type Client struct {
 	connID  string
 	attempt int
 	in      *fabric.Inbound
-	out     *outlet
+	out     *pipe // the current connection's socket
 
 	calls    map[string]*Call
 	nextCall int
@@ -35,17 +40,13 @@ type Client struct {
 	Closes []string
 
 	// keep-alive: see heartbeat.go.
-	lastSent      time.Duration // virtual time the client last sent something
-	silent        bool
-	pings         int
-	stopHeartbeat func()
+	silent     bool
+	pings      int
+	stopPinger func()
 
-	// slow client: records wait in backlog and drain one per slowEvery.
-	slowEvery  time.Duration
-	maxBacklog int
-	backlog    [][]byte
-	backlogLen int
-	draining   bool
+	// slow client: it reads one frame per slowEvery (the node's writer
+	// waits that long on each frame).
+	slowEvery time.Duration
 }
 
 // Received is one invocation a client got.
@@ -74,51 +75,72 @@ type Call struct {
 	doneAt   uint64
 }
 
-// outlet is the server side of a simulated connection (actors.Outlet).
-type outlet struct {
-	cl        *Client
-	id        string
-	closed    bool
-	lastWrite time.Duration // virtual time of the last record queued
+// pipe is the client's end of a simulated connection: the conn.Socket
+// that the node's real connection code (internal/conn: outbound queue,
+// coalescing, greeting hold, overflow, heartbeat) writes to, in the style of
+// coder/websocket's wstest.Pipe, but frame by frame on the scheduler. A
+// frame reaches the client at the end of the step that wrote it.
+type pipe struct {
+	cl       *Client
+	id       string
+	conn     *conn.Conn
+	attached bool // the hub accepted the connection: End reaches a session
+	greeted  bool // the handshake answer was read
+	closed   bool // the node closed the socket, or the client lost it
+	dropped  bool // the client lost it: writes fail
 }
 
-func (o *outlet) ID() string                     { return o.id }
-func (o *outlet) Protocol() protocol.HubProtocol { return protocol.JSON }
+var errDropped = errors.New("testkit: connection dropped")
 
-func (o *outlet) Enqueue(rec []byte) error {
-	if o.closed {
-		return fmt.Errorf("testkit: connection %s closed", o.id)
+// WriteFrame implements conn.Socket. A slow client's frames take slowEvery
+// of virtual time each, during which the node's writer waits and later
+// records queue up (and coalesce, or overflow) in the real outbound queue.
+func (p *pipe) WriteFrame(_ context.Context, frame []byte) error {
+	if p.dropped {
+		return errDropped
 	}
-	o.lastWrite = o.cl.c.s.Now()
-	o.cl.c.s.enqueueDelivery(o.cl, rec)
+	if every := p.cl.slowEvery; every > 0 {
+		if err := p.cl.c.s.sleep(every); err != nil {
+			return err
+		}
+		if p.dropped {
+			return errDropped
+		}
+	}
+	p.cl.c.s.enqueueDelivery(p.cl, p, bytes.Clone(frame))
 	return nil
 }
 
-func (o *outlet) Send(m protocol.Message) error {
-	rec, err := protocol.JSON.AppendMessage(nil, m)
-	if err != nil {
-		return err
+// Close implements conn.Socket: the socket ends, and the node's reader
+// for it reports the end to the connection (conn.End), as the WebSocket
+// transport's read loop does.
+func (p *pipe) Close() error {
+	if p.closed {
+		return nil
 	}
-	return o.Enqueue(rec)
+	p.closed = true
+	p.cl.stopPingerOf(p)
+	if p.attached {
+		cl := p.cl
+		cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + p.id, run: func() { p.conn.End(nil) }}, 0)
+	}
+	return nil
 }
 
-// Close sends a Close message and ends the connection; the "reader" then
-// reports the end to the connection actor, as transport does.
-func (o *outlet) Close(errMsg string, allowReconnect bool) {
-	if o.closed {
-		return
-	}
-	_ = o.Send(&protocol.Close{Error: errMsg, AllowReconnect: allowReconnect})
-	o.closed = true
-	if o.cl.out == o && o.cl.stopHeartbeat != nil {
-		o.cl.stopHeartbeat()
-	}
-	cl, in, owner := o.cl, o.cl.in, o.cl.node.owner
-	cl.c.s.add(&task{key: "c/" + cl.name, node: owner, label: "reader-end " + o.id, run: func() {
-		if in != nil {
-			in.Closed(nil)
-		}
-	}}, 0)
+// CloseNow implements conn.Socket.
+func (p *pipe) CloseNow() error { return p.Close() }
+
+// connRuntime is the runtime of a simulated connection's code: its writer
+// runs as a simulated goroutine of the node, and its timers (keep-alive,
+// client timeout, the close grace) are background timers of the node on
+// the virtual clock, which run as time passes but do not keep Settle going.
+type connRuntime struct {
+	nodeRuntime
+	id string
+}
+
+func (r *connRuntime) AfterFunc(d time.Duration, fn func()) seam.Timer {
+	return r.s.afterBackground(r.node, "h/"+r.id, "conn timer "+r.id, d, fn)
 }
 
 // Name is the client's name in the scenario.
@@ -133,6 +155,13 @@ func (cl *Client) Node() *Node { return cl.node }
 // Connected reports whether the client has a live connection.
 func (cl *Client) Connected() bool { return cl.out != nil && !cl.out.closed }
 
+func (cl *Client) stopPingerOf(p *pipe) {
+	if cl.out == p && cl.stopPinger != nil {
+		cl.stopPinger()
+		cl.stopPinger = nil
+	}
+}
+
 // Connect opens a new connection (the first, or a reconnect) to node, runs
 // the simulation until the hub accepted it, and returns an error if it
 // refused. The connection id is the client's name and attempt number.
@@ -143,45 +172,56 @@ func (cl *Client) Connect(node *Node) error {
 	cl.attempt++
 	cl.node = node
 	cl.connID = cl.name + strconv.Itoa(cl.attempt)
-	cl.out = &outlet{cl: cl, id: cl.connID}
+	p := &pipe{cl: cl, id: cl.connID}
+	cl.out = p
+	cl.silent, cl.pings = false, 0
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect as %s user=%q to %s", cl.name, cl.connID, cl.user, node.name))
-	in, err := fabric.Hooks.Attach(context.Background(), node.node, cl.hub, cl.connID, auth.Identity{UserID: cl.user}, cl.out)
+	opts := fabric.ConnOptions(node.node, cl.connID, protocol.JSON)
+	opts.Runtime = &connRuntime{nodeRuntime: nodeRuntime{s: cl.c.s, node: node.owner}, id: cl.connID}
+	opts.Logger = nil
+	c, err := conn.Open(context.Background(), p, opts, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {
+		in, err := fabric.Hooks.Attach(ctx, node.node, cl.hub, cl.connID, auth.Identity{UserID: cl.user}, c)
+		if err != nil {
+			return nil, err
+		}
+		cl.in = in
+		return in, nil
+	})
+	p.conn = c
 	if err != nil {
-		cl.out.closed = true
+		p.closed = true
 		cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect failed: %v", cl.name, err))
 		return err
 	}
-	cl.in = in
-	cl.silent, cl.pings, cl.lastSent = false, 0, cl.c.s.Now()
-	cl.out.lastWrite = cl.c.s.Now()
-	cl.stopHeartbeat = cl.startHeartbeats()
+	p.attached = true
+	c.Received() // the handshake: the client timeout counts from here
+	cl.stopPinger = cl.startPinger(p)
 	cl.c.onConnect(cl)
 	return nil
 }
 
-// Drop ends the connection abruptly, as a lost socket does.
+// Drop ends the connection abruptly, as a lost socket does: the node's
+// writes to it fail and its reader reports the loss.
 func (cl *Client) Drop() {
 	if !cl.Connected() {
 		return
 	}
+	p := cl.out
 	cl.c.trace.add(cl.c.s.Now(), "fault", fmt.Sprintf("%s dropped (%s)", cl.name, cl.connID))
-	cl.out.closed = true
-	if cl.stopHeartbeat != nil {
-		cl.stopHeartbeat()
-	}
+	p.dropped = true
+	cl.stopPingerOf(p)
+	p.closed = true
 	cl.c.onClosed(cl)
-	in := cl.in
-	cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + cl.connID, run: func() {
-		in.Closed(fmt.Errorf("testkit: connection dropped"))
-	}}, 0)
+	cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + cl.connID, run: func() { p.conn.End(errDropped) }}, 0)
 }
 
-// Slow makes the client read one record per every of virtual time; past
-// maxBacklog bytes waiting, the server closes it as too slow (as the real
-// transport does with MaxOutboundBytes).
-func (cl *Client) Slow(every time.Duration, maxBacklog int) {
-	cl.slowEvery, cl.maxBacklog = every, maxBacklog
-	cl.c.trace.add(cl.c.s.Now(), "fault", fmt.Sprintf("%s slow: one record per %s, closed past %d bytes", cl.name, every, maxBacklog))
+// Slow makes the client read one frame per every of virtual time (0: as
+// fast as frames come). Meanwhile the node's real outbound queue holds what
+// it cannot write, coalescing records into larger frames, and closes the
+// client as too slow once more than the node's MaxOutboundBytes wait.
+func (cl *Client) Slow(every time.Duration) {
+	cl.slowEvery = every
+	cl.c.trace.add(cl.c.s.Now(), "fault", fmt.Sprintf("%s slow: one frame per %s", cl.name, every))
 }
 
 // Invoke sends an invocation that expects a completion.
@@ -212,7 +252,7 @@ func (cl *Client) Invoke(method string, args ...any) *Call {
 	}
 	cl.calls[cl.connID+"/"+call.ID] = call
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s(%s) invoke #%s %s", cl.name, cl.connID, call.ID, describeMessage(msgs[0])))
-	cl.lastSent = cl.c.s.Now()
+	cl.out.conn.Received() // what the transport's reader does for every frame
 	cl.in.Receive(msgs[0])
 	return call
 }
@@ -234,35 +274,28 @@ func (c *Call) Err() error {
 	return nil
 }
 
-// commit takes a record delivered to the client at the end of a step.
-func (cl *Client) commit(at time.Duration, rec []byte) {
-	if cl.slowEvery > 0 {
-		if cl.backlogLen+len(rec) > cl.maxBacklog && cl.Connected() {
-			cl.out.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", cl.maxBacklog), true)
-			cl.c.onClosed(cl)
+// commit takes a frame delivered to the client at the end of a step. The
+// first frame of a connection starts with the handshake answer.
+func (cl *Client) commit(at time.Duration, p *pipe, frame []byte) {
+	if p != cl.out {
+		return // a frame of an earlier connection
+	}
+	if !p.greeted {
+		resp, n, err := protocol.ParseHandshakeResponse(frame)
+		if err != nil {
+			cl.c.violation(fmt.Sprintf("%s got no handshake answer first: %q: %v", cl.name, frame, err))
 			return
 		}
-		cl.backlog = append(cl.backlog, rec)
-		cl.backlogLen += len(rec)
-		if !cl.draining {
-			cl.draining = true
-			cl.c.s.add(&task{key: "c/" + cl.name, label: "drain " + cl.name, run: cl.drain}, cl.slowEvery)
+		if resp.Error != "" {
+			cl.c.violation(fmt.Sprintf("%s: handshake refused after the hub accepted it: %s", cl.name, resp.Error))
+			return
 		}
-		return
+		p.greeted = true
+		if frame = frame[n:]; len(frame) == 0 {
+			return
+		}
 	}
-	cl.read(at, rec)
-}
-
-func (cl *Client) drain() {
-	if len(cl.backlog) == 0 {
-		cl.draining = false
-		return
-	}
-	rec := cl.backlog[0]
-	cl.backlog = cl.backlog[1:]
-	cl.backlogLen -= len(rec)
-	cl.read(cl.c.s.Now(), rec)
-	cl.c.s.add(&task{key: "c/" + cl.name, label: "drain " + cl.name, run: cl.drain}, cl.slowEvery)
+	cl.read(at, frame)
 }
 
 // read parses a record with the real protocol and records it.

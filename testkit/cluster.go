@@ -224,6 +224,7 @@ func (n *Node) Kill() {
 	for _, cl := range c.clients {
 		if cl.node == n && cl.Connected() {
 			cl.out.closed = true
+			cl.stopPingerOf(cl.out)
 			cl.Closes = append(cl.Closes, "node killed")
 			c.onClosed(cl)
 		}

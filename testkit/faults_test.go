@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/testkit"
 )
 
@@ -56,7 +57,7 @@ func TestPartitionIsLoud(t *testing.T) {
 }
 
 func TestOutageKillRestartDropSlow(t *testing.T) {
-	c := testkit.NewCluster(t, testkit.Nodes(3), testkit.Seed(5))
+	c := testkit.NewCluster(t, testkit.Nodes(3), testkit.Seed(5), testkit.Configure(func(cfg *hub.Config) { cfg.MaxOutboundBytes = 400 }))
 	a := c.Client("a", "u1", c.Node(0))
 	b := c.Client("b", "u2", c.Node(1))
 	s := c.Client("s", "u3", c.Node(2))
@@ -64,8 +65,8 @@ func TestOutageKillRestartDropSlow(t *testing.T) {
 		cl.Join("room")
 	}
 	c.Settle()
-	s.Slow(50*time.Millisecond, 200)
-	for i := 0; i < 10; i++ {
+	s.Slow(50 * time.Millisecond)
+	for i := 0; i < 20; i++ {
 		a.SendGroup("room")
 	}
 	c.Settle()

@@ -3,21 +3,17 @@ package testkit
 import (
 	"fmt"
 	"time"
-
-	"github.com/hubfabric/hubfabric/protocol"
-	"github.com/hubfabric/hubfabric/transport"
 )
 
-// Keep-alive in the simulation. Simulated clients bypass the WebSocket
-// transport, so the node side of each connection runs the transport's own
-// heartbeat (transport.StartHeartbeat: a Ping after KeepAlive without
-// sending, a Close after ClientTimeout without receiving) on the virtual
-// clock, and every client pings every KeepAlive unless Silence was called,
-// as the SignalR clients do. Their timers are background timers: they run
-// as virtual time passes (Advance, or while Settle waits for a later timer)
-// but do not keep Settle going on their own.
+// Keep-alive in the simulation. The node side of each connection is the
+// real connection code (internal/conn), whose heartbeat sends a Ping after
+// KeepAlive without sending and a Close after ClientTimeout without
+// receiving, on the virtual clock; every client pings every KeepAlive unless
+// Silence was called, as the SignalR clients do. Their timers are
+// background timers: they run as virtual time passes (Advance, or while
+// Settle waits for a later timer) but do not keep Settle going on their own.
 
-// Default intervals, SignalR's.
+// Intervals the simulated clients assume: SignalR's, the node defaults.
 const (
 	KeepAliveInterval = 15 * time.Second
 	ClientTimeout     = 30 * time.Second
@@ -61,38 +57,21 @@ func (b *bgTimer) Reset(d time.Duration) bool {
 	return active
 }
 
-// startHeartbeats arms the node side and the client side of the
-// connection's keep-alive. It returns a function that stops both.
-func (cl *Client) startHeartbeats() (stop func()) {
-	s, o, owner := cl.c.s, cl.out, cl.node.owner
-	now := func() time.Time { return Epoch.Add(s.Now()) }
-	stopNode := transport.StartHeartbeat(transport.HeartbeatConfig{
-		KeepAlive: KeepAliveInterval,
-		Timeout:   ClientTimeout,
-		Now:       now,
-		AfterFunc: func(d time.Duration, fn func()) transport.Timer {
-			return s.afterBackground(owner, "h/"+o.id, "heartbeat "+o.id, d, fn)
-		},
-		LastWrite: func() time.Time { return Epoch.Add(o.lastWrite) },
-		LastRead:  func() (time.Time, bool) { return Epoch.Add(cl.lastSent), true },
-		Ping:      func() { _ = o.Send(&protocol.Ping{}) },
-		Expire: func(idle time.Duration) {
-			cl.c.trace.add(s.Now(), "node", fmt.Sprintf("%s client timeout of %s after %s", owner, o.id, idle))
-			o.Close(transport.ClientTimeoutMessage(ClientTimeout), true)
-		},
-	})
+// startPinger arms the client side of p's keep-alive: a Ping every
+// KeepAlive (it refreshes the node's read clock) unless Silence was
+// called. The node side (Pings, the client timeout) is the real
+// connection code's heartbeat. It returns a function that stops it.
+func (cl *Client) startPinger(p *pipe) (stop func()) {
+	s := cl.c.s
 	var pinger *bgTimer
-	pinger = s.afterBackground("", "p/"+cl.name, "ping "+o.id, KeepAliveInterval, func() {
-		if o.closed || cl.silent {
+	pinger = s.afterBackground("", "p/"+cl.name, "ping "+p.id, KeepAliveInterval, func() {
+		if p.closed || cl.silent {
 			return
 		}
-		cl.lastSent = s.Now() // a Ping only refreshes the node's read clock
+		p.conn.Received()
 		pinger.Reset(KeepAliveInterval)
 	})
-	return func() {
-		stopNode()
-		pinger.Stop()
-	}
+	return func() { pinger.Stop() }
 }
 
 // Silence makes the client stop sending anything, Pings included, as a

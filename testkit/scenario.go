@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hubfabric/hubfabric/hub"
 )
 
 // Scenario is a declarative simulation: nodes, clients, steps, faults and
@@ -19,6 +21,7 @@ import (
 //	nodes  2                      (default 2)
 //	seed   7                      (default 1; --seed and -testkit.seed win)
 //	apps   a b                    (channel prefix of node i: apps[i%len])
+//	max-outbound 1000             (every node's MaxOutboundBytes; default 1 MiB)
 //	client a node=1 user=alice    (creates and connects; nodes count from 1)
 //	join a room | leave a room    (waits for the completion)
 //	add a b room | remove a b room  (a puts b's connection in room, any node)
@@ -26,7 +29,7 @@ import (
 //	send! ...                     (same, waiting for the completion)
 //	settle | advance 15s
 //	delay 5ms | partition 2 | heal 2 | outage | restore
-//	kill 2 | restart 2 | drop a | reconnect a node=2 | slow a 50ms 200 | silent a
+//	kill 2 | restart 2 | drop a | reconnect a node=2 | slow a 50ms | silent a
 //	expect a received N | expect a connected | expect a closed
 //	expect a last ok | expect a last error
 //	check                         (invariants; also run at the end)
@@ -35,7 +38,9 @@ type Scenario struct {
 	Nodes int
 	Seed  uint64
 	Apps  []string
-	Steps []Step
+	// MaxOutbound, when positive, is every node's MaxOutboundBytes.
+	MaxOutbound int
+	Steps       []Step
 }
 
 // Step is one line of a scenario.
@@ -72,6 +77,8 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 			sc.Seed = uint64(v)
 		case "apps":
 			sc.Apps = f[1:]
+		case "max-outbound":
+			sc.MaxOutbound, err = argInt(f, 1)
 		case "client", "join", "leave", "add", "remove", "send", "send!", "settle", "advance", "delay",
 			"partition", "heal", "outage", "restore", "kill", "restart", "drop", "reconnect", "slow", "silent", "expect", "check":
 			sc.Steps = append(sc.Steps, Step{Line: n, Op: f[0], Args: f[1:]})
@@ -120,6 +127,9 @@ func (sc *Scenario) Run(t TB, seed uint64) *Cluster {
 	opts := []Option{Nodes(sc.Nodes), Seed(seed)}
 	if len(sc.Apps) > 0 {
 		opts = append(opts, Prefixes(sc.Apps...))
+	}
+	if n := sc.MaxOutbound; n > 0 {
+		opts = append(opts, Configure(func(c *hub.Config) { c.MaxOutboundBytes = n }))
 	}
 	c := NewCluster(t, opts...)
 	c.Note("scenario %q", sc.Name)
@@ -286,18 +296,14 @@ func (c *Cluster) step(st Step) error {
 		}
 		return cl.Connect(node)
 	case "slow":
-		if err := need(st, 3); err != nil {
+		if err := need(st, 2); err != nil {
 			return err
 		}
 		d, err := time.ParseDuration(a[1])
 		if err != nil {
 			return err
 		}
-		n, err := strconv.Atoi(a[2])
-		if err != nil {
-			return err
-		}
-		cl.Slow(d, n)
+		cl.Slow(d)
 	case "expect":
 		return c.expect(cl, a[1:])
 	default:

@@ -47,11 +47,12 @@ type task struct {
 	background bool
 }
 
-// delivery is a record handed to a simulated client's outlet, committed in
-// client order at the end of the step (fan-out iterates Go maps).
+// delivery is a frame written to a simulated client's pipe, committed in
+// client order at the end of the step.
 type delivery struct {
 	client *Client
-	record []byte
+	pipe   *pipe
+	frame  []byte
 	seq    uint64
 }
 
@@ -236,7 +237,7 @@ func (s *Scheduler) Step(limit time.Duration) bool {
 	s.mu.Unlock()
 	slices.SortStableFunc(d, func(a, b delivery) int { return cmp.Compare(a.client.name, b.client.name) })
 	for _, x := range d {
-		x.client.commit(now, x.record)
+		x.client.commit(now, x.pipe, x.frame)
 	}
 	if s.stepHook != nil {
 		s.stepHook()
@@ -258,12 +259,24 @@ func (s *Scheduler) RunUntil(cond func() bool, maxSteps int) bool {
 	return true
 }
 
-// enqueueDelivery buffers a record for c until the end of the step.
-func (s *Scheduler) enqueueDelivery(c *Client, rec []byte) {
+// enqueueDelivery buffers a frame for c until the end of the step.
+func (s *Scheduler) enqueueDelivery(c *Client, p *pipe, frame []byte) {
 	s.mu.Lock()
 	s.seq++
-	s.deliv = append(s.deliv, delivery{client: c, record: rec, seq: s.seq})
+	s.deliv = append(s.deliv, delivery{client: c, pipe: p, frame: frame, seq: s.seq})
 	s.mu.Unlock()
+}
+
+// sleep parks the calling simulated goroutine for d of virtual time (a
+// slow client's socket write). It returns an error when the goroutine's
+// node is killed or the simulation ends meanwhile.
+func (s *Scheduler) sleep(d time.Duration) error {
+	g := s.current()
+	if g == nil {
+		panic("testkit: sleep outside a simulated goroutine")
+	}
+	s.add(&task{key: fmt.Sprintf("g/%08d", g.id), node: g.node, label: "wake " + g.label, run: func() { s.resume(g, nil) }}, d)
+	return s.park(g)
 }
 
 // kill drops every task of node from now on and wakes its parked

@@ -6,15 +6,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/seam"
+	"github.com/hubfabric/hubfabric/protocol"
 )
 
 // BenchmarkOutbound measures the connection write path: records queued on
-// an Outbound and written to a real WebSocket (coalesced when the writer is
+// a connection's outbound queue (internal/conn) and written to a real WebSocket (coalesced when the writer is
 // behind) until a reader on the other end has them all. ns/op is per
 // 100-byte record. buffers=small is the server's setup (smallBuffers and
 // frameWriter); buffers=net-http keeps net/http's 4 KiB buffers, as
@@ -51,9 +54,17 @@ func benchmarkOutbound(b *testing.B, wrap func(http.ResponseWriter) http.Respons
 	client.SetReadLimit(1 << 20)
 	server := <-accepted
 
-	var wg sync.WaitGroup
-	out := newOutbound(server, false, 1<<30, &wg, nil)
-	out.Release()
+	out, err := conn.Open(ctx, wsSocket{ws: server, typ: websocket.MessageText}, conn.Options{
+		ID: "bench", Protocol: protocol.JSON, MaxOutboundBytes: 1 << 30,
+		KeepAlive: time.Hour, ClientTimeout: time.Hour, Runtime: seam.Real{},
+	}, func(context.Context, *conn.Conn) (conn.Session, error) { return noSession{}, nil })
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The handshake answer goes first; skip it.
+	if _, _, err := client.Read(ctx); err != nil {
+		b.Fatal(err)
+	}
 	record := append(bytes.Repeat([]byte("x"), 99), 0x1e)
 	got := make(chan struct{})
 	go func() {
@@ -78,7 +89,10 @@ func benchmarkOutbound(b *testing.B, wrap func(http.ResponseWriter) http.Respons
 	}
 	<-got
 	b.StopTimer()
-	out.Close(nil)
-	<-out.Done()
-	wg.Wait()
+	out.End(nil)
+	out.Wait()
 }
+
+type noSession struct{}
+
+func (noSession) Closed(error) {}

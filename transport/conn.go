@@ -12,61 +12,28 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
-// Conn is one handshaken WebSocket connection as the hub side sees it: its
-// identity, its protocol and its outbound queue. Safe for concurrent use.
-type Conn struct {
-	id       string
-	protocol protocol.HubProtocol
-	out      *Outbound
-
-	closeOnce sync.Once
-	lastRead  atomic.Int64 // unix nanos; 0 until the client's first Ping
-	closeErr  atomic.Pointer[error]
+// wsSocket is a coder/websocket connection as the connection code's
+// Socket: one frame per message, of the connection's transfer format.
+type wsSocket struct {
+	ws  *websocket.Conn
+	typ websocket.MessageType
 }
 
-// ID is the connection id.
-func (c *Conn) ID() string { return c.id }
-
-// Protocol is the hub protocol chosen in the handshake.
-func (c *Conn) Protocol() protocol.HubProtocol { return c.protocol }
-
-// Enqueue queues a framed record for the client; see Outbound.Enqueue.
-func (c *Conn) Enqueue(record []byte) error { return c.out.Enqueue(record) }
-
-// Send encodes m with the connection's protocol and queues it.
-func (c *Conn) Send(m protocol.Message) error {
-	rec, err := c.protocol.AppendMessage(nil, m)
-	if err != nil {
-		return err
-	}
-	return c.out.Enqueue(rec)
+func (w wsSocket) WriteFrame(ctx context.Context, frame []byte) error {
+	return w.ws.Write(ctx, w.typ, frame)
 }
-
-// Close sends a Close hub message carrying errMsg (omitted when empty) and
-// allowReconnect, then closes the WebSocket with status 1000. Only the first
-// call has an effect; it does not wait.
-func (c *Conn) Close(errMsg string, allowReconnect bool) {
-	c.closeOnce.Do(func() {
-		rec, _ := c.protocol.AppendMessage(nil, &protocol.Close{Error: errMsg, AllowReconnect: allowReconnect})
-		if errMsg != "" {
-			err := errors.New(errMsg)
-			c.closeErr.Store(&err)
-		}
-		c.out.Close(rec)
-	})
-}
-
-// Done is closed when the WebSocket is closed.
-func (c *Conn) Done() <-chan struct{} { return c.out.Done() }
+func (w wsSocket) Close() error    { return w.ws.Close(websocket.StatusNormalClosure, "") }
+func (w wsSocket) CloseNow() error { return w.ws.CloseNow() }
 
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string) {
 	if r.Method != http.MethodGet {
@@ -130,8 +97,6 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		if claimed {
 			defer s.tokens.release(token)
 		}
-		var wg sync.WaitGroup
-		defer wg.Wait()
 		// net/http recovered panics in the handler; this goroutine does the
 		// same so one faulty connection cannot take the node down.
 		defer func() {
@@ -140,7 +105,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 				ws.CloseNow()
 			}
 		}()
-		s.runConnection(ctx, ws, &wg, hub, connID, identity, r)
+		s.runConnection(ctx, ws, hub, connID, identity, r)
 	}()
 }
 
@@ -296,7 +261,7 @@ func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
 
 func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
 
-func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, wg *sync.WaitGroup, hub, connID string, identity auth.Identity, r *http.Request) {
+func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request) {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, rest, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
@@ -316,43 +281,40 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, wg *sync
 		ws.CloseNow()
 		return
 	}
-	binary := p.TransferFormat() == protocol.TransferBinary
-	out := newOutbound(ws, binary, s.opts.MaxOutboundBytes, wg, protocol.AppendHandshakeResponse(nil, ""))
-	c := &Conn{id: connID, protocol: p, out: out}
-	out.overflow = func() {
-		log.Warn("closing slow client", "queued_bytes_limit", s.opts.MaxOutboundBytes)
-		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", s.opts.MaxOutboundBytes), true)
+	sock := wsSocket{ws: ws, typ: websocket.MessageText}
+	if p.TransferFormat() == protocol.TransferBinary {
+		sock.typ = websocket.MessageBinary
 	}
-	// The handshake answer goes out only once the hub has the connection and
-	// its channels are subscribed: from then on any node can reach it.
-	// Deliveries that arrive meanwhile wait behind the answer.
-	session, err := s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
+	var session Session
+	c, err := conn.Open(ctx, sock, conn.Options{
+		ID: connID, Protocol: p, MaxOutboundBytes: s.opts.MaxOutboundBytes,
+		KeepAlive: s.opts.KeepAliveInterval, ClientTimeout: s.opts.ClientTimeout,
+		Runtime: seam.Real{}, Logger: log,
+	}, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {
+		var err error
+		session, err = s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
+		return session, err
+	})
 	if err != nil {
-		log.Info("connection refused by hub", "err", err)
-		out.Refuse(protocol.AppendHandshakeResponse(nil, "Connection refused: "+err.Error()))
-		<-out.Done()
+		if c != nil {
+			c.Wait() // the refusal is written and the socket closed
+		} else {
+			ws.CloseNow()
+		}
 		return
 	}
-	out.Release()
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
 		c.Close("Server is shutting down.", true)
 	}
-	stopTimers := s.startTimers(c, log)
-	err = s.readLoop(ws, c, session, rest)
-	stopTimers()
-	if ce := c.closeErr.Load(); ce != nil && err == nil {
-		err = *ce
-	}
-	session.Closed(err)
-	c.Close("", false)
-	<-out.Done()
+	c.End(s.readLoop(ws, c, session, rest))
+	c.Wait()
 }
 
 // readLoop reads frames until the connection ends, parses the records and
 // hands each message to the session. It returns nil for a normal close.
-func (s *Server) readLoop(ws *websocket.Conn, c *Conn, session Session, pending []byte) error {
-	wantText := c.protocol.TransferFormat() == protocol.TransferText
+func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pending []byte) error {
+	wantText := c.Protocol().TransferFormat() == protocol.TransferText
 	first := len(pending) > 0
 	for {
 		// Frames are read into a pooled buffer, taken only once a frame has
@@ -385,8 +347,8 @@ func (s *Server) readLoop(ws *websocket.Conn, c *Conn, session Session, pending 
 			}
 		}
 		first = false
-		c.lastRead.Store(time.Now().UnixNano())
-		msgs, n, err := c.protocol.ParseMessages(buf, s.opts.MaxMessageSize)
+		c.Received()
+		msgs, n, err := c.Protocol().ParseMessages(buf, s.opts.MaxMessageSize)
 		for _, m := range msgs {
 			if _, ok := m.(*protocol.Ping); ok {
 				continue
@@ -437,26 +399,4 @@ func readEndError(err error) error {
 		return nil
 	}
 	return err
-}
-
-// startTimers arms the keep-alive and client-timeout checks on one timer;
-// an idle connection has no goroutine for them.
-func (s *Server) startTimers(c *Conn, log *slog.Logger) (stop func()) {
-	ping, _ := c.protocol.AppendMessage(nil, &protocol.Ping{})
-	return StartHeartbeat(HeartbeatConfig{
-		KeepAlive: s.opts.KeepAliveInterval,
-		Timeout:   s.opts.ClientTimeout,
-		Now:       time.Now,
-		AfterFunc: func(d time.Duration, fn func()) Timer { return time.AfterFunc(d, fn) },
-		LastWrite: func() time.Time { return time.Unix(0, c.out.lastWrite.Load()) },
-		LastRead: func() (time.Time, bool) {
-			last := c.lastRead.Load()
-			return time.Unix(0, last), last != 0
-		},
-		Ping: func() { _ = c.out.Enqueue(ping) },
-		Expire: func(idle time.Duration) {
-			log.Debug("client timeout", "idle", idle)
-			c.Close(ClientTimeoutMessage(s.opts.ClientTimeout), true)
-		},
-	})
 }

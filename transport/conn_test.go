@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,10 +45,10 @@ func maskedTextFrame(payload string) []byte {
 func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
 	sess := &recordingSession{got: make(chan protocol.Message, 4), closed: make(chan error, 1)}
 	connected := make(chan ConnectRequest, 1)
-	s, err := NewServer(Options{Hubs: []string{"chat"}, Connect: func(_ context.Context, req ConnectRequest) (Session, error) {
+	s, err := NewServer(testOptions(func(_ context.Context, req ConnectRequest) (Session, error) {
 		connected <- req
 		return sess, nil
-	}})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +117,9 @@ func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
 // A panic on a connection's goroutine (here in the Connect callback) closes
 // that connection and is logged; the server goes on and Wait still joins.
 func TestPanickingConnectionIsClosedNotFatal(t *testing.T) {
-	s, err := NewServer(Options{Hubs: []string{"chat"}, Connect: func(context.Context, ConnectRequest) (Session, error) {
+	s, err := NewServer(testOptions(func(context.Context, ConnectRequest) (Session, error) {
 		panic("hub bug")
-	}})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,5 +141,23 @@ func TestPanickingConnectionIsClosedNotFatal(t *testing.T) {
 	s.StopAccepting()
 	if err := s.Wait(ctx); err != nil {
 		t.Fatalf("Wait: %v", err)
+	}
+}
+
+// testOptions serves hub "chat" with connect and SignalR's usual limits.
+func testOptions(connect func(context.Context, ConnectRequest) (Session, error)) Options {
+	return Options{
+		Hubs: []string{"chat"}, Connect: connect,
+		TokenTTL: 5 * time.Minute, KeepAliveInterval: 15 * time.Second, ClientTimeout: 30 * time.Second,
+		HandshakeTimeout: 15 * time.Second, MaxMessageSize: 32 << 10, MaxOutboundBytes: 1 << 20,
+	}
+}
+
+func TestOptionsNeedEveryLimit(t *testing.T) {
+	t.Parallel()
+	o := testOptions(func(context.Context, ConnectRequest) (Session, error) { return nil, nil })
+	o.MaxOutboundBytes = 0
+	if _, err := NewServer(o); err == nil || !strings.Contains(err.Error(), "MaxOutboundBytes must be positive") {
+		t.Fatalf("NewServer without MaxOutboundBytes = %v, want an error naming it", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hubfabric/hubfabric/auth"
+	"github.com/hubfabric/hubfabric/internal/conn"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -37,15 +38,16 @@ type ConnectRequest struct {
 	ConnectionID string
 	Identity     auth.Identity
 	Protocol     protocol.HubProtocol
-	Conn         *Conn
+	Conn         *conn.Conn
 	// Request is the WebSocket upgrade request, for its headers, URL and
 	// remote address. Its HTTP handler returns once the upgrade is done, so
 	// its Context may already be done; use the ctx given to Connect instead.
 	Request *http.Request
 }
 
-// Options configure a Server. The zero value of every field is a documented
-// default.
+// Options configure a Server. The durations and sizes are required (the
+// facade, package hub, fills them from its Config, where their defaults
+// are defined); the other fields document their zero value.
 type Options struct {
 	// Hubs are the hub names served; a request for another name gets 404.
 	Hubs []string
@@ -60,7 +62,6 @@ type Options struct {
 	// other's tokens (no sticky sessions). Default: random per Server.
 	TokenSecret []byte
 	// TokenTTL is how long a negotiated token may be used to connect.
-	// Default: 5 minutes.
 	TokenTTL time.Duration
 	// AllowedOrigins are host patterns (path.Match syntax, e.g.
 	// "*.example.com") of browser origins allowed to connect cross-origin,
@@ -68,17 +69,16 @@ type Options struct {
 	// Same-origin requests are always allowed. Default: none.
 	AllowedOrigins []string
 	// KeepAliveInterval: a Ping is sent when nothing was sent for this long.
-	// Default: 15 s.
 	KeepAliveInterval time.Duration
 	// ClientTimeout: the connection is closed when nothing was received for
-	// this long, counted from the client's first Ping. Default: 30 s.
+	// this long, counted from the client's first message.
 	ClientTimeout time.Duration
-	// HandshakeTimeout bounds the wait for the handshake request. Default: 15 s.
+	// HandshakeTimeout bounds the wait for the handshake request.
 	HandshakeTimeout time.Duration
-	// MaxMessageSize bounds one received hub message in bytes. Default: 32 KiB.
+	// MaxMessageSize bounds one received hub message in bytes.
 	MaxMessageSize int
 	// MaxOutboundBytes bounds the bytes queued for one slow client; past it
-	// the client is closed with a Close message saying so. Default: 1 MiB.
+	// the client is closed with a Close message saying so.
 	MaxOutboundBytes int
 	// Logger receives transport logs. Default: discard.
 	Logger *slog.Logger
@@ -93,23 +93,17 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Authenticator == nil {
 		o.Authenticator = auth.Anonymous
 	}
-	if o.TokenTTL <= 0 {
-		o.TokenTTL = 5 * time.Minute
-	}
-	if o.KeepAliveInterval <= 0 {
-		o.KeepAliveInterval = 15 * time.Second
-	}
-	if o.ClientTimeout <= 0 {
-		o.ClientTimeout = 30 * time.Second
-	}
-	if o.HandshakeTimeout <= 0 {
-		o.HandshakeTimeout = 15 * time.Second
-	}
-	if o.MaxMessageSize <= 0 {
-		o.MaxMessageSize = 32 << 10
-	}
-	if o.MaxOutboundBytes <= 0 {
-		o.MaxOutboundBytes = 1 << 20
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"TokenTTL", int64(o.TokenTTL)}, {"KeepAliveInterval", int64(o.KeepAliveInterval)},
+		{"ClientTimeout", int64(o.ClientTimeout)}, {"HandshakeTimeout", int64(o.HandshakeTimeout)},
+		{"MaxMessageSize", int64(o.MaxMessageSize)}, {"MaxOutboundBytes", int64(o.MaxOutboundBytes)},
+	} {
+		if f.v <= 0 {
+			return o, fmt.Errorf("transport: Options.%s must be positive (got %d)", f.name, f.v)
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/conn"
 	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
@@ -185,3 +186,9 @@ var Hooks struct {
 	// handshake, and returns where the client's parsed messages go.
 	Attach func(ctx context.Context, node any, hub, id string, identity auth.Identity, out Outlet) (*Inbound, error)
 }
+
+// ConnOptions returns the connection settings of node (a started
+// *hub.Node) for a connection of protocol p with id: its outbound bound,
+// keep-alive, client timeout and logger, on the real runtime (the testkit
+// puts its own in). Package hub sets it with Hooks.
+var ConnOptions func(node any, id string, p protocol.HubProtocol) conn.Options

@@ -1,4 +1,4 @@
-package transport
+package conn
 
 import (
 	"context"
@@ -7,34 +7,34 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/hubfabric/hubfabric/internal/seam"
 )
 
-// ErrOutboundOverflow is returned by Outbound.Enqueue when the client reads
-// too slowly: its queue exceeded the configured bound and the connection is
+// ErrOutboundOverflow is returned by Enqueue when the client reads too
+// slowly: its queue exceeded the configured bound and the connection is
 // being closed.
-var ErrOutboundOverflow = errors.New("transport: outbound queue overflow: the client is not reading fast enough")
+var ErrOutboundOverflow = errors.New("conn: outbound queue overflow: the client is not reading fast enough")
 
-// ErrConnectionClosed is returned by Outbound.Enqueue after the connection
-// started closing.
-var ErrConnectionClosed = errors.New("transport: connection closed")
+// ErrConnectionClosed is returned by Enqueue after the connection started
+// closing.
+var ErrConnectionClosed = errors.New("conn: connection closed")
 
 // maxCoalescedFrame bounds how many bytes of queued records are written as
 // one WebSocket frame when a connection is backlogged.
 const maxCoalescedFrame = 64 << 10
 
-// Outbound is a connection's bounded queue of framed records on their way to
+// outbound is a connection's bounded queue of framed records on their way to
 // the socket. Records are never split; when several are queued they are
 // written as one frame (SignalR allows several records per frame). Writing
 // runs on a goroutine started on demand and ended when the queue is empty,
 // so an idle connection has no writer goroutine. All methods are safe for
 // concurrent use; fan-out never blocks on a slow client: Enqueue only
 // appends or fails.
-type Outbound struct {
-	ws       *websocket.Conn
-	msgType  websocket.MessageType
+type outbound struct {
+	sock     Socket
+	rt       seam.Runtime
 	maxBytes int
-	wg       *sync.WaitGroup // joined by the connection's goroutine before it ends
+	wg       sync.WaitGroup // writer goroutines; Conn.Wait joins them
 
 	lastWrite atomic.Int64 // unix nanos of the last enqueue, for keep-alive
 
@@ -47,7 +47,7 @@ type Outbound struct {
 	closing  bool
 	closeRec []byte // the Close record to send before closing, if any
 	done     chan struct{}
-	kill     *time.Timer // forces the socket shut if a write hangs after Close
+	kill     seam.Timer // forces the socket shut if a write hangs after Close
 	buf      []byte      // coalescing buffer, used only by the writer
 	overflow func()
 }
@@ -56,24 +56,21 @@ type Outbound struct {
 // before the socket is shut under it.
 const closeGrace = 5 * time.Second
 
-// newOutbound returns a held Outbound: records queue up but nothing is
-// written until Release, which writes greeting (the handshake answer)
+// newOutbound returns a held outbound: records queue up but nothing is
+// written until release, which writes greeting (the handshake answer)
 // first. A Close while held still writes greeting before its Close record,
-// unless Refuse replaced it.
-func newOutbound(ws *websocket.Conn, binary bool, maxBytes int, wg *sync.WaitGroup, greeting []byte) *Outbound {
-	o := &Outbound{ws: ws, msgType: websocket.MessageText, maxBytes: maxBytes, wg: wg, done: make(chan struct{}), held: true, greeting: greeting}
-	if binary {
-		o.msgType = websocket.MessageBinary
-	}
-	o.lastWrite.Store(time.Now().UnixNano())
+// unless refuse replaced it.
+func newOutbound(sock Socket, rt seam.Runtime, maxBytes int, greeting []byte) *outbound {
+	o := &outbound{sock: sock, rt: rt, maxBytes: maxBytes, done: make(chan struct{}), held: true, greeting: greeting}
+	o.lastWrite.Store(rt.Now().UnixNano())
 	return o
 }
 
-// Enqueue queues one framed record. The bytes are not copied and must not
+// enqueue queues one framed record. The bytes are not copied and must not
 // be modified afterwards (the same slice may be shared by many connections).
 // It fails with ErrOutboundOverflow, and starts closing the connection, when
 // the queue holds more than the configured number of bytes.
-func (o *Outbound) Enqueue(record []byte) error {
+func (o *outbound) enqueue(record []byte) error {
 	o.mu.Lock()
 	if o.closing {
 		o.mu.Unlock()
@@ -88,7 +85,7 @@ func (o *Outbound) Enqueue(record []byte) error {
 	}
 	o.queue = append(o.queue, record)
 	o.queued += len(record)
-	o.lastWrite.Store(time.Now().UnixNano())
+	o.lastWrite.Store(o.rt.Now().UnixNano())
 	start := !o.writing && !o.held
 	if start {
 		o.writing = true
@@ -96,15 +93,15 @@ func (o *Outbound) Enqueue(record []byte) error {
 	o.mu.Unlock()
 	if start {
 		o.wg.Add(1)
-		go o.writeLoop()
+		o.rt.Go(o.writeLoop)
 	}
 	return nil
 }
 
-// Release writes the greeting and then everything queued while the
+// release writes the greeting and then everything queued while the
 // Outbound was held, and lets later records go out as they come. It has no
 // effect after Close or a first Release.
-func (o *Outbound) Release() {
+func (o *outbound) release() {
 	o.mu.Lock()
 	if o.closing || !o.held {
 		o.mu.Unlock()
@@ -116,14 +113,14 @@ func (o *Outbound) Release() {
 	o.writing = true
 	o.mu.Unlock()
 	o.wg.Add(1)
-	go o.writeLoop()
+	o.rt.Go(o.writeLoop)
 }
 
-// Close discards what is queued, writes closeRecord (a framed Close hub
+// close discards what is queued, writes closeRecord (a framed Close hub
 // message, or nil for none) and closes the WebSocket with status 1000. It
 // returns at once; Done is closed when the socket is closed. Close is
 // idempotent: only the first call's record is sent.
-func (o *Outbound) Close(closeRecord []byte) {
+func (o *outbound) close(closeRecord []byte) {
 	o.mu.Lock()
 	if o.closing {
 		o.mu.Unlock()
@@ -137,35 +134,26 @@ func (o *Outbound) Close(closeRecord []byte) {
 	if !start {
 		// A write is in progress; if the client stopped reading it may
 		// never return by itself.
-		o.kill = time.AfterFunc(closeGrace, func() { _ = o.ws.CloseNow() })
+		o.kill = o.rt.AfterFunc(closeGrace, func() { _ = o.sock.CloseNow() })
 	}
 	o.mu.Unlock()
 	if start {
 		o.wg.Add(1)
-		go o.writeLoop()
+		o.rt.Go(o.writeLoop)
 	}
 }
 
-// Refuse closes a held Outbound with record (a handshake error answer)
+// refuse closes a held outbound with record (a handshake error answer)
 // instead of the greeting.
-func (o *Outbound) Refuse(record []byte) {
+func (o *outbound) refuse(record []byte) {
 	o.mu.Lock()
 	o.greeting = nil
 	o.mu.Unlock()
-	o.Close(record)
+	o.close(record)
 }
 
-// Done is closed once the WebSocket has been closed by Close.
-func (o *Outbound) Done() <-chan struct{} { return o.done }
 
-// Queued reports the bytes waiting to be written.
-func (o *Outbound) Queued() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.queued
-}
-
-func (o *Outbound) writeLoop() {
+func (o *outbound) writeLoop() {
 	defer o.wg.Done()
 	for {
 		o.mu.Lock()
@@ -185,7 +173,7 @@ func (o *Outbound) writeLoop() {
 		// No deadline context: with one, coder/websocket arms and disarms a
 		// timer per write (5% of a node's CPU at 5,000 publishes/s). Close
 		// bounds a hung write instead.
-		if err := o.ws.Write(context.Background(), o.msgType, frame); err != nil {
+		if err := o.sock.WriteFrame(context.Background(), frame); err != nil {
 			o.mu.Lock()
 			o.closing = true
 			o.closeRec = nil
@@ -199,7 +187,7 @@ func (o *Outbound) writeLoop() {
 
 // takeLocked removes up to maxCoalescedFrame bytes of whole records from
 // the queue and returns them as one frame.
-func (o *Outbound) takeLocked() []byte {
+func (o *outbound) takeLocked() []byte {
 	if len(o.queue) == 1 || len(o.queue[0]) >= maxCoalescedFrame {
 		rec := o.queue[0]
 		o.queue[0] = nil
@@ -222,13 +210,13 @@ func (o *Outbound) takeLocked() []byte {
 }
 
 // compactLocked lets the queue's backing array be reclaimed once drained.
-func (o *Outbound) compactLocked() {
+func (o *outbound) compactLocked() {
 	if len(o.queue) == 0 {
 		o.queue = nil
 	}
 }
 
-func (o *Outbound) finish(closeRecord []byte) {
+func (o *outbound) finish(closeRecord []byte) {
 	o.mu.Lock()
 	var greeting []byte
 	if o.held {
@@ -237,10 +225,10 @@ func (o *Outbound) finish(closeRecord []byte) {
 	o.mu.Unlock()
 	if frame := append(greeting, closeRecord...); len(frame) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = o.ws.Write(ctx, o.msgType, frame)
+		_ = o.sock.WriteFrame(ctx, frame)
 		cancel()
 	}
-	_ = o.ws.Close(websocket.StatusNormalClosure, "")
+	_ = o.sock.Close()
 	o.mu.Lock()
 	if o.kill != nil {
 		o.kill.Stop()

@@ -1,4 +1,4 @@
-package transport
+package conn
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 
 func TestTakeCoalescesWholeRecords(t *testing.T) {
 	t.Parallel()
-	o := &Outbound{}
+	o := &outbound{}
 	var want []byte
 	for i := 0; i < 5; i++ {
 		rec := bytes.Repeat([]byte{byte('a' + i)}, 10)
@@ -27,7 +27,7 @@ func TestTakeCoalescesWholeRecords(t *testing.T) {
 
 func TestTakeNeverSplitsAndBoundsFrames(t *testing.T) {
 	t.Parallel()
-	o := &Outbound{}
+	o := &outbound{}
 	big := bytes.Repeat([]byte("x"), maxCoalescedFrame/2+1)
 	for i := 0; i < 3; i++ {
 		o.queue = append(o.queue, big)

@@ -1,19 +1,15 @@
-package transport
+package conn
 
 import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/hubfabric/hubfabric/internal/seam"
 )
 
-// Timer is a pending AfterFunc call (*time.Timer satisfies it).
-type Timer interface {
-	Stop() bool
-	Reset(d time.Duration) bool
-}
-
-// HeartbeatConfig drives StartHeartbeat. Every field is required.
-type HeartbeatConfig struct {
+// heartbeatConfig drives startHeartbeat. Every field is required.
+type heartbeatConfig struct {
 	// KeepAlive: Ping is called when nothing was written for this long.
 	KeepAlive time.Duration
 	// Timeout: Expire is called when nothing was read for this long,
@@ -22,7 +18,7 @@ type HeartbeatConfig struct {
 	// Now and AfterFunc are the clock (time.Now and time.AfterFunc in
 	// production; a virtual clock in the testkit).
 	Now       func() time.Time
-	AfterFunc func(d time.Duration, fn func()) Timer
+	AfterFunc func(d time.Duration, fn func()) seam.Timer
 	// LastWrite is when something was last queued for the client.
 	LastWrite func() time.Time
 	// LastRead is when the client last sent something; ok is false before
@@ -34,21 +30,21 @@ type HeartbeatConfig struct {
 	Expire func(idle time.Duration)
 }
 
-// ClientTimeoutMessage is the Close error sent to a client that sent
+// clientTimeoutMessage is the Close error sent to a client that sent
 // nothing for timeout.
-func ClientTimeoutMessage(timeout time.Duration) string {
+func clientTimeoutMessage(timeout time.Duration) string {
 	return fmt.Sprintf("Connection closed with an error: the client sent nothing for %s.", timeout)
 }
 
-// StartHeartbeat runs SignalR's keep-alive (a Ping after KeepAlive without
+// startHeartbeat runs SignalR's keep-alive (a Ping after KeepAlive without
 // sending) and client timeout (Expire after Timeout without receiving,
 // from the client's first message) on one timer, re-armed for whichever
 // comes first. It returns stop, which is idempotent; the callbacks run on
 // the timer's goroutine and must not block.
-func StartHeartbeat(cfg HeartbeatConfig) (stop func()) {
+func startHeartbeat(cfg heartbeatConfig) (stop func()) {
 	var mu sync.Mutex
 	stopped := false
-	var t Timer
+	var t seam.Timer
 	mu.Lock() // the callback reads t
 	defer mu.Unlock()
 	t = cfg.AfterFunc(min(cfg.KeepAlive, cfg.Timeout), func() {

@@ -1,0 +1,284 @@
+package actors
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/fabric"
+	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// TestRemoteGroupCommand: a group change requested on node A for a
+// connection of node B is applied on B, by B's group actor, and answered
+// on A once it is in effect: then group sends made on B and on A reach the
+// connection; after a remote remove they no longer do.
+func TestRemoteGroupCommand(t *testing.T) {
+	t.Parallel()
+	sys := newTestSystem(t)
+	bus := backplane.NewMemoryBus()
+	a := startNode(t, sys, "A", bus.NewBackplane(), nil)
+	b := startNode(t, sys, "B", bus.NewBackplane(), nil)
+	a1 := a.connect("a1", "", protocol.JSON)
+	b1 := b.connect("b1", "", protocol.MessagePack)
+	g := Route{Kind: RouteGroup, Name: "g"}
+
+	a.mustGroup(GroupAdd, "b1", "g")
+	b.mustSend(g, "fromB") // local to B: queued before the answer
+	checkRecords(t, b1.out, "fromB")
+	a.mustSend(g, "fromA")
+	b1.out.waitRecords(t, 2)
+
+	a.mustGroup(GroupRemove, "b1", "g")
+	b.mustSend(g, "afterRemove")
+	checkRecords(t, b1.out, "fromB", "fromA")
+	checkRecords(t, a1.out)
+}
+
+// TestGroupRequestUnknownConnection: a group change for a connection that
+// no node has fails with an error wrapping ErrUnknownConnection that names
+// the connection: at once when the backplane knows that nobody listens on
+// the connection's channel (a private Memory, or a MemoryBus whose other
+// node does not have it), after GroupAckTimeout when it cannot know
+// (a backplane without Audience, as Redis).
+func TestGroupRequestUnknownConnection(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		action     GroupAction
+		nodes      func(t *testing.T, ackTimeout time.Duration) *testNode // returns the node asked
+		ackTimeout time.Duration
+		waits      bool // for the ack timeout
+	}{
+		{name: "private memory add", action: GroupAdd, nodes: privateNode, ackTimeout: 10 * time.Second},
+		{name: "private memory remove", action: GroupRemove, nodes: privateNode, ackTimeout: 10 * time.Second},
+		{name: "bus with audience", action: GroupAdd, nodes: twoNodes(false), ackTimeout: 10 * time.Second},
+		{name: "bus without audience", action: GroupAdd, nodes: twoNodes(true), ackTimeout: 300 * time.Millisecond, waits: true},
+		{name: "bus without audience remove", action: GroupRemove, nodes: twoNodes(true), ackTimeout: 300 * time.Millisecond, waits: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := tt.nodes(t, tt.ackTimeout)
+			start := time.Now()
+			resp := n.group(tt.action, "ghost-42", "g")
+			elapsed := time.Since(start)
+			if !errors.Is(resp.Err, ErrUnknownConnection) {
+				t.Fatalf("answer %v, want an error wrapping ErrUnknownConnection", resp.Err)
+			}
+			if !strings.Contains(resp.Err.Error(), "ghost-42") {
+				t.Errorf("error %q does not name the connection", resp.Err)
+			}
+			if tt.waits && elapsed < tt.ackTimeout {
+				t.Errorf("answered after %s, before the ack timeout %s", elapsed, tt.ackTimeout)
+			}
+			if !tt.waits && elapsed >= tt.ackTimeout {
+				t.Errorf("answered after %s, want at once", elapsed)
+			}
+		})
+	}
+}
+
+// privateNode is one node on a private Memory.
+func privateNode(t *testing.T, ackTimeout time.Duration) *testNode {
+	return startNode(t, newTestSystem(t), "A", backplane.NewMemory(), withAckTimeout(ackTimeout))
+}
+
+func withAckTimeout(d time.Duration) func(*fabric.NodeConfig) {
+	return func(c *fabric.NodeConfig) { c.GroupAckTimeout = d }
+}
+
+// twoNodes returns a builder of nodes A and B on one MemoryBus, each with a
+// connection; A's backplane hides its Audience if blind. It returns A.
+func twoNodes(blind bool) func(t *testing.T, ackTimeout time.Duration) *testNode {
+	return func(t *testing.T, ackTimeout time.Duration) *testNode {
+		sys := newTestSystem(t)
+		bus := backplane.NewMemoryBus()
+		var bpA backplane.Backplane = bus.NewBackplane()
+		if blind {
+			bpA = blindBackplane{bpA}
+		}
+		a := startNode(t, sys, "A", bpA, withAckTimeout(ackTimeout))
+		b := startNode(t, sys, "B", bus.NewBackplane(), withAckTimeout(ackTimeout))
+		a.connect("a1", "", protocol.JSON)
+		b.connect("b1", "", protocol.JSON)
+		return a
+	}
+}
+
+// TestBridgeFailureIsLoud: while node A's backplane is unavailable, a send
+// from A still reaches A's own connections but answers an error that says
+// other nodes were not reached (wrapping backplane.ErrUnavailable, without
+// the backplane's internal detail), and counts the failed publish; a
+// remote group change fails the same way. Once the backplane is back,
+// sends reach B again, and B never got the failed one.
+func TestBridgeFailureIsLoud(t *testing.T) {
+	t.Parallel()
+	sys := newTestSystem(t)
+	bus := backplane.NewMemoryBus()
+	bpA := bus.NewBackplane()
+	events := make(chan backplane.Event, 16)
+	a := startNode(t, sys, "A", bpA, func(c *fabric.NodeConfig) {
+		c.OnBackplaneEvent = func(ev backplane.Event) { events <- ev }
+	})
+	b := startNode(t, sys, "B", bus.NewBackplane(), nil)
+	a1 := a.connect("a1", "", protocol.JSON)
+	b1 := b.connect("b1", "", protocol.JSON)
+
+	bpA.SetAvailable(false)
+	waitEvent(t, events, backplane.EventDown)
+	if got := a.cfg.Counters.Down.Load(); got != 1 {
+		t.Errorf("Down = %d, want 1", got)
+	}
+
+	resp := a.send(Route{Kind: RouteAll}, "m1")
+	checkClientSafe(t, "send", resp.Err)
+	checkRecords(t, a1.out, "m1")
+	if got := a.cfg.Counters.PublishFailed.Load(); got != 1 {
+		t.Errorf("PublishFailed = %d, want 1", got)
+	}
+	if got := a.cfg.Counters.Published.Load(); got != 0 {
+		t.Errorf("Published = %d, want 0", got)
+	}
+
+	gresp := a.group(GroupAdd, "b1", "g")
+	checkClientSafe(t, "group change", gresp.Err)
+
+	bpA.SetAvailable(true)
+	waitEvent(t, events, backplane.EventRestored)
+	a.mustSend(Route{Kind: RouteAll}, "m2")
+	b1.out.waitRecords(t, 1)
+	checkRecords(t, b1.out, "m2")
+	checkRecords(t, a1.out, "m1", "m2")
+}
+
+// checkClientSafe fails unless err wraps ErrNotDeliveredRemotely and
+// backplane.ErrUnavailable and its text carries none of the Memory's
+// injected cause.
+func checkClientSafe(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, ErrNotDeliveredRemotely) || !errors.Is(err, backplane.ErrUnavailable) {
+		t.Errorf("%s answered %v, want an error wrapping ErrNotDeliveredRemotely and backplane.ErrUnavailable", what, err)
+		return
+	}
+	for _, detail := range []string{"SetAvailable", "memory:"} {
+		if strings.Contains(err.Error(), detail) {
+			t.Errorf("%s error %q leaks the backplane's detail %q", what, err, detail)
+		}
+	}
+}
+
+// waitEvent waits until the node's OnBackplaneEvent hook got an event of
+// kind, skipping others.
+func waitEvent(t *testing.T, events <-chan backplane.Event, kind backplane.EventKind) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind == kind {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("timed out waiting for backplane event %v", kind)
+		}
+	}
+}
+
+// TestHandlerDropsMalformed: the backplane handler counts a message on a
+// channel of another form, a payload that is not an envelope or an
+// envelope that does not fit its channel as Malformed and delivers
+// nothing; a valid send handled after it is delivered alone.
+func TestHandlerDropsMalformed(t *testing.T) {
+	t.Parallel()
+	send := func(t *testing.T) []byte { return invocationEnvelope(t, "other", "bad") }
+	env := func(body *fabricv1.Envelope) func(t *testing.T) []byte {
+		return func(t *testing.T) []byte {
+			e := proto.CloneOf(body) // shared by parallel subtests
+			e.OriginNode = "other"
+			return marshalEnvelope(t, e)
+		}
+	}
+	command := &fabricv1.Envelope{Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
+		Id: 1, Action: fabricv1.GroupAction_GROUP_ACTION_ADD, Group: "g", ConnectionId: "a",
+	}}}
+	tests := []struct {
+		name         string
+		channel      string
+		payload      func(t *testing.T) []byte
+		wantReceived uint64 // envelopes decoded from other nodes
+	}{
+		{name: "channel of another form", channel: "bogus", payload: send},
+		{name: "hub channel without a route", channel: "h:chat", payload: send},
+		{name: "unknown route letter", channel: "h:chat:x:a", payload: send},
+		{name: "not an envelope", channel: "h:chat:all", payload: func(*testing.T) []byte { return []byte{0xff, 0xff, 0xff} }},
+		{name: "send on a node channel", channel: "n:n1", payload: send, wantReceived: 1},
+		{name: "send for an unknown hub", channel: "h:other:all", payload: send, wantReceived: 1},
+		{name: "group command on the all channel", channel: "h:chat:all", payload: env(command), wantReceived: 1},
+		{name: "group command on another connection's channel", channel: "h:chat:c:b", payload: env(command), wantReceived: 1},
+		{name: "group ack on a hub channel", channel: "h:chat:all", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_GroupAck{GroupAck: &fabricv1.GroupAck{Id: 1}}}), wantReceived: 1},
+		{name: "envelope without a body", channel: "h:chat:all", payload: env(&fabricv1.Envelope{}), wantReceived: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := startNode(t, newTestSystem(t), "n1", backplane.NewMemory(), nil)
+			a := n.connect("a", "", protocol.JSON)
+			n.tree.Handler.HandleMessage(tt.channel, tt.payload(t))
+			if got := n.cfg.Counters.Malformed.Load(); got != 1 {
+				t.Errorf("Malformed = %d, want 1", got)
+			}
+			if got := n.cfg.Counters.Received.Load(); got != tt.wantReceived {
+				t.Errorf("Received = %d, want %d", got, tt.wantReceived)
+			}
+			// The hub gets the marker after anything the handler sent it
+			// before, from the same goroutine.
+			n.tree.Handler.HandleMessage("h:chat:all", invocationEnvelope(t, "other", "marker"))
+			a.out.waitRecords(t, 1)
+			checkRecords(t, a.out, "marker")
+			if got := n.cfg.Counters.Malformed.Load(); got != 1 {
+				t.Errorf("Malformed = %d after a valid message, want still 1", got)
+			}
+		})
+	}
+}
+
+// TestHandlerDropsOwnMessages: a message the node itself published
+// (OriginNode == NodeID), which its backplane delivers back to it, is
+// neither counted nor delivered; the same send from another node is.
+func TestHandlerDropsOwnMessages(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newTestSystem(t), "n1", backplane.NewMemory(), nil)
+	a := n.connect("a", "", protocol.MessagePack)
+	n.tree.Handler.HandleMessage("h:chat:all", invocationEnvelope(t, "n1", "own"))
+	n.tree.Handler.HandleMessage("h:chat:c:a", invocationEnvelope(t, "n1", "ownToA"))
+	n.tree.Handler.HandleMessage("h:chat:all", invocationEnvelope(t, "n2", "other"))
+	a.out.waitRecords(t, 1)
+	checkRecords(t, a.out, "other")
+	if got := n.cfg.Counters.Received.Load(); got != 1 {
+		t.Errorf("Received = %d, want 1", got)
+	}
+	if got := n.cfg.Counters.Malformed.Load(); got != 0 {
+		t.Errorf("Malformed = %d, want 0", got)
+	}
+}
+
+// TestHandlerHonoursExcluded: a send from another node skips the
+// connections it excludes.
+func TestHandlerHonoursExcluded(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newTestSystem(t), "n1", backplane.NewMemory(), nil)
+	a := n.connect("a", "", protocol.JSON)
+	b := n.connect("b", "", protocol.JSON)
+	n.tree.Handler.HandleMessage("h:chat:all", invocationEnvelope(t, "n2", "m1", "a"))
+	n.tree.Handler.HandleMessage("h:chat:all", invocationEnvelope(t, "n2", "marker"))
+	a.out.waitRecords(t, 1)
+	b.out.waitRecords(t, 2)
+	checkRecords(t, a.out, "marker")
+	checkRecords(t, b.out, "m1", "marker")
+}

@@ -1,0 +1,208 @@
+// Package conn is the server side of one SignalR connection, whatever
+// carries its frames: the bounded outbound queue (records coalesced into
+// frames while the client is backlogged, the handshake answer held until
+// the hub has the connection, a Close message saying why when the client
+// is too slow), keep-alive Pings and the client timeout. The WebSocket
+// transport runs it over coder/websocket; the testkit runs the same code
+// over an in-memory pipe on its virtual clock.
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hubfabric/hubfabric/internal/seam"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// Socket carries a connection's outgoing frames: one call, one WebSocket
+// message. The connection calls WriteFrame from one goroutine at a time.
+type Socket interface {
+	// WriteFrame writes one frame. It may block while the client reads
+	// slowly; ctx bounds it when it has a deadline.
+	WriteFrame(ctx context.Context, frame []byte) error
+	// Close closes the socket normally after what was written.
+	Close() error
+	// CloseNow closes it at once, cutting off a write in progress.
+	CloseNow() error
+}
+
+// Options configure a connection. Every field is required except Logger
+// (nil discards).
+type Options struct {
+	ID       string
+	Protocol protocol.HubProtocol
+	// MaxOutboundBytes bounds the bytes queued for the client; past it the
+	// client is closed with a Close message saying it was too slow.
+	MaxOutboundBytes int
+	// KeepAlive: a Ping is queued when nothing was queued for this long.
+	KeepAlive time.Duration
+	// ClientTimeout: the connection is closed when the client sent nothing
+	// for this long, counted from its first message (see Received).
+	ClientTimeout time.Duration
+	// Runtime starts the writer goroutine and the timers, and is the clock.
+	Runtime seam.Runtime
+	Logger  *slog.Logger
+}
+
+func (o Options) check() error {
+	switch {
+	case o.Protocol == nil:
+		return errors.New("conn: Options.Protocol is required")
+	case o.Runtime == nil:
+		return errors.New("conn: Options.Runtime is required")
+	case o.MaxOutboundBytes <= 0 || o.KeepAlive <= 0 || o.ClientTimeout <= 0:
+		return fmt.Errorf("conn: MaxOutboundBytes, KeepAlive and ClientTimeout must be positive (got %d, %s, %s)", o.MaxOutboundBytes, o.KeepAlive, o.ClientTimeout)
+	}
+	return nil
+}
+
+// Session is the hub side of a connection: what Open's connect returns.
+type Session interface {
+	// Closed reports that the connection ended; err is nil for a normal
+	// close by the client.
+	Closed(err error)
+}
+
+// Conn is one connection's server side: its id, its protocol and its
+// outbound queue (it implements the actors' Outlet). Safe for concurrent
+// use.
+type Conn struct {
+	opts    Options
+	log     *slog.Logger
+	out     *outbound
+	session Session
+
+	closeOnce     sync.Once
+	closeErr      atomic.Pointer[error]
+	lastRead      atomic.Int64 // unix nanos; 0 until the client's first message
+	stopHeartbeat func()
+	endOnce       sync.Once
+}
+
+// Open makes the server side of a connection over sock and runs the steps
+// every transport shares: output is held while connect attaches the
+// connection to its hub, then the handshake answer goes out first and
+// the heartbeat starts, so the client hears back only once any node can
+// reach it. When connect fails, the client gets a handshake error naming
+// the cause, the socket is closed and Open returns the error with the Conn
+// (Wait for the refusal to be written). Call End when the client's side
+// of the connection ends.
+func Open(ctx context.Context, sock Socket, opts Options, connect func(context.Context, *Conn) (Session, error)) (*Conn, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Conn{opts: opts, log: log}
+	c.out = newOutbound(sock, opts.Runtime, opts.MaxOutboundBytes, protocol.AppendHandshakeResponse(nil, ""))
+	c.out.overflow = func() {
+		log.Warn("closing slow client", "queued_bytes_limit", opts.MaxOutboundBytes)
+		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", opts.MaxOutboundBytes), true)
+	}
+	session, err := connect(ctx, c)
+	if err != nil {
+		log.Info("connection refused by hub", "err", err)
+		c.out.refuse(protocol.AppendHandshakeResponse(nil, "Connection refused: "+err.Error()))
+		return c, err
+	}
+	c.session = session
+	c.out.release()
+	c.stopHeartbeat = c.startHeartbeat()
+	return c, nil
+}
+
+// ID is the connection id.
+func (c *Conn) ID() string { return c.opts.ID }
+
+// Protocol is the hub protocol chosen in the handshake.
+func (c *Conn) Protocol() protocol.HubProtocol { return c.opts.Protocol }
+
+// Enqueue queues a framed record for the client without copying it (the
+// bytes may be shared by many connections and must not change). It fails
+// with ErrOutboundOverflow, and starts closing the connection, when the
+// queue would exceed MaxOutboundBytes, and with ErrConnectionClosed once
+// the connection is closing. It never blocks.
+func (c *Conn) Enqueue(record []byte) error { return c.out.enqueue(record) }
+
+// Send encodes m with the connection's protocol and queues it.
+func (c *Conn) Send(m protocol.Message) error {
+	rec, err := c.opts.Protocol.AppendMessage(nil, m)
+	if err != nil {
+		return err
+	}
+	return c.out.enqueue(rec)
+}
+
+// Close sends a Close hub message carrying errMsg (omitted when empty) and
+// allowReconnect, then closes the socket. Only the first call has an
+// effect; it does not wait (see Wait).
+func (c *Conn) Close(errMsg string, allowReconnect bool) {
+	c.closeOnce.Do(func() {
+		rec, _ := c.opts.Protocol.AppendMessage(nil, &protocol.Close{Error: errMsg, AllowReconnect: allowReconnect})
+		if errMsg != "" {
+			err := errors.New(errMsg)
+			c.closeErr.Store(&err)
+		}
+		c.out.close(rec)
+	})
+}
+
+// Received records that the client sent something now (any message,
+// Pings included): it resets the client timeout.
+func (c *Conn) Received() { c.lastRead.Store(c.opts.Runtime.Now().UnixNano()) }
+
+// End reports that the client's side ended (the socket's reader stopped;
+// err is nil for a normal close): it stops the heartbeat, tells the session
+// why the connection ended (the server's own Close reason, if it closed
+// first), and closes the connection if it is still open. It does not wait;
+// it is idempotent.
+func (c *Conn) End(err error) {
+	c.endOnce.Do(func() {
+		c.stopHeartbeat()
+		if ce := c.closeErr.Load(); ce != nil && err == nil {
+			err = *ce
+		}
+		c.session.Closed(err)
+		c.Close("", false)
+	})
+}
+
+// Done is closed once the socket has been closed.
+func (c *Conn) Done() <-chan struct{} { return c.out.done }
+
+// Wait waits until the socket is closed and the writer goroutine ended.
+func (c *Conn) Wait() {
+	<-c.out.done
+	c.opts.Runtime.Join(&c.out.wg)
+}
+
+// startHeartbeat arms the keep-alive and client-timeout checks on one
+// timer; an idle connection has no goroutine for them.
+func (c *Conn) startHeartbeat() (stop func()) {
+	ping, _ := c.opts.Protocol.AppendMessage(nil, &protocol.Ping{})
+	rt := c.opts.Runtime
+	return startHeartbeat(heartbeatConfig{
+		KeepAlive: c.opts.KeepAlive,
+		Timeout:   c.opts.ClientTimeout,
+		Now:       rt.Now,
+		AfterFunc: rt.AfterFunc,
+		LastWrite: func() time.Time { return time.Unix(0, c.out.lastWrite.Load()) },
+		LastRead: func() (time.Time, bool) {
+			last := c.lastRead.Load()
+			return time.Unix(0, last), last != 0
+		},
+		Ping: func() { _ = c.out.enqueue(ping) },
+		Expire: func(idle time.Duration) {
+			c.log.Debug("client timeout", "idle", idle)
+			c.Close(clientTimeoutMessage(c.opts.ClientTimeout), true)
+		},
+	})
+}
