@@ -88,7 +88,7 @@ type Config struct {
 
 // Defaults, each defined once.
 const (
-	defaultTokenTTL   = 5 * time.Minute
+	defaultTokenTTL          = 5 * time.Minute
 	defaultKeepAlive         = 15 * time.Second
 	defaultClientTimeout     = 30 * time.Second
 	defaultHandshakeTimeout  = 15 * time.Second

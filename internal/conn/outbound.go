@@ -48,7 +48,7 @@ type outbound struct {
 	closeRec []byte // the Close record to send before closing, if any
 	done     chan struct{}
 	kill     seam.Timer // forces the socket shut if a write hangs after Close
-	buf      []byte      // coalescing buffer, used only by the writer
+	buf      []byte     // coalescing buffer, used only by the writer
 	overflow func()
 }
 
@@ -151,7 +151,6 @@ func (o *outbound) refuse(record []byte) {
 	o.mu.Unlock()
 	o.close(record)
 }
-
 
 func (o *outbound) writeLoop() {
 	defer o.wg.Done()

@@ -232,7 +232,9 @@ func (in *Inbound) Closed(err error) {
 // with an error: Upload.Err returns it, carrying the client's message.
 type StreamError struct{ Message string }
 
-func (e *StreamError) Error() string { return "the client ended the upload stream with an error: " + e.Message }
+func (e *StreamError) Error() string {
+	return "the client ended the upload stream with an error: " + e.Message
+}
 
 var (
 	errConnectionClosed = errors.New("connection closed")

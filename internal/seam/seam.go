@@ -95,4 +95,3 @@ func (s Seams) OrReal() Seams {
 	}
 	return s
 }
-
