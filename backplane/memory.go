@@ -24,7 +24,8 @@ var errStartedTwice = errors.New("backplane: Start called twice")
 
 // MemoryBus is an in-process stand-in for a Redis server: every Memory made
 // by NewBackplane on one bus sees the others' publications, exactly as nodes
-// sharing one Redis do. The testkit attaches each simulated node to one bus.
+// sharing one Redis do (several nodes in one test or one program). The
+// testkit has its own simulated bus, driven by its scheduler.
 //
 // The zero value is not usable; call NewMemoryBus. A MemoryBus holds no
 // goroutines and needs no closing; its backplanes are closed individually.

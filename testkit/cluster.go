@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -356,4 +355,3 @@ func (c *Cluster) WriteTrace(w io.Writer) error {
 	return err
 }
 
-var _ = os.Stderr

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
+
 
 	"github.com/hubfabric/hubfabric/backplane"
 )
@@ -321,4 +321,3 @@ func (k *checker) Summary() string {
 	return fmt.Sprintf("%d sends, %d connections, %d deliveries, %d faults, %d backplane events", len(k.sends), len(k.conns), n, len(k.faults), len(k.events))
 }
 
-var _ = strings.Join
