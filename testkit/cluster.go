@@ -354,4 +354,3 @@ func (c *Cluster) WriteTrace(w io.Writer) error {
 	_, err := io.WriteString(w, c.trace.Full())
 	return err
 }
-

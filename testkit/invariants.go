@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 
-
 	"github.com/hubfabric/hubfabric/backplane"
 )
 
@@ -320,4 +319,3 @@ func (k *checker) Summary() string {
 	}
 	return fmt.Sprintf("%d sends, %d connections, %d deliveries, %d faults, %d backplane events", len(k.sends), len(k.conns), n, len(k.faults), len(k.events))
 }
-
