@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/client"
 	"github.com/hubfabric/hubfabric/hub"
@@ -182,4 +183,65 @@ func Example_streamsAndIdentity() {
 	// ticks: [1 2 3]
 	// joined: carol
 	// anonymous refused: true
+}
+
+// ExampleNode_HubPID runs an actor of the application's own in the node's
+// actor system and has it send to the hub's clients by messaging the hub
+// actor directly with the small public protocol of package actors.
+func ExampleNode_HubPID() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
+	defer system.Shutdown()
+	node, err := hub.New(hub.Config{ActorSystem: system})
+	if err != nil {
+		panic(err)
+	}
+	if err := node.Register("greeter", Greeter{}); err != nil {
+		panic(err)
+	}
+	if err := node.Start(ctx); err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(node.Handler())
+	defer srv.Close()
+	defer node.Shutdown(ctx)
+
+	conn, err := client.Dial(ctx, srv.URL+"/greeter", nil)
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close(ctx)
+	got := make(chan string, 1)
+	conn.On("news", func(text string) { got <- text })
+
+	hubPID, err := node.HubPID("greeter")
+	if err != nil {
+		panic(err)
+	}
+	// An actor of the application: on "publish" it asks the hub actor to
+	// send to every client, and reports the hub's answer.
+	answers := make(chan error, 1)
+	newsroom := system.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		switch m := c.Message().(type) {
+		case string:
+			req, err := actors.NewSendRequest(actors.Route{Kind: actors.RouteAll}, "news", m)
+			if err != nil {
+				answers <- err
+				return
+			}
+			c.Request(hubPID, req)
+		case *actors.SendResponse:
+			answers <- m.Err
+		}
+	}))
+	defer system.Root.Stop(newsroom)
+	system.Root.Send(newsroom, "extra! extra!")
+	fmt.Println("hub actor answered:", <-answers)
+	fmt.Println("client got:", <-got)
+
+	// Output:
+	// hub actor answered: <nil>
+	// client got: extra! extra!
 }

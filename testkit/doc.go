@@ -10,28 +10,35 @@
 // # How it works
 //
 //   - Every actor's Props carry a dispatcher whose Schedule queues the
-//     mailbox run as a scheduler task (hub.Config.Props).
-//   - hub.Config.Runtime (actors.Runtime) replaces goroutines, timers and
-//     request waits: a goroutine (a hub method, a lifecycle hook, the
-//     bridge's publish and subscription workers) runs only while the
-//     scheduler hands it the baton, and gives it back when it waits for an
-//     actor's answer or ends; timers fire on the virtual clock; a wait for
-//     an actor's answer is a reply address served by the scheduler (not a
-//     protoactor future, whose timeout uses the real clock).
+//     mailbox run as a scheduler task, and the node's runtime
+//     (internal/seam: goroutines, timers, clock, waits for an actor's
+//     answer) is the scheduler's: a goroutine (a hub method, a lifecycle
+//     hook, the bridge's publish and subscription workers, a connection's
+//     writer) runs only while the scheduler hands it the baton, and gives it
+//     back when it waits for an actor's answer or ends; timers fire on the
+//     virtual clock; a wait for an actor's answer is a reply address served
+//     by the scheduler (not a protoactor future, whose timeout uses the real
+//     clock). The testkit sets these seams through an internal hook, not
+//     through hub.Config.
 //   - The simulated backplane (Bus) delivers each message as a task, keeping
 //     order per publisher, channel and subscriber as Redis does and letting
-//     the seed interleave the rest; faults: Delay, Node.Partition, Outage,
+//     the seed interleave the rest; it owns each node's channel prefix, as
+//     the Redis backplane does; faults: Delay, Node.Partition, Outage,
 //     Node.Kill and Node.Restart, Client.Drop, Client.Slow.
-//   - Simulated clients attach through hub.Node.Attach with an
-//     actors.Outlet that parses what it gets with the real protocol package.
+//   - Each simulated client's connection runs the node's real connection
+//     code (internal/conn: the bounded outbound queue with the greeting
+//     hold, coalescing and the too-slow Close, keep-alive and the client
+//     timeout) over an in-memory pipe, as the WebSocket transport runs it
+//     over a socket; the client parses what arrives with the real protocol
+//     package, handshake answer first.
 //   - Every step is a trace line (virtual time, what ran, who sent and
 //     received what); Trace.Hash is its sha256. On failure the seed and the
 //     readable trace are logged; -testkit.seed=N replays a seed.
 //
 // Keep-alive runs on the virtual clock too: the node side of every
-// simulated connection runs the transport's heartbeat (a Ping after 15 s
-// without sending, a Close after 30 s without receiving) and clients ping
-// every 15 s unless Client.Silence stops them. These timers run as virtual
+// simulated connection runs the real heartbeat (a Ping after 15 s without
+// sending, a Close after 30 s without receiving) and clients ping every
+// 15 s unless Client.Silence stops them. These timers run as virtual
 // time passes (Advance) but do not keep Settle going by themselves.
 //
 // Limit: a hub method that blocks on its own channels, locks or goroutines
