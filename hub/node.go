@@ -18,8 +18,10 @@
 // Arguments are bound from JSON or MessagePack into the parameter types;
 // a method may return nothing, an error, a value, a value and an error, or a
 // receive channel (a stream the client reads with stream()). Parameters of
-// type <-chan T receive client upload streams. Method names match
-// case-insensitively, as in SignalR.
+// type <-chan T receive client upload streams; the channel closes when the
+// client ends the stream, and if it ended it with an error the method's
+// Context is cancelled too, its context.Cause an *Error with the client's
+// text. Method names match case-insensitively, as in SignalR.
 package hub
 
 import (
