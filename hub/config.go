@@ -96,11 +96,14 @@ const (
 	defaultMaxOutboundBytes  = 1 << 20
 	defaultParallel          = 1
 	defaultStreamBuffer      = 10
-	defaultGroupAckTimeout   = 10 * time.Second
 	defaultBackplaneTimeout  = 5 * time.Second
 	defaultMaxPublishBatch   = 512
 	defaultNodeIDRandomBytes = 8
 )
+
+// DefaultGroupAckTimeout is Config.GroupAckTimeout's default: how long a
+// group change for a connection on another node waits for that node.
+const DefaultGroupAckTimeout = 10 * time.Second
 
 // Bounds on waits for the node's own actors, which always answer unless
 // the process is starved: they only turn a hang into an error.
@@ -158,7 +161,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxOutboundBytes, defaultMaxOutboundBytes)
 	setDefault(&c.MaxParallelInvocations, defaultParallel)
 	setDefault(&c.StreamBufferCapacity, defaultStreamBuffer)
-	setDefault(&c.GroupAckTimeout, defaultGroupAckTimeout)
+	setDefault(&c.GroupAckTimeout, DefaultGroupAckTimeout)
 	setDefault(&c.BackplaneTimeout, defaultBackplaneTimeout)
 	c.seams = c.seams.OrReal()
 	return c

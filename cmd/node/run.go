@@ -49,7 +49,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.nodeID, "node-id", "", "node id on the backplane (default: random)")
 	fs.StringVar(&o.redis, "redis", "", "Redis backplane connection string (empty: in-memory backplane, one node)")
 	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "Redis channel prefix isolating apps that share one Redis; overrides the connection string's channelPrefix (default: the string's, else \"hubfabric:\")")
-	fs.DurationVar(&o.groupAckTimeout, "group-ack-timeout", 10*time.Second, "how long a group change for a connection on another node waits for that node")
+	fs.DurationVar(&o.groupAckTimeout, "group-ack-timeout", hub.DefaultGroupAckTimeout, "how long a group change for a connection on another node waits for that node")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.Var(&cliflag.List{Vals: &o.allowedOrigins}, "allowed-origins", "browser origin host patterns allowed cross-origin, e.g. *.example.com (repeatable or comma-separated)")
