@@ -15,11 +15,13 @@ import (
 	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
 )
 
-// subscribeRequest asks the bridge to (un)subscribe channels. When it is
-// done the bridge sends OK (or Failed(err), if set, else the error) to
-// Reply, if Reply is set. Subscription changes run in order.
+// subscribeRequest asks the bridge to (un)subscribe the channels of routes
+// of hub Hub. When it is done the bridge sends OK (or Failed(err), if set,
+// else the error) to Reply, if Reply is set. Subscription changes run in
+// order.
 type subscribeRequest struct {
-	Channels    []string
+	Hub         string
+	Routes      []Route
 	Unsubscribe bool
 	Reply       *actor.PID
 	OK          any
@@ -223,6 +225,10 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 	b.subQueue[0] = nil
 	b.subQueue = b.subQueue[1:]
 	b.subBusy = true
+	channels := make([]string, len(req.Routes))
+	for i, r := range req.Routes {
+		channels[i] = routeChannel(req.Hub, r)
+	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	b.wg.Add(1)
 	b.cfg.Seams.Runtime.Go(func() {
@@ -230,9 +236,9 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 		sctx, cancel := context.WithTimeout(context.Background(), b.cfg.BackplaneTimeout)
 		var err error
 		if req.Unsubscribe {
-			err = b.cfg.Backplane.Unsubscribe(sctx, req.Channels...)
+			err = b.cfg.Backplane.Unsubscribe(sctx, channels...)
 		} else {
-			err = b.cfg.Backplane.Subscribe(sctx, req.Channels...)
+			err = b.cfg.Backplane.Subscribe(sctx, channels...)
 		}
 		cancel()
 		if req.Reply != nil {
@@ -245,7 +251,7 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 				root.Send(req.Reply, err)
 			}
 		} else if err != nil && !errors.Is(err, backplane.ErrClosed) {
-			b.log.Warn("backplane subscription change failed", "channels", req.Channels, "unsubscribe", req.Unsubscribe, "err", err)
+			b.log.Warn("backplane subscription change failed", "channels", channels, "unsubscribe", req.Unsubscribe, "err", err)
 		}
 		root.Send(self, &subscribeDone{})
 	})

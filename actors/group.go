@@ -12,9 +12,9 @@ import (
 // subscription is in effect, so a member gets every later group message
 // while the backplane is healthy.
 type group struct {
-	name    string
-	channel string
-	bridge  *actor.PID
+	hub    string
+	name   string
+	bridge *actor.PID
 
 	members   []groupMember     // in join order (swap-removed): fan-out order is deterministic
 	index     map[string]int    // connection id -> position in members
@@ -61,9 +61,8 @@ type groupEmpty struct {
 }
 
 func newGroupProps(hubName, name string, bridge *actor.PID, cfg *fabric.NodeConfig) *actor.Props {
-	channel := routeChannel(hubName, Route{Kind: RouteGroup, Name: name})
 	return cfg.Seams.Props(func() actor.Actor {
-		return &group{name: name, channel: channel, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}}
+		return &group{hub: hubName, name: name, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}}
 	})
 }
 
@@ -111,7 +110,7 @@ func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
 	case unsubscribed:
 		g.pending = append(g.pending, m.reply)
 		g.state = subscribing
-		ctx.Send(g.bridge, &subscribeRequest{Channels: []string{g.channel}, Reply: ctx.Self(), OK: &groupSubscribed{}, Failed: func(err error) any { return &groupSubscribed{err: err} }})
+		ctx.Send(g.bridge, &subscribeRequest{Hub: g.hub, Routes: g.routes(), Reply: ctx.Self(), OK: &groupSubscribed{}, Failed: func(err error) any { return &groupSubscribed{err: err} }})
 	}
 }
 
@@ -151,9 +150,12 @@ func (g *group) unsubscribeIfEmpty(ctx actor.Context) {
 		return
 	}
 	g.state = unsubscribed
-	ctx.Send(g.bridge, &subscribeRequest{Channels: []string{g.channel}, Unsubscribe: true})
+	ctx.Send(g.bridge, &subscribeRequest{Hub: g.hub, Routes: g.routes(), Unsubscribe: true})
 	ctx.Send(ctx.Parent(), &groupEmpty{name: g.name, processed: g.processed})
 }
+
+// routes is what the group subscribes the node to: its own route.
+func (g *group) routes() []Route { return []Route{{Kind: RouteGroup, Name: g.name}} }
 
 func (g *group) fanOut(s *send) {
 	r := s.route

@@ -176,19 +176,20 @@ func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
 	h.conns[id] = hc
 	h.order = append(h.order, hc)
 	h.byPID[pid.Id] = id
-	channels := []string{routeChannel(h.name, Route{Kind: RouteConnection, Name: id})}
+	routes := []Route{{Kind: RouteConnection, Name: id}}
 	if u := m.Info.UserID; u != "" {
 		if len(h.users[u]) == 0 {
-			channels = append(channels, routeChannel(h.name, Route{Kind: RouteUser, Name: u}))
+			routes = append(routes, Route{Kind: RouteUser, Name: u})
 		}
 		h.users[u] = append(h.users[u], hc)
 	}
 	log, hubName := ctx.Logger(), h.name
 	resp := &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads)}
 	ctx.Send(h.bridge, &subscribeRequest{
-		Channels: channels,
-		Reply:    ctx.Sender(),
-		OK:       resp,
+		Hub:    h.name,
+		Routes: routes,
+		Reply:  ctx.Sender(),
+		OK:     resp,
 		Failed: func(err error) any {
 			// Runs on the bridge's worker goroutine: no actor state here.
 			// Local traffic works; the backplane resubscribes on recovery.
@@ -227,15 +228,15 @@ func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 		h.order[c.pos].pos = c.pos
 		h.order[last] = nil
 		h.order = h.order[:last]
-		unsub := []string{routeChannel(h.name, Route{Kind: RouteConnection, Name: id})}
+		unsub := []Route{{Kind: RouteConnection, Name: id}}
 		if u := c.userID; u != "" {
 			h.users[u] = slices.DeleteFunc(h.users[u], func(x *hubConn) bool { return x == c })
 			if len(h.users[u]) == 0 {
 				delete(h.users, u)
-				unsub = append(unsub, routeChannel(h.name, Route{Kind: RouteUser, Name: u}))
+				unsub = append(unsub, Route{Kind: RouteUser, Name: u})
 			}
 		}
-		ctx.Send(h.bridge, &subscribeRequest{Channels: unsub, Unsubscribe: true})
+		ctx.Send(h.bridge, &subscribeRequest{Hub: h.name, Routes: unsub, Unsubscribe: true})
 		return
 	}
 	if name, ok := h.gByPID[who.Id]; ok {
