@@ -93,6 +93,8 @@ type fakeOutlet struct {
 	records  [][]byte
 	sent     []protocol.Message
 	closes   []closeCall
+	entered  int           // Enqueue calls begun
+	gate     chan struct{} // if set, Enqueue waits for it to close
 }
 
 func newOutlet(id string, p protocol.HubProtocol) *fakeOutlet {
@@ -103,8 +105,31 @@ func (o *fakeOutlet) ID() string                     { return o.id }
 func (o *fakeOutlet) Protocol() protocol.HubProtocol { return o.protocol }
 
 func (o *fakeOutlet) Enqueue(record []byte) error {
+	var gate chan struct{}
+	o.update(func() { o.entered, gate = o.entered+1, o.gate })
+	if gate != nil {
+		<-gate
+	}
 	o.update(func() { o.records = append(o.records, record) })
 	return nil
+}
+
+// blockEnqueue makes Enqueue wait, holding up the actor that delivers,
+// until release is called (also on cleanup, ahead of the node's stop when
+// called after startNode).
+func (o *fakeOutlet) blockEnqueue(t testing.TB) (release func()) {
+	gate := make(chan struct{})
+	o.update(func() { o.gate = gate })
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	return release
+}
+
+// waitEntered waits until n Enqueue calls have begun.
+func (o *fakeOutlet) waitEntered(t testing.TB, n int) {
+	t.Helper()
+	o.waitUntil(t, o.id+" to be entered "+strconv.Itoa(n)+" time(s)", func() bool { return o.entered >= n })
 }
 
 func (o *fakeOutlet) Send(m protocol.Message) error {

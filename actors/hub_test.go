@@ -206,6 +206,53 @@ func TestRoutePublishWithoutAudience(t *testing.T) {
 	}
 }
 
+// TestSendAnsweredAfterLocalFanOut holds the one recipient's Enqueue
+// (and with it the hub or group actor delivering): the SendResponse is not
+// given while it is held. A barrier the bridge answers at once, sent once
+// the Enqueue is held, reaches the requester first; the SendResponse
+// follows the release.
+func TestSendAnsweredAfterLocalFanOut(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		route Route
+	}{
+		{name: "all", route: Route{Kind: RouteAll}},
+		{name: "connection", route: Route{Kind: RouteConnection, Name: "c"}},
+		{name: "user", route: Route{Kind: RouteUser, Name: "u"}},
+		{name: "group", route: Route{Kind: RouteGroup, Name: "g"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sys := newTestSystem(t)
+			n := startNode(t, sys, "n1", backplane.NewMemory(), nil)
+			c := n.connect("c", "u", protocol.JSON)
+			n.mustGroup(GroupAdd, "c", "g")
+			release := c.out.blockEnqueue(t)
+			p := newProbe(t, n.root)
+			req, err := NewSendRequest(tt.route, "m1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.root.RequestWithCustomSender(n.hub, req, p.pid)
+			c.out.waitEntered(t, 1)
+			// Answered by the bridge at once (nobody else has "ghost"); the
+			// bridge gets it after anything the sender's actor handed it
+			// before blocking.
+			n.root.Send(n.tree.Bridge, &groupCommand{hub: "chat", req: &GroupRequest{Action: GroupAdd, ConnectionID: "ghost", Group: "g"}, reply: p.pid})
+			if m := p.next(t); !isType[*GroupResponse](m) {
+				t.Fatalf("requester got %#v first, want the barrier's *GroupResponse: the send was answered before its local fan-out", m)
+			}
+			release()
+			if m, ok := p.next(t).(*SendResponse); !ok || m.Err != nil {
+				t.Fatalf("send answered %#v, want a *SendResponse without error", m)
+			}
+			checkRecords(t, c.out, "m1")
+		})
+	}
+}
+
 // TestRouteArgumentsInBothProtocols checks that the arguments of a send
 // reach a JSON and a MessagePack outlet encoded in their own protocol.
 func TestRouteArgumentsInBothProtocols(t *testing.T) {
