@@ -108,8 +108,9 @@ type GroupRequest struct {
 	Group        string
 }
 
-// GroupResponse answers GroupRequest. Err is nil, or wraps
-// ErrUnknownConnection or ErrNotDeliveredRemotely.
+// GroupResponse answers GroupRequest. Err is nil; or wraps
+// ErrUnknownConnection or ErrNotDeliveredRemotely; or says that the node
+// owning the connection refused the change or is shutting down.
 type GroupResponse struct{ Err error }
 
 // Errors in a SendResponse or GroupResponse; compare with errors.Is. Their
