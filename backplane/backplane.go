@@ -78,6 +78,11 @@ type Event struct {
 //     published (by anyone) after Subscribe returned is delivered, while the
 //     backplane stays healthy. Unsubscribe returns once no further message on
 //     those channels will be delivered.
+//   - A Subscribe made while the transport is unreachable returns an error
+//     wrapping ErrUnavailable (what is published meanwhile is missed), and
+//     is kept, as is an Unsubscribe: when the transport is back the
+//     backplane is subscribed as last asked, without the caller repeating
+//     the change.
 //   - Publish returns nil only when every message was handed to the
 //     transport; otherwise it returns an error wrapping ErrUnavailable (or
 //     ctx's error) and the caller must treat the messages as not delivered.

@@ -192,9 +192,12 @@ func (m *Memory) Subscribe(ctx context.Context, channels ...string) error {
 	defer b.mu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.usableLocked(); err != nil {
-		return fmt.Errorf("subscribe: %w", err)
+	if m.closed {
+		return ErrClosed
 	}
+	// While unavailable the change is kept (nothing is delivered to m until
+	// it is back, and the EventGap then names these channels), as the
+	// Redis backplane keeps it; the caller still learns it is not in effect.
 	for _, ch := range channels {
 		m.subscribed[ch] = struct{}{}
 		subs := b.subs[ch]
@@ -203,6 +206,9 @@ func (m *Memory) Subscribe(ctx context.Context, channels ...string) error {
 			b.subs[ch] = subs
 		}
 		subs[m] = struct{}{}
+	}
+	if err := m.usableLocked(); err != nil {
+		return fmt.Errorf("subscribe: %w; kept and made when the backplane is back", err)
 	}
 	return nil
 }
@@ -235,9 +241,12 @@ func (m *Memory) unsubscribe(channels []string) (<-chan struct{}, error) {
 	defer b.mu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.usableLocked(); err != nil {
-		return nil, fmt.Errorf("unsubscribe: %w", err)
+	if m.closed {
+		return nil, ErrClosed
 	}
+	// While unavailable the change is kept, as for Subscribe; nothing is
+	// being delivered then, so there is nothing to wait for.
+	unavailable := m.usableLocked()
 	var wait bool
 	for _, ch := range channels {
 		if _, ok := m.subscribed[ch]; !ok {
@@ -253,6 +262,9 @@ func (m *Memory) unsubscribe(channels []string) (<-chan struct{}, error) {
 		if m.inflightSet && m.inflight == ch {
 			wait = true
 		}
+	}
+	if unavailable != nil {
+		return nil, fmt.Errorf("unsubscribe: %w; kept for when the backplane is back", unavailable)
 	}
 	if !wait {
 		return nil, nil
@@ -299,10 +311,11 @@ func (m *Memory) Close() error {
 // (true), for tests; repeating the current state does nothing.
 //
 // While unavailable, Publish, Subscribe and Unsubscribe return an error
-// wrapping ErrUnavailable and take no effect, and messages published by
-// anyone on the bus are lost for m. Messages queued before the outage are
-// still delivered, then the Handler gets EventDown. When available again,
-// the Handler gets EventGap naming every subscribed channel (omitted when
+// wrapping ErrUnavailable; a publish takes no effect, while subscription
+// changes are kept for the recovery, and messages published by anyone on
+// the bus are lost for m. Messages queued before the outage are still
+// delivered, then the Handler gets EventDown. When available again, the
+// Handler gets EventGap naming every subscribed channel (omitted when
 // there is none), then EventRestored; subscriptions survive the outage.
 func (m *Memory) SetAvailable(ok bool) {
 	m.mu.Lock()

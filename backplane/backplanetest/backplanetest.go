@@ -64,6 +64,7 @@ func Run(t *testing.T, f Features, newBackplanes Factory) {
 		{name: "CloseIdempotentThenErrClosed", run: testClose},
 		{name: "PublishDuringOutage", fault: true, run: testPublishDuringOutage},
 		{name: "OutageEventsAndResume", fault: true, run: testOutageEvents},
+		{name: "ChangesDuringOutageAreKept", fault: true, run: testChangesDuringOutage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -437,5 +438,36 @@ func testOutageEvents(t *testing.T, e *env) {
 	got := sub.rec.payloads(c)
 	if got[0] != "before" || got[len(got)-1] != "after" || len(got) > 3 {
 		t.Errorf("got %q, want [before (during) after]", got)
+	}
+}
+
+// testChangesDuringOutage: a subscribe asked while the transport is down
+// fails with ErrUnavailable (the caller knows it missed what came
+// meanwhile), an unsubscribe may; both are in effect once it is back,
+// without being asked again.
+func testChangesDuringOutage(t *testing.T, e *env) {
+	nodes := e.start(2)
+	sub, pub := nodes[0], nodes[1]
+	old, added, marker := e.ch("old"), e.ch("added"), e.ch("marker")
+	e.subscribe(sub, old, marker)
+	e.f.FaultInjection(sub.bp, false)
+	sub.rec.waitKind(t, backplane.EventDown)
+	ctx := t.Context()
+	if err := sub.bp.Subscribe(ctx, added); !errors.Is(err, backplane.ErrUnavailable) {
+		t.Errorf("Subscribe during outage = %v, want ErrUnavailable", err)
+	}
+	if err := sub.bp.Unsubscribe(ctx, old); err != nil && !errors.Is(err, backplane.ErrUnavailable) {
+		t.Errorf("Unsubscribe during outage = %v, want nil or ErrUnavailable", err)
+	}
+	e.f.FaultInjection(sub.bp, true)
+	sub.rec.waitKind(t, backplane.EventRestored)
+	e.publish(pub, msg(old, "stale"), msg(added, "new"), msg(marker, "end"))
+	sub.rec.waitPayloads(t, marker, 1)
+	sub.rec.waitPayloads(t, added, 1)
+	if got := sub.rec.payloads(added); !slices.Equal(got, []string{"new"}) {
+		t.Errorf("channel subscribed during the outage got %q, want [new]", got)
+	}
+	if got := sub.rec.payloads(old); len(got) != 0 {
+		t.Errorf("channel unsubscribed during the outage got %q, want nothing", got)
 	}
 }
