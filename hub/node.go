@@ -51,7 +51,7 @@ func init() {
 	fabric.Hooks.Attach = func(ctx context.Context, node any, hub, id string, identity auth.Identity, out fabric.Outlet) (*fabric.Inbound, error) {
 		return node.(*Node).attach(ctx, hub, id, identity, out)
 	}
-	fabric.ConnOptions = func(node any, id string, p protocol.HubProtocol) conn.Options {
+	fabric.Hooks.ConnOptions = func(node any, id string, p protocol.HubProtocol) conn.Options {
 		n := node.(*Node)
 		return conn.Options{
 			ID: id, Protocol: p, MaxOutboundBytes: n.cfg.MaxOutboundBytes,

@@ -176,7 +176,7 @@ func (cl *Client) Connect(node *Node) error {
 	cl.out = p
 	cl.silent, cl.pings = false, 0
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect as %s user=%q to %s", cl.name, cl.connID, cl.user, node.name))
-	opts := fabric.ConnOptions(node.node, cl.connID, protocol.JSON)
+	opts := fabric.Hooks.ConnOptions(node.node, cl.connID, protocol.JSON)
 	opts.Runtime = &connRuntime{nodeRuntime: nodeRuntime{s: cl.c.s, node: node.owner}, id: cl.connID}
 	opts.Logger = nil
 	c, err := conn.Open(context.Background(), p, opts, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {

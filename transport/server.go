@@ -1,8 +1,8 @@
 // Package transport serves SignalR over HTTP: the negotiate endpoint and the
-// WebSocket endpoint (coder/websocket), with the handshake, the reader loop,
-// keep-alive and timeouts, and the bounded outbound queue of each
-// connection. It hands parsed hub messages to a Session and knows nothing
-// about hubs or actors.
+// WebSocket endpoint (coder/websocket), with the handshake and the reader
+// loop. Each connection's outbound queue, keep-alive and client timeout are
+// internal/conn's, run over the WebSocket. It hands parsed hub messages to
+// a Session and knows nothing about hubs or actors.
 package transport
 
 import (
@@ -38,7 +38,8 @@ type ConnectRequest struct {
 	ConnectionID string
 	Identity     auth.Identity
 	Protocol     protocol.HubProtocol
-	Conn         *conn.Conn
+	// Conn is the connection's outbound side (the actors' Outlet).
+	Conn *conn.Conn
 	// Request is the WebSocket upgrade request, for its headers, URL and
 	// remote address. Its HTTP handler returns once the upgrade is done, so
 	// its Context may already be done; use the ctx given to Connect instead.

@@ -50,6 +50,7 @@ type outbound struct {
 	kill     seam.Timer // forces the socket shut if a write hangs after Close
 	buf      []byte     // coalescing buffer, used only by the writer
 	overflow func()
+	writer   func() // writeLoop as a func value, made once: started per burst
 }
 
 // closeGrace is how long a write already in progress may go on after Close
@@ -62,6 +63,7 @@ const closeGrace = 5 * time.Second
 // unless refuse replaced it.
 func newOutbound(sock Socket, rt seam.Runtime, maxBytes int, greeting []byte) *outbound {
 	o := &outbound{sock: sock, rt: rt, maxBytes: maxBytes, done: make(chan struct{}), held: true, greeting: greeting}
+	o.writer = o.writeLoop
 	o.lastWrite.Store(rt.Now().UnixNano())
 	return o
 }
@@ -93,7 +95,7 @@ func (o *outbound) enqueue(record []byte) error {
 	o.mu.Unlock()
 	if start {
 		o.wg.Add(1)
-		o.rt.Go(o.writeLoop)
+		o.rt.Go(o.writer)
 	}
 	return nil
 }
@@ -113,7 +115,7 @@ func (o *outbound) release() {
 	o.writing = true
 	o.mu.Unlock()
 	o.wg.Add(1)
-	o.rt.Go(o.writeLoop)
+	o.rt.Go(o.writer)
 }
 
 // close discards what is queued, writes closeRecord (a framed Close hub
@@ -139,7 +141,7 @@ func (o *outbound) close(closeRecord []byte) {
 	o.mu.Unlock()
 	if start {
 		o.wg.Add(1)
-		o.rt.Go(o.writeLoop)
+		o.rt.Go(o.writer)
 	}
 }
 

@@ -185,10 +185,9 @@ var Hooks struct {
 	// started *hub.Node), as the node's own transport does after a
 	// handshake, and returns where the client's parsed messages go.
 	Attach func(ctx context.Context, node any, hub, id string, identity auth.Identity, out Outlet) (*Inbound, error)
+	// ConnOptions returns the connection settings of node (a started
+	// *hub.Node) for a connection id of protocol p: its outbound bound,
+	// keep-alive, client timeout and logger, on the real runtime (the
+	// testkit puts its own in).
+	ConnOptions func(node any, id string, p protocol.HubProtocol) conn.Options
 }
-
-// ConnOptions returns the connection settings of node (a started
-// *hub.Node) for a connection of protocol p with id: its outbound bound,
-// keep-alive, client timeout and logger, on the real runtime (the testkit
-// puts its own in). Package hub sets it with Hooks.
-var ConnOptions func(node any, id string, p protocol.HubProtocol) conn.Options
