@@ -163,9 +163,13 @@ func (c *Conn) Received() { c.lastRead.Store(c.opts.Runtime.Now().UnixNano()) }
 // err is nil for a normal close): it stops the heartbeat, tells the session
 // why the connection ended (the server's own Close reason, if it closed
 // first), and closes the connection if it is still open. It does not wait;
-// it is idempotent.
+// it is idempotent, and harmless on a Conn that Open refused.
 func (c *Conn) End(err error) {
 	c.endOnce.Do(func() {
+		if c.session == nil { // refused by Open: no session, no heartbeat
+			c.Close("", false)
+			return
+		}
 		c.stopHeartbeat()
 		if ce := c.closeErr.Load(); ce != nil && err == nil {
 			err = *ce

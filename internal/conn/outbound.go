@@ -38,19 +38,20 @@ type outbound struct {
 
 	lastWrite atomic.Int64 // unix nanos of the last enqueue, for keep-alive
 
-	mu       sync.Mutex
-	queue    [][]byte
-	queued   int
-	writing  bool
-	held     bool   // records wait until Release
-	greeting []byte // the handshake answer, written before anything else
-	closing  bool
-	closeRec []byte // the Close record to send before closing, if any
-	done     chan struct{}
-	kill     seam.Timer // forces the socket shut if a write hangs after Close
-	buf      []byte     // coalescing buffer, used only by the writer
-	overflow func()
-	writer   func() // writeLoop as a func value, made once: started per burst
+	mu        sync.Mutex
+	queue     [][]byte
+	queued    int
+	writing   bool
+	held      bool   // records wait until Release
+	greeting  []byte // the handshake answer, written before anything else
+	closing   bool
+	closeRec  []byte // the Close record to send before closing, if any
+	lastTaken bool   // the writer took the last frame (greeting and Close record)
+	done      chan struct{}
+	kill      seam.Timer // forces the socket shut if a write hangs after Close
+	buf       []byte     // coalescing buffer, used only by the writer
+	overflow  func()
+	writer    func() // writeLoop as a func value, made once: started per burst
 }
 
 // closeGrace is how long a write already in progress may go on after Close
@@ -147,8 +148,21 @@ func (o *outbound) close(closeRecord []byte) {
 
 // refuse closes a held outbound with record (a handshake error answer)
 // instead of the greeting.
+//
+// When the outbound was already closed during connect (a Close, or an
+// overflow of what the hub queued), the refusal takes the place of that
+// Close record, so the client still hears a handshake answer first, unless
+// the writer already took its last frame (then the greeting and the Close
+// went out, and nothing can be taken back).
 func (o *outbound) refuse(record []byte) {
 	o.mu.Lock()
+	if o.closing {
+		if !o.lastTaken {
+			o.greeting, o.closeRec = nil, record
+		}
+		o.mu.Unlock()
+		return
+	}
 	o.greeting = nil
 	o.mu.Unlock()
 	o.close(record)
@@ -159,9 +173,9 @@ func (o *outbound) writeLoop() {
 	for {
 		o.mu.Lock()
 		if o.closing {
-			rec := o.closeRec
+			last := o.lastFrameLocked(o.closeRec)
 			o.mu.Unlock()
-			o.finish(rec)
+			o.finish(last)
 			return
 		}
 		if len(o.queue) == 0 {
@@ -179,6 +193,7 @@ func (o *outbound) writeLoop() {
 			o.closing = true
 			o.closeRec = nil
 			o.queue, o.queued = nil, 0
+			o.lastTaken = true // the socket is broken: nothing more goes out
 			o.mu.Unlock()
 			o.finish(nil)
 			return
@@ -217,14 +232,21 @@ func (o *outbound) compactLocked() {
 	}
 }
 
-func (o *outbound) finish(closeRecord []byte) {
-	o.mu.Lock()
-	var greeting []byte
+// lastFrameLocked takes the connection's last frame: the greeting when it
+// was closed before Release (the client still needs it first), then
+// closeRecord. After it, refuse can no longer change what is sent.
+func (o *outbound) lastFrameLocked(closeRecord []byte) []byte {
+	o.lastTaken = true
+	var frame []byte
 	if o.held {
-		greeting = o.greeting // closed before Release: the client still needs it first
+		frame = append(frame, o.greeting...)
 	}
-	o.mu.Unlock()
-	if frame := append(greeting, closeRecord...); len(frame) > 0 {
+	return append(frame, closeRecord...)
+}
+
+// finish writes frame (the last one; may be empty) and closes the socket.
+func (o *outbound) finish(frame []byte) {
+	if len(frame) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = o.sock.WriteFrame(ctx, frame)
 		cancel()
