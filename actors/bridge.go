@@ -77,7 +77,7 @@ type pendingAck struct {
 type bridge struct {
 	cfg      *fabric.NodeConfig
 	log      *slog.Logger
-	hubs     map[string]*actor.PID
+	reg      *hubRegistry       // shared by every incarnation: survives a restart
 	audience backplane.Audience // nil when the backplane cannot tell
 
 	pending  []pendingPublish
@@ -91,11 +91,24 @@ type bridge struct {
 	wg sync.WaitGroup
 }
 
+// hubRegistry is which actor serves each hub name, set once by
+// hubsSpawned and read only by the bridge.
+type hubRegistry struct{ hubs map[string]*actor.PID }
+
 func newBridgeProps(cfg *fabric.NodeConfig) *actor.Props {
 	audience, _ := cfg.Backplane.(backplane.Audience)
+	reg := &hubRegistry{}
 	return cfg.Seams.Props(func() actor.Actor {
-		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, hubs: map[string]*actor.PID{}, acks: map[uint64]*pendingAck{}}
+		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, reg: reg, acks: map[uint64]*pendingAck{}}
 	})
+}
+
+// answer sends msg to to, if anybody waits there (a message sent without a
+// sender has nobody to answer).
+func answer(ctx actor.Context, to *actor.PID, msg any) {
+	if to != nil {
+		ctx.Send(to, msg)
+	}
 }
 
 // Receive dispatches.
@@ -122,11 +135,11 @@ func (b *bridge) Receive(ctx actor.Context) {
 	case *groupCommandDone:
 		b.onGroupCommandDone(ctx, m)
 	case *hubsSpawned:
-		b.hubs = m.hubs
+		b.reg.hubs = m.hubs
 	case *actor.Stopping:
 		for id, a := range b.acks {
 			a.timer.Stop()
-			ctx.Send(a.reply, &GroupResponse{Err: errors.New("the node is shutting down")})
+			answer(ctx, a.reply, &GroupResponse{Err: errors.New("the node is shutting down")})
 			delete(b.acks, id)
 		}
 	case *actor.Stopped:
@@ -146,9 +159,7 @@ func (b *bridge) othersListen(channel string) bool {
 func (b *bridge) onPublish(ctx actor.Context, s *send) {
 	ch := routeChannel(s.hub, s.route)
 	if !b.othersListen(ch) {
-		if s.reply != nil {
-			ctx.Send(s.reply, &SendResponse{})
-		}
+		answer(ctx, s.reply, &SendResponse{})
 		return
 	}
 	env, err := proto.Marshal(&fabricv1.Envelope{OriginNode: b.cfg.NodeID, Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
@@ -156,9 +167,7 @@ func (b *bridge) onPublish(ctx actor.Context, s *send) {
 	}}})
 	if err != nil { // cannot happen for these field types; never silent
 		b.log.Error("marshal envelope", "err", err)
-		if s.reply != nil {
-			ctx.Send(s.reply, &SendResponse{Err: ErrNotDeliveredRemotely})
-		}
+		answer(ctx, s.reply, &SendResponse{Err: ErrNotDeliveredRemotely})
 		return
 	}
 	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: ch, Payload: env}, reply: s.reply})
@@ -205,9 +214,7 @@ func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 		b.cfg.Counters.Published.Add(uint64(len(m.batch)))
 	}
 	for _, p := range m.batch {
-		if p.reply != nil {
-			ctx.Send(p.reply, resp)
-		}
+		answer(ctx, p.reply, resp)
 		if p.ackID != 0 && m.err != nil {
 			b.failAck(ctx, p.ackID, ErrNotDeliveredRemotely)
 		}
@@ -263,7 +270,7 @@ func (b *bridge) nextSubscription(ctx actor.Context) {
 func (b *bridge) onGroupCommand(ctx actor.Context, m *groupCommand) {
 	ch := routeChannel(m.hub, Route{Kind: RouteConnection, Name: m.req.ConnectionID})
 	if !b.othersListen(ch) {
-		ctx.Send(m.reply, &GroupResponse{Err: fmt.Errorf("%w: no node has connection %q", ErrUnknownConnection, m.req.ConnectionID)})
+		answer(ctx, m.reply, &GroupResponse{Err: fmt.Errorf("%w: no node has connection %q", ErrUnknownConnection, m.req.ConnectionID)})
 		return
 	}
 	b.nextID++
@@ -277,7 +284,7 @@ func (b *bridge) onGroupCommand(ctx actor.Context, m *groupCommand) {
 	}}})
 	if err != nil { // cannot happen for these field types; never silent
 		b.log.Error("marshal group command", "err", err)
-		ctx.Send(m.reply, &GroupResponse{Err: ErrNotDeliveredRemotely})
+		answer(ctx, m.reply, &GroupResponse{Err: ErrNotDeliveredRemotely})
 		return
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
@@ -292,7 +299,7 @@ func (b *bridge) failAck(ctx actor.Context, id uint64, err error) {
 	if a, ok := b.acks[id]; ok {
 		a.timer.Stop()
 		delete(b.acks, id)
-		ctx.Send(a.reply, &GroupResponse{Err: err})
+		answer(ctx, a.reply, &GroupResponse{Err: err})
 	}
 }
 
@@ -306,7 +313,7 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 		if a, ok := b.acks[body.GroupAck.Id]; ok {
 			a.timer.Stop()
 			delete(b.acks, body.GroupAck.Id)
-			ctx.Send(a.reply, &GroupResponse{Err: err})
+			answer(ctx, a.reply, &GroupResponse{Err: err})
 		}
 	case *fabricv1.Envelope_GroupCommand:
 		b.onRemoteGroupCommand(ctx, m.hub, m.env.OriginNode, body.GroupCommand)
@@ -316,7 +323,7 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 // onRemoteGroupCommand applies another node's group change if the
 // connection is here; the hub actor's answer goes back as an ack.
 func (b *bridge) onRemoteGroupCommand(ctx actor.Context, hubName, origin string, cmd *fabricv1.GroupCommand) {
-	hubPID := b.hubs[hubName]
+	hubPID := b.reg.hubs[hubName]
 	if hubPID == nil {
 		return
 	}

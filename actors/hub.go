@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -23,7 +24,8 @@ type hub struct {
 	byPID  map[string]string     // connection actor pid id -> connection id
 	users  map[string][]*hubConn // user id -> its connections, in connect order
 	groups map[string]*hubGroup
-	gByPID map[string]string // group actor pid id -> group name
+	gByPID map[string]string      // group actor pid id -> group name
+	dying  map[string]*dyingGroup // groups stopping after their last member left
 
 	emptyWaiters []*actor.PID // WaitNoConnections requesters
 }
@@ -39,6 +41,22 @@ type hubConn struct {
 type hubGroup struct {
 	pid       *actor.PID
 	forwarded uint64 // membership requests forwarded to it
+}
+
+// dyingGroup is a group actor that is stopping (Poison: it still handles
+// the sends already in its mailbox). Everything for that group that arrives
+// meanwhile waits here, in order, and is routed again once it has stopped,
+// so a later send can neither overtake an earlier one nor reach a stopped
+// actor.
+type dyingGroup struct {
+	pid  *actor.PID
+	held []any // *send or *heldMembership, in arrival order
+}
+
+// heldMembership is a group change that waits for a dying group.
+type heldMembership struct {
+	req   *GroupRequest
+	reply *actor.PID
 }
 
 // send is a send on its way through the node: from SendRequest (made on
@@ -72,6 +90,10 @@ type groupCommand struct {
 // with errNotHere when the connection is not (or no longer) here.
 type remoteGroupCommand struct{ req *GroupRequest }
 
+// errConnectAbandoned ends a connection whose transport gave up waiting
+// for the hub to attach it.
+var errConnectAbandoned = errors.New("the connection was not attached in time and was closed")
+
 func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.Props {
 	return cfg.Seams.Props(func() actor.Actor {
 		return &hub{
@@ -83,6 +105,7 @@ func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.
 			users:  map[string][]*hubConn{},
 			groups: map[string]*hubGroup{},
 			gByPID: map[string]string{},
+			dying:  map[string]*dyingGroup{},
 		}
 	})
 }
@@ -91,10 +114,18 @@ func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.
 func (h *hub) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *SendRequest:
+		if err := m.check(); err != nil {
+			answer(ctx, ctx.Sender(), &SendResponse{Err: err})
+			return
+		}
 		h.route(ctx, &send{hub: h.name, route: m.Route, payload: m.payload, reply: ctx.Sender()})
 	case *arrival:
 		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true})
 	case *GroupRequest:
+		if err := m.check(); err != nil {
+			answer(ctx, ctx.Sender(), &GroupResponse{Err: err})
+			return
+		}
 		h.onGroupRequest(ctx, m)
 	case *remoteGroupCommand:
 		h.onRemoteGroupCommand(ctx, m)
@@ -102,6 +133,10 @@ func (h *hub) Receive(ctx actor.Context) {
 		h.onGroupEmpty(ctx, m)
 	case *fabric.ConnectRequest:
 		h.onConnect(ctx, m)
+	case *fabric.AbandonConnect:
+		if c := h.conns[m.ID]; c != nil {
+			ctx.Send(c.pid, &fabric.ClientClosed{Err: errConnectAbandoned})
+		}
 	case *fabric.CloseAll:
 		h.onCloseAll(ctx, m)
 	case *fabric.WaitNoConnections:
@@ -142,6 +177,10 @@ func (h *hub) route(ctx actor.Context, s *send) {
 	case RouteGroup:
 		if g := h.groups[r.Name]; g != nil {
 			ctx.Send(g.pid, s) // it fans out, then finishes the send
+			return
+		}
+		if d := h.dying[r.Name]; d != nil {
+			d.held = append(d.held, s) // routed again once it has stopped
 			return
 		}
 	}
@@ -244,16 +283,25 @@ func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 		if g := h.groups[name]; g != nil && g.pid.Id == who.Id {
 			delete(h.groups, name)
 		}
+		if d := h.dying[name]; d != nil && d.pid.Id == who.Id {
+			h.onGroupStopped(ctx, name, d)
+		}
 	}
 }
 
 func (h *hub) onGroupRequest(ctx actor.Context, m *GroupRequest) {
+	h.changeMembership(ctx, m, ctx.Sender())
+}
+
+// changeMembership applies a group change for a local connection, or asks
+// the bridge to have the connection's node apply it.
+func (h *hub) changeMembership(ctx actor.Context, m *GroupRequest, reply *actor.PID) {
 	if c := h.conns[m.ConnectionID]; c != nil {
-		h.forwardMembership(ctx, m, c, ctx.Sender())
+		h.forwardMembership(ctx, m, c, reply)
 		return
 	}
 	// Not ours: the bridge asks the node that owns it.
-	ctx.Send(h.bridge, &groupCommand{hub: h.name, req: m, reply: ctx.Sender()})
+	ctx.Send(h.bridge, &groupCommand{hub: h.name, req: m, reply: reply})
 }
 
 func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
@@ -268,12 +316,14 @@ func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
 // forwardMembership hands a change for a local connection to the group's
 // actor, creating it for a first add; the group actor answers reply.
 func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn, reply *actor.PID) {
+	if d := h.dying[m.Group]; d != nil {
+		d.held = append(d.held, &heldMembership{req: m, reply: reply})
+		return
+	}
 	g := h.groups[m.Group]
 	if g == nil {
 		if m.Action == GroupRemove {
-			if reply != nil {
-				ctx.Send(reply, &GroupResponse{})
-			}
+			answer(ctx, reply, &GroupResponse{})
 			return
 		}
 		pid := ctx.Spawn(newGroupProps(h.name, m.Group, h.bridge, h.cfg))
@@ -292,6 +342,21 @@ func (h *hub) onGroupEmpty(ctx actor.Context, m *groupEmpty) {
 	}
 	delete(h.groups, m.name)
 	// Poison, not Stop: a send routed to it before this point is still in
-	// its mailbox and must be fanned out (to nobody) and finished.
+	// its mailbox and must be fanned out (to nobody) and finished. Until it
+	// has stopped, what comes for the group waits in dying.
+	h.dying[m.name] = &dyingGroup{pid: g.pid}
 	ctx.Poison(g.pid)
+}
+
+// onGroupStopped routes again, in order, what waited for a dying group.
+func (h *hub) onGroupStopped(ctx actor.Context, name string, d *dyingGroup) {
+	delete(h.dying, name)
+	for _, x := range d.held {
+		switch x := x.(type) {
+		case *send:
+			h.route(ctx, x)
+		case *heldMembership:
+			h.changeMembership(ctx, x.req, x.reply)
+		}
+	}
 }

@@ -64,13 +64,14 @@ type SendRequest struct {
 // NewSendRequest returns the request that invokes target(args...) on the
 // clients of route. The invocation is serialized here, once per protocol;
 // the bytes are shared by every recipient. It fails when target is empty,
-// the route kind is unknown, or an argument cannot be encoded.
+// the route is not one (an unknown kind, or no name for a connection, group
+// or user), or an argument cannot be encoded.
 func NewSendRequest(route Route, target string, args ...any) (*SendRequest, error) {
 	if target == "" {
 		return nil, errors.New("actors: send needs a target method name")
 	}
-	if route.Kind < RouteAll || route.Kind > RouteUser {
-		return nil, fmt.Errorf("actors: unknown route kind %d", route.Kind)
+	if err := route.check(); err != nil {
+		return nil, err
 	}
 	inv := &protocol.Invocation{Target: target, Arguments: args}
 	js, err := protocol.JSON.AppendMessage(nil, inv)
@@ -155,7 +156,41 @@ func deliver(o fabric.Outlet, p *payload) {
 }
 
 // To returns a request with the same serialized invocation for another
-// route: the bytes are shared, not copied.
+// route: the bytes are shared, not copied. The hub actor checks the route
+// as for NewSendRequest's.
 func (r *SendRequest) To(route Route) *SendRequest {
 	return &SendRequest{Route: route, payload: r.payload}
+}
+
+// check reports why a hub actor cannot take r: it was not made by
+// NewSendRequest, or its route is not one.
+func (r *SendRequest) check() error {
+	if r.payload == nil {
+		return errors.New("actors: a SendRequest must be made with NewSendRequest")
+	}
+	return r.Route.check()
+}
+
+func (r Route) check() error {
+	switch r.Kind {
+	case RouteAll:
+		return nil
+	case RouteConnection, RouteGroup, RouteUser:
+		if r.Name == "" {
+			return errors.New("actors: a route to a connection, group or user needs its name")
+		}
+		return nil
+	}
+	return fmt.Errorf("actors: unknown route kind %d", r.Kind)
+}
+
+// check reports why a hub actor cannot take r.
+func (r *GroupRequest) check() error {
+	if r.Action != GroupAdd && r.Action != GroupRemove {
+		return fmt.Errorf("actors: unknown group action %d", r.Action)
+	}
+	if r.ConnectionID == "" || r.Group == "" {
+		return errors.New("actors: a group change needs a connection id and a group name")
+	}
+	return nil
 }

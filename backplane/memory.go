@@ -244,8 +244,10 @@ func (m *Memory) unsubscribe(channels []string) (<-chan struct{}, error) {
 	if m.closed {
 		return nil, ErrClosed
 	}
-	// While unavailable the change is kept, as for Subscribe; nothing is
-	// being delivered then, so there is nothing to wait for.
+	// While unavailable the change is kept, as for Subscribe (messages on
+	// these channels still queued are discarded at delivery), and the call
+	// returns at once with the error: a HandleMessage in progress on them is
+	// not waited for, since the caller learns the change is not confirmed.
 	unavailable := m.usableLocked()
 	var wait bool
 	for _, ch := range channels {

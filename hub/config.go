@@ -71,7 +71,7 @@ type Config struct {
 	GroupAckTimeout time.Duration
 	// BackplaneTimeout bounds each batch of publishes and each subscription
 	// change the node asks of its backplane. The backplane may bound them
-	// more tightly itself (backplane/redis: Options.BackplaneTimeout, 2 s, and
+	// more tightly itself (backplane/redis: Options.PublishTimeout, 2 s, and
 	// Options.ConnectTimeout for subscriptions, 5 s). Default 5 s.
 	BackplaneTimeout time.Duration
 	// DetailedErrors sends the text of non-hub errors to clients. Default

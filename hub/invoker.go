@@ -102,10 +102,14 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		return
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	hc := newContext(ctx, rt, info)
 	var pumps sync.WaitGroup
-	defer pumps.Wait()
+	// A method may return before it read its upload streams to the end:
+	// the call's context ends first, so the pumps stop waiting for it.
+	defer func() {
+		cancel(nil)
+		pumps.Wait()
+	}()
 	ui := 0
 	for i, p := range m.params {
 		if p.Kind() == reflect.Chan && i < len(in) {

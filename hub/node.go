@@ -61,11 +61,12 @@ func init() {
 	}
 }
 
-// Node states, in order.
+// Node states.
 const (
 	stateNew int32 = iota
 	stateStarting
 	stateStarted
+	stateFailed // Start returned an error; only Shutdown is left
 	stateStopped
 )
 
@@ -85,9 +86,11 @@ type Node struct {
 	mu   sync.Mutex // guards hubs until Start; they never change after it
 	hubs map[string]*hubRuntime
 
-	state  atomic.Int32
-	server atomic.Pointer[transport.Server] // set once started
-	tree   atomic.Pointer[fabric.Tree]      // set once the actors are spawned
+	state     atomic.Int32
+	server    atomic.Pointer[transport.Server] // set once started
+	tree      atomic.Pointer[fabric.Tree]      // set once the actors are spawned
+	served    atomic.Bool                      // Start succeeded: every hubRuntime.pid is set
+	startDone chan struct{}                    // closed when a Start call returns
 
 	stopOnce sync.Once
 	stopErr  error
@@ -111,9 +114,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg = cfg.withDefaults()
 	n := &Node{
-		cfg:  cfg,
-		log:  cfg.Logger.With("node_id", cfg.NodeID),
-		hubs: map[string]*hubRuntime{},
+		cfg:       cfg,
+		log:       cfg.Logger.With("node_id", cfg.NodeID),
+		hubs:      map[string]*hubRuntime{},
+		startDone: make(chan struct{}),
 	}
 	if cfg.ActorSystem != nil {
 		n.system = cfg.ActorSystem
@@ -182,6 +186,9 @@ func (n *Node) Start(ctx context.Context) error {
 	case stateStarting, stateStarted:
 		n.mu.Unlock()
 		return errors.New("hub: node already started")
+	case stateFailed:
+		n.mu.Unlock()
+		return errors.New("hub: an earlier Start failed; shut the node down and make a new one")
 	}
 	if len(n.hubs) == 0 {
 		n.mu.Unlock()
@@ -189,7 +196,23 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.state.Store(stateStarting) // from here on the hubs never change
 	n.mu.Unlock()
+	defer close(n.startDone) // Shutdown waits for it before stopping the actors
+	err := n.startNode(ctx)
+	if err != nil {
+		n.state.CompareAndSwap(stateStarting, stateFailed)
+		return err
+	}
+	n.served.Store(true) // before the state: started() may then read the pids
+	if !n.state.CompareAndSwap(stateStarting, stateStarted) {
+		n.served.Store(false)
+		return ErrNodeClosed // Shutdown began meanwhile
+	}
+	return nil
+}
 
+// startNode does Start's work, without holding n.mu: spawning, then the
+// backplane's I/O. It stops early once Shutdown has begun.
+func (n *Node) startNode(ctx context.Context) error {
 	names := make([]string, 0, len(n.hubs))
 	for name := range n.hubs {
 		names = append(names, name)
@@ -214,6 +237,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if n.state.Load() == stateStopped {
+		return ErrNodeClosed
+	}
 	tree, err := actors.SpawnNode(n.root, &fabric.NodeConfig{
 		NodeID: c.NodeID, Hubs: names, Backplane: c.Backplane,
 		BackplaneTimeout: c.BackplaneTimeout, GroupAckTimeout: c.GroupAckTimeout, MaxBatch: defaultMaxPublishBatch,
@@ -230,6 +256,9 @@ func (n *Node) Start(ctx context.Context) error {
 	for name, pid := range tree.Hubs {
 		n.hubs[name].pid = pid
 	}
+	if n.state.Load() == stateStopped {
+		return ErrNodeClosed
+	}
 	if err := c.Backplane.Start(ctx, tree.Handler); err != nil {
 		return fmt.Errorf("hub: start backplane: %w", err)
 	}
@@ -237,12 +266,9 @@ func (n *Node) Start(ctx context.Context) error {
 		if !errors.Is(err, backplane.ErrUnavailable) {
 			return fmt.Errorf("hub: subscribe node channels: %w", err)
 		}
-		n.log.Warn("backplane unavailable at start; serving local traffic until it recovers", "err", err)
+		n.log.Warn("backplane unavailable at start; serving local traffic until it recovers (the node channels are subscribed then)", "err", err)
 	}
 	n.server.Store(srv)
-	if !n.state.CompareAndSwap(stateStarting, stateStarted) {
-		return ErrNodeClosed // Shutdown began meanwhile
-	}
 	return nil
 }
 
@@ -260,18 +286,24 @@ func (n *Node) Handler() http.Handler {
 	})
 }
 
-// started returns the hub name's runtime once the node is started.
+// started returns the hub name's runtime once the node is started (and
+// while it shuts down: senders made before then keep working until the
+// actors stop).
 func (n *Node) started(name string) (*hubRuntime, error) {
-	if n.state.Load() < stateStarted {
+	state := n.state.Load()
+	if state != stateStarted && (state != stateStopped || !n.served.Load()) {
 		n.mu.Lock()
 		_, ok := n.hubs[name]
 		n.mu.Unlock()
-		if !ok {
+		switch {
+		case !ok:
 			return nil, fmt.Errorf("%w: %q", ErrUnknownHub, name)
+		case state == stateStopped:
+			return nil, ErrNodeClosed
 		}
 		return nil, ErrNotStarted
 	}
-	rt, ok := n.hubs[name] // immutable once started
+	rt, ok := n.hubs[name] // immutable once spawned
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownHub, name)
 	}
@@ -289,7 +321,8 @@ func (n *Node) HubContext(name string) (*HubContext, error) {
 
 // HubPID returns the PID of hub name's actor, for programs that run their
 // own actors in the node's actor system (Config.ActorSystem): they may send
-// it actors.SendRequest and actors.GroupRequest. Valid once Start returned.
+// it actors.SendRequest and actors.GroupRequest. It fails with
+// ErrNotStarted until Start has returned nil.
 func (n *Node) HubPID(name string) (*actor.PID, error) {
 	rt, err := n.started(name)
 	if err != nil {
@@ -329,6 +362,8 @@ func (n *Node) Ready() (bool, string) {
 		return false, "not started"
 	case stateStarting:
 		return false, "starting: waiting for the backplane"
+	case stateFailed:
+		return false, "start failed"
 	}
 	if n.backplaneDown.Load() {
 		return false, "backplane down"
@@ -355,6 +390,10 @@ func (n *Node) Stats() Stats {
 	}
 }
 
+// errAttachTimeout is what a client hears when the hub did not attach its
+// connection in time (the cause is logged).
+var errAttachTimeout = errors.New("the server did not attach the connection in time; try again")
+
 func (n *Node) connect(ctx context.Context, req transport.ConnectRequest) (transport.Session, error) {
 	in, err := n.attach(ctx, req.Hub, req.ConnectionID, req.Identity, req.Conn)
 	if err != nil {
@@ -377,7 +416,11 @@ func (n *Node) attach(ctx context.Context, hubName, id string, identity auth.Ide
 	}
 	res, err := n.request(ctx, rt.pid, &fabric.ConnectRequest{Info: info, Invoker: rt}, n.cfg.BackplaneTimeout+answerMargin)
 	if err != nil {
-		return nil, err
+		// The hub may still attach it: have it end the connection then, so
+		// no actor, subscription or OnDisconnected is left behind.
+		n.root.Send(rt.pid, &fabric.AbandonConnect{ID: id})
+		n.log.Warn("connection not attached in time; refused", "hub", hubName, "conn_id", id, "err", err)
+		return nil, errAttachTimeout
 	}
 	r, ok := res.(*fabric.ConnectResponse)
 	if !ok {
@@ -445,6 +488,15 @@ func (n *Node) Shutdown(ctx context.Context) error {
 func (n *Node) shutdown(ctx context.Context) error {
 	prev := n.state.Swap(stateStopped)
 	var errs []error
+	if prev == stateStarting {
+		// Start is spawning or waiting for the backplane: let it see the
+		// stop and return before its actors are stopped.
+		select {
+		case <-n.startDone:
+		case <-ctx.Done():
+			return fmt.Errorf("hub: shutdown: waiting for Start to return: %w", ctx.Err())
+		}
+	}
 	if srv := n.server.Load(); srv != nil && prev == stateStarted {
 		srv.StopAccepting()
 		for _, rt := range n.hubs {

@@ -61,3 +61,47 @@ func TestUploadStreamErrorIsNotANormalEnd(t *testing.T) {
 		})
 	}
 }
+
+// First returns the first item of the stream without reading the rest.
+func (uploadHub) First(_ *hub.Context, xs <-chan int) (int, error) {
+	for x := range xs {
+		return x, nil
+	}
+	return 0, hub.Errorf("empty stream")
+}
+
+// Ping answers "pong".
+func (uploadHub) Ping(*hub.Context) string { return "pong" }
+
+// TestUploadMethodReturningEarly: a method that returns before reading its
+// upload stream to the end does not wedge the connection: items the client
+// keeps sending (more than the stream buffer holds) are dropped and the
+// next invocation is answered. (It deadlocked: the upload pump waited for
+// the call's context, which ended only after the pump.)
+func TestUploadMethodReturningEarly(t *testing.T) {
+	tn := startNode(t, hub.Config{StreamBufferCapacity: 2}, map[string]any{"up": uploadHub{}})
+	c, _, err := dialRaw(t, tn.url, "up", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake(protocol.JSON)
+	c.send(&protocol.Invocation{InvocationID: "1", Target: "First", StreamIDs: []string{"s"}})
+	for i := 1; i <= 20; i++ {
+		c.send(&protocol.StreamItem{InvocationID: "s", Item: i})
+	}
+	c.send(&protocol.Completion{InvocationID: "s"})
+	c.send(&protocol.Invocation{InvocationID: "2", Target: "Ping"})
+	got := map[string]string{}
+	for len(got) < 2 {
+		m, ok := c.next().(*protocol.Completion)
+		if !ok || m.Error != "" {
+			t.Fatalf("completion = %+v", m)
+		}
+		var v any
+		c.bind(m.Result, &v)
+		got[m.InvocationID] = fmt.Sprint(v)
+	}
+	if got["1"] != "1" || got["2"] != "pong" {
+		t.Fatalf("completions = %v, want 1: 1 and 2: pong", got)
+	}
+}

@@ -103,7 +103,7 @@ func (p *pipe) WriteFrame(_ context.Context, frame []byte) error {
 		if err := p.cl.c.s.sleep(every); err != nil {
 			return err
 		}
-		if p.dropped {
+		if p.dropped || p.closed { // cut off meanwhile (CloseNow after the close grace)
 			return errDropped
 		}
 	}
@@ -120,10 +120,15 @@ func (p *pipe) Close() error {
 	}
 	p.closed = true
 	p.cl.stopPingerOf(p)
-	if p.attached {
-		cl := p.cl
-		cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + p.id, run: func() { p.conn.End(nil) }}, 0)
-	}
+	// Also when it closes while the hub is still attaching it: the reader
+	// ends then too, once Open has returned (attached says whether it has a
+	// session to tell).
+	cl := p.cl
+	cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + p.id, run: func() {
+		if p.attached {
+			p.conn.End(nil)
+		}
+	}}, 0)
 	return nil
 }
 
@@ -277,8 +282,8 @@ func (c *Call) Err() error {
 // commit takes a frame delivered to the client at the end of a step. The
 // first frame of a connection starts with the handshake answer.
 func (cl *Client) commit(at time.Duration, p *pipe, frame []byte) {
-	if p != cl.out {
-		return // a frame of an earlier connection
+	if p != cl.out || !p.attached {
+		return // a frame of an earlier connection, or a refusal Connect already returned
 	}
 	if !p.greeted {
 		resp, n, err := protocol.ParseHandshakeResponse(frame)

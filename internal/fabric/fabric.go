@@ -99,6 +99,12 @@ type ConnectResponse struct {
 	Err     error
 }
 
+// AbandonConnect tells a hub actor that the facade stopped waiting for
+// the ConnectRequest of connection ID (it timed out): if the connection was
+// attached meanwhile, it is ended as if its socket had closed, so its
+// OnDisconnected runs and nothing of it stays behind.
+type AbandonConnect struct{ ID string }
+
 // ClientMessage carries one parsed message from the client's socket to its
 // connection actor, with the upload streams an invocation declared.
 type ClientMessage struct {

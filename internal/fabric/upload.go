@@ -232,6 +232,7 @@ func (in *Inbound) Closed(err error) {
 // with an error: Upload.Err returns it, carrying the client's message.
 type StreamError struct{ Message string }
 
+// Error says the stream failed, with the client's message.
 func (e *StreamError) Error() string {
 	return "the client ended the upload stream with an error: " + e.Message
 }
