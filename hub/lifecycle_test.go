@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/hub"
+	"github.com/hubfabric/hubfabric/protocol"
 )
 
 // stalledBackplane is a Memory whose first Subscribe (the node channels
@@ -121,5 +123,55 @@ func TestFailedStart(t *testing.T) {
 	defer cancel()
 	if err := n.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown after a failed Start = %v", err)
+	}
+}
+
+// deafBackplane is a Memory whose subscriptions for connections hang,
+// ignoring their context, until release is closed: a backplane that never
+// answers.
+type deafBackplane struct {
+	*backplane.Memory
+	release chan struct{}
+}
+
+func (b *deafBackplane) Subscribe(ctx context.Context, channels ...string) error {
+	for _, c := range channels {
+		if strings.Contains(c, ":c:") {
+			<-b.release
+		}
+	}
+	return b.Memory.Subscribe(ctx, channels...)
+}
+
+// disconnects records OnDisconnected calls.
+type disconnects struct{ ids chan string }
+
+func (d disconnects) OnDisconnected(c *hub.Context, _ error) { d.ids <- c.ConnectionID }
+
+// Ping answers "pong".
+func (disconnects) Ping(*hub.Context) string { return "pong" }
+
+// TestConnectNotAttachedInTime: when the hub cannot attach a connection in
+// time (its backplane does not answer), the client is refused with a plain
+// reason, and the connection the hub attached meanwhile is ended: its
+// OnDisconnected runs and Shutdown finds no connection left.
+func TestConnectNotAttachedInTime(t *testing.T) {
+	bp := &deafBackplane{Memory: backplane.NewMemory(), release: make(chan struct{})}
+	d := disconnects{ids: make(chan string, 1)}
+	tn := startNode(t, hub.Config{Backplane: bp, BackplaneTimeout: time.Millisecond}, map[string]any{"room": d})
+	c, _, err := dialRaw(t, tn.url, "room", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.writeText(string(protocol.AppendHandshakeRequest(nil, protocol.HandshakeRequest{Protocol: "json", Version: 1})))
+	resp := c.handshakeResponse() // after BackplaneTimeout + 5 s
+	if !strings.Contains(resp.Error, "did not attach the connection in time") || strings.Contains(resp.Error, "future") {
+		t.Fatalf("handshake answer %q, want a plain refusal", resp.Error)
+	}
+	close(bp.release) // the hub's subscription completes, too late
+	select {
+	case <-d.ids:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned connection's OnDisconnected did not run")
 	}
 }
