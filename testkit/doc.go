@@ -1,6 +1,7 @@
 // Package testkit runs a whole hubfabric cluster inside one test,
 // deterministically: N nodes in one process on a simulated backplane, with
-// simulated clients (no sockets), running the real hub, group, connection
+// simulated clients (no sockets: an in-memory pipe under the real
+// connection code), running the real hub, group, connection
 // and bridge actors, the real hub method dispatch and the real SignalR
 // encoders and parsers. One seeded scheduler orders every mailbox run,
 // backplane delivery, goroutine and timer over a virtual clock, so one seed

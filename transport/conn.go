@@ -323,7 +323,7 @@ func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pen
 		// messages never alias the buffer (the parsers copy).
 		var rd io.Reader
 		if !first {
-			// No deadline context (see Outbound.writeLoop): closing the
+			// No deadline context (see internal/conn outbound.writeLoop): closing the
 			// socket ends the read.
 			typ, r, err := ws.Reader(context.Background())
 			if err != nil {

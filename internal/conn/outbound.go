@@ -102,7 +102,7 @@ func (o *outbound) enqueue(record []byte) error {
 }
 
 // release writes the greeting and then everything queued while the
-// Outbound was held, and lets later records go out as they come. It has no
+// outbound was held, and lets later records go out as they come. It has no
 // effect after Close or a first Release.
 func (o *outbound) release() {
 	o.mu.Lock()
