@@ -34,9 +34,7 @@ var errNotHere = errors.New("connection is not on this node")
 
 // The bridge's own messages.
 type (
-	// hubsSpawned tells the bridge which actor serves each hub name.
-	hubsSpawned struct{ hubs map[string]*actor.PID }
-	flushDone   struct {
+	flushDone struct {
 		batch []pendingPublish
 		err   error
 	}
@@ -77,8 +75,8 @@ type pendingAck struct {
 type bridge struct {
 	cfg      *fabric.NodeConfig
 	log      *slog.Logger
-	reg      *hubRegistry       // shared by every incarnation: survives a restart
-	audience backplane.Audience // nil when the backplane cannot tell
+	hubs     map[string]*actor.PID // filled by SpawnNode before the backplane starts; survives a restart
+	audience backplane.Audience    // nil when the backplane cannot tell
 
 	pending  []pendingPublish
 	flushing bool
@@ -91,15 +89,13 @@ type bridge struct {
 	wg sync.WaitGroup
 }
 
-// hubRegistry is which actor serves each hub name, set once by
-// hubsSpawned and read only by the bridge.
-type hubRegistry struct{ hubs map[string]*actor.PID }
-
-func newBridgeProps(cfg *fabric.NodeConfig) *actor.Props {
+// newBridgeProps returns the bridge's Props. hubs is the node's hub actors
+// by name: SpawnNode fills it before anything reaches the bridge, and
+// every incarnation of the bridge reads the same map.
+func newBridgeProps(cfg *fabric.NodeConfig, hubs map[string]*actor.PID) *actor.Props {
 	audience, _ := cfg.Backplane.(backplane.Audience)
-	reg := &hubRegistry{}
 	return cfg.Seams.Props(func() actor.Actor {
-		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, reg: reg, acks: map[uint64]*pendingAck{}}
+		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, hubs: hubs, acks: map[uint64]*pendingAck{}}
 	})
 }
 
@@ -128,14 +124,12 @@ func (b *bridge) Receive(ctx actor.Context) {
 		b.onGroupCommand(ctx, m)
 	case *ackTimeout:
 		if a, ok := b.acks[m.id]; ok {
-			b.failAck(ctx, m.id, fmt.Errorf("%w: no node answered for connection %q within %s", ErrUnknownConnection, a.conn, b.cfg.GroupAckTimeout))
+			b.settleAck(ctx, m.id, fmt.Errorf("%w: no node answered for connection %q within %s", ErrUnknownConnection, a.conn, b.cfg.GroupAckTimeout))
 		}
 	case *inbound:
 		b.onInbound(ctx, m)
 	case *groupCommandDone:
 		b.onGroupCommandDone(ctx, m)
-	case *hubsSpawned:
-		b.reg.hubs = m.hubs
 	case *actor.Stopping:
 		for id, a := range b.acks {
 			a.timer.Stop()
@@ -216,7 +210,7 @@ func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 	for _, p := range m.batch {
 		answer(ctx, p.reply, resp)
 		if p.ackID != 0 && m.err != nil {
-			b.failAck(ctx, p.ackID, ErrNotDeliveredRemotely)
+			b.settleAck(ctx, p.ackID, ErrNotDeliveredRemotely)
 		}
 	}
 	if len(b.pending) > 0 {
@@ -294,8 +288,9 @@ func (b *bridge) onGroupCommand(ctx actor.Context, m *groupCommand) {
 	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: ch, Payload: payload}, ackID: id})
 }
 
-// failAck answers a waiting group command with err.
-func (b *bridge) failAck(ctx actor.Context, id uint64, err error) {
+// settleAck answers the group command waiting for ack id, if it still
+// waits, with err (nil: the change is in effect).
+func (b *bridge) settleAck(ctx actor.Context, id uint64, err error) {
 	if a, ok := b.acks[id]; ok {
 		a.timer.Stop()
 		delete(b.acks, id)
@@ -310,11 +305,7 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 		if body.GroupAck.Error != "" {
 			err = fmt.Errorf("the node of the connection refused the group change: %s", body.GroupAck.Error)
 		}
-		if a, ok := b.acks[body.GroupAck.Id]; ok {
-			a.timer.Stop()
-			delete(b.acks, body.GroupAck.Id)
-			answer(ctx, a.reply, &GroupResponse{Err: err})
-		}
+		b.settleAck(ctx, body.GroupAck.Id, err)
 	case *fabricv1.Envelope_GroupCommand:
 		b.onRemoteGroupCommand(ctx, m.hub, m.env.OriginNode, body.GroupCommand)
 	}
@@ -323,18 +314,13 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 // onRemoteGroupCommand applies another node's group change if the
 // connection is here; the hub actor's answer goes back as an ack.
 func (b *bridge) onRemoteGroupCommand(ctx actor.Context, hubName, origin string, cmd *fabricv1.GroupCommand) {
-	hubPID := b.reg.hubs[hubName]
+	hubPID := b.hubs[hubName]
 	if hubPID == nil {
 		return
 	}
-	action := GroupAdd
-	switch cmd.Action {
-	case fabricv1.GroupAction_GROUP_ACTION_ADD:
-	case fabricv1.GroupAction_GROUP_ACTION_REMOVE:
+	action := GroupAdd // the handler let only ADD and REMOVE through
+	if cmd.Action == fabricv1.GroupAction_GROUP_ACTION_REMOVE {
 		action = GroupRemove
-	default:
-		b.cfg.Counters.Malformed.Add(1)
-		return
 	}
 	req := &GroupRequest{Action: action, ConnectionID: cmd.ConnectionId, Group: cmd.Group}
 	rt, root, self, id := b.cfg.Seams.Runtime, ctx.ActorSystem().Root, ctx.Self(), cmd.Id

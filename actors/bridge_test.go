@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -223,6 +224,17 @@ func TestHandlerDropsMalformed(t *testing.T) {
 		{name: "group command on another connection's channel", channel: "h:chat:c:b", payload: env(command), wantReceived: 1},
 		{name: "group ack on a hub channel", channel: "h:chat:all", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_GroupAck{GroupAck: &fabricv1.GroupAck{Id: 1}}}), wantReceived: 1},
 		{name: "envelope without a body", channel: "h:chat:all", payload: env(&fabricv1.Envelope{}), wantReceived: 1},
+		{name: "send without a MessagePack record", channel: "h:chat:all", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{Json: []byte("{}\x1e")}}}), wantReceived: 1},
+		{name: "send to a group without a name", channel: "h:chat:g:", payload: send, wantReceived: 1},
+		{name: "group command without a group", channel: "h:chat:c:a", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
+			Id: 1, Action: fabricv1.GroupAction_GROUP_ACTION_ADD, ConnectionId: "a",
+		}}}), wantReceived: 1},
+		{name: "group command without an action", channel: "h:chat:c:a", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
+			Id: 1, Group: "g", ConnectionId: "a",
+		}}}), wantReceived: 1},
+		{name: "group command without a connection", channel: "h:chat:c:", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
+			Id: 1, Action: fabricv1.GroupAction_GROUP_ACTION_ADD, Group: "g",
+		}}}), wantReceived: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -319,4 +331,32 @@ func TestSubscriptionMadeDuringOutageIsRestored(t *testing.T) {
 	}
 	a1.out.waitRecords(t, 2)
 	checkRecords(t, a1.out, "toConn", "toGroup")
+}
+
+// FuzzHandleMessage feeds the backplane handler (the decoder of what other
+// nodes publish) any channel name and payload: it must never panic, and
+// the node must still deliver a valid send afterwards.
+func FuzzHandleMessage(f *testing.F) {
+	f.Add("h:chat:all", invocationEnvelope(f, "other", "m"))
+	f.Add("h:chat:g:g", invocationEnvelope(f, "other", "m", "a"))
+	f.Add("h:chat:c:a", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
+		Id: 1, Action: fabricv1.GroupAction_GROUP_ACTION_ADD, Group: "g", ConnectionId: "a",
+	}}}))
+	f.Add("n:n1", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_GroupAck{GroupAck: &fabricv1.GroupAck{Id: 7, Error: "x"}}}))
+	f.Add("h:chat:u:", []byte{0x0a, 0x00, 0x12})
+	n := startNode(f, newTestSystem(f), "n1", backplane.NewMemory(), nil)
+	a := n.connect("a", "", protocol.JSON)
+	f.Fuzz(func(t *testing.T, channel string, data []byte) {
+		n.tree.Handler.HandleMessage(channel, data)
+	})
+	// Still serving: a valid send from another node reaches the connection.
+	n.tree.Handler.HandleMessage("h:chat:c:a", invocationEnvelope(f, "other", "after"))
+	a.out.waitUntil(f, "the send made after the fuzz inputs", func() bool {
+		for _, r := range a.out.records {
+			if bytes.Contains(r, []byte(`"after"`)) {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -78,7 +78,7 @@ func (g *group) Receive(ctx actor.Context) {
 			g.onAdd(ctx, m)
 		} else {
 			g.remove(ctx, m.connID)
-			g.answer(ctx, m.reply)
+			answer(ctx, m.reply, &GroupResponse{})
 		}
 	case *groupSubscribed:
 		g.onSubscribed(ctx, m.err)
@@ -86,12 +86,6 @@ func (g *group) Receive(ctx actor.Context) {
 		if id, ok := g.byPID[m.Who.Id]; ok {
 			g.remove(ctx, id)
 		}
-	}
-}
-
-func (g *group) answer(ctx actor.Context, reply *actor.PID) {
-	if reply != nil {
-		ctx.Send(reply, &GroupResponse{})
 	}
 }
 
@@ -104,7 +98,7 @@ func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
 	}
 	switch g.state {
 	case subscribed:
-		g.answer(ctx, m.reply)
+		answer(ctx, m.reply, &GroupResponse{})
 	case subscribing:
 		g.pending = append(g.pending, m.reply)
 	case unsubscribed:
@@ -123,7 +117,7 @@ func (g *group) onSubscribed(ctx actor.Context, err error) {
 	g.state = subscribed
 	g.unsubscribeIfEmpty(ctx) // everyone may have left while we subscribed
 	for _, p := range g.pending {
-		g.answer(ctx, p)
+		answer(ctx, p, &GroupResponse{})
 	}
 	g.pending = nil
 }

@@ -52,10 +52,18 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 			h.counters.Malformed.Add(1)
 			return
 		}
-		route.Excluded = body.Invocation.ExcludedConnectionIds
-		h.root.Send(pid, &arrival{route: route, payload: &payload{json: body.Invocation.Json, msgpack: body.Invocation.Messagepack}})
+		inv := body.Invocation
+		if len(inv.Json) == 0 || len(inv.Messagepack) == 0 || route.check() != nil {
+			h.counters.Malformed.Add(1) // nothing to deliver, or no recipient to name
+			return
+		}
+		route.Excluded = inv.ExcludedConnectionIds
+		h.root.Send(pid, &arrival{route: route, payload: &payload{json: inv.Json, msgpack: inv.Messagepack}})
 	case *fabricv1.Envelope_GroupCommand:
-		if route.Kind != RouteConnection || route.Name != body.GroupCommand.ConnectionId {
+		cmd := body.GroupCommand
+		action := cmd.Action
+		if route.Kind != RouteConnection || cmd.ConnectionId == "" || route.Name != cmd.ConnectionId || cmd.Group == "" ||
+			(action != fabricv1.GroupAction_GROUP_ACTION_ADD && action != fabricv1.GroupAction_GROUP_ACTION_REMOVE) {
 			h.counters.Malformed.Add(1)
 			return
 		}

@@ -194,9 +194,7 @@ func finishSend(ctx actor.Context, bridge *actor.PID, s *send) {
 		ctx.Send(bridge, s)
 		return
 	}
-	if s.reply != nil {
-		ctx.Send(s.reply, &SendResponse{})
-	}
+	answer(ctx, s.reply, &SendResponse{})
 }
 
 func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
@@ -250,9 +248,7 @@ func (h *hub) answerIfEmpty(ctx actor.Context) {
 		return
 	}
 	for _, w := range h.emptyWaiters {
-		if w != nil {
-			ctx.Send(w, &fabric.NoConnections{})
-		}
+		answer(ctx, w, &fabric.NoConnections{})
 	}
 	h.emptyWaiters = nil
 }

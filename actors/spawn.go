@@ -14,11 +14,12 @@ import (
 // programs outside this module use package hub instead. It does no I/O
 // and does not block.
 func SpawnNode(root *actor.RootContext, cfg *fabric.NodeConfig) (*fabric.Tree, error) {
-	bridge, err := root.SpawnNamed(newBridgeProps(cfg), "hubfabric-bridge-"+cfg.NodeID)
+	hubs := map[string]*actor.PID{} // filled below, before the backplane delivers anything
+	bridge, err := root.SpawnNamed(newBridgeProps(cfg, hubs), "hubfabric-bridge-"+cfg.NodeID)
 	if err != nil {
 		return nil, fmt.Errorf("spawn bridge: %w", err)
 	}
-	tree := &fabric.Tree{Bridge: bridge, Hubs: map[string]*actor.PID{}}
+	tree := &fabric.Tree{Bridge: bridge, Hubs: hubs}
 	tree.Channels = []string{nodeChannel(cfg.NodeID)}
 	for _, name := range cfg.Hubs {
 		pid, err := root.SpawnNamed(newHubProps(name, cfg, bridge), "hubfabric-hub-"+cfg.NodeID+"-"+name)
@@ -28,8 +29,6 @@ func SpawnNode(root *actor.RootContext, cfg *fabric.NodeConfig) (*fabric.Tree, e
 		tree.Hubs[name] = pid
 		tree.Channels = append(tree.Channels, routeChannel(name, Route{Kind: RouteAll}))
 	}
-	// Ahead of anything the backplane delivers: the handler is not started.
-	root.Send(bridge, &hubsSpawned{hubs: tree.Hubs})
 	tree.Handler = &backplaneHandler{
 		root: root, bridge: bridge, hubs: tree.Hubs, nodeID: cfg.NodeID,
 		counters: cfg.Counters, log: cfg.Logger, onEvent: cfg.OnBackplaneEvent,
