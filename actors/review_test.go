@@ -153,3 +153,26 @@ func TestSendsKeepOrderWhileAGroupStops(t *testing.T) {
 	b.out.waitRecords(t, 2)
 	checkRecords(t, b.out, "m1", "m2")
 }
+
+// TestNewSendRequestBadInput: a send without a target, with a route that
+// is not one, or with arguments that cannot be encoded is refused with an
+// error saying which.
+func TestNewSendRequestBadInput(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		route  Route
+		target string
+		args   []any
+		want   string
+	}{
+		{"no target", Route{Kind: RouteAll}, "", nil, "needs a target method name"},
+		{"unknown route kind", Route{Kind: 9}, "m", nil, "unknown route kind 9"},
+		{"user without a name", Route{Kind: RouteUser}, "m", nil, "needs its name"},
+		{"argument that cannot be encoded", Route{Kind: RouteAll}, "m", []any{make(chan int)}, "cannot encode the arguments"},
+	} {
+		if _, err := NewSendRequest(tc.route, tc.target, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: NewSendRequest = %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -165,24 +165,15 @@ func clientError(what string, err error) error {
 // send serializes the invocation once per protocol, then asks the hub actor
 // to route it once per route.
 func (rt *hubRuntime) send(ctx context.Context, routes []actors.Route, target string, args []any) error {
-	if target == "" {
-		return errors.New("hub: send needs a target method name")
+	// Encoded (and target checked) once; each route's request shares the bytes.
+	base, err := actors.NewSendRequest(actors.Route{Kind: actors.RouteAll}, target, args...)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
 	}
 	n := rt.node
 	futures := make([]*pendingRequest, 0, len(routes))
-	var shared *actors.SendRequest
-	for i, r := range routes {
-		var req *actors.SendRequest
-		if i == 0 {
-			var err error
-			if shared, err = actors.NewSendRequest(r, target, args...); err != nil {
-				return fmt.Errorf("hub: %w", err)
-			}
-			req = shared
-		} else {
-			req = shared.To(r)
-		}
-		futures = append(futures, n.start(ctx, rt.pid, req, n.cfg.BackplaneTimeout+answerMargin))
+	for _, r := range routes {
+		futures = append(futures, n.start(ctx, rt.pid, base.To(r), n.cfg.BackplaneTimeout+answerMargin))
 	}
 	var errs []error
 	for _, f := range futures {

@@ -99,6 +99,7 @@ const (
 	defaultBackplaneTimeout  = 5 * time.Second
 	defaultMaxPublishBatch   = 512
 	defaultNodeIDRandomBytes = 8
+	defaultTokenSecretBytes  = 32
 )
 
 // DefaultGroupAckTimeout is Config.GroupAckTimeout's default: how long a
@@ -152,6 +153,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Authenticator == nil {
 		c.Authenticator = auth.Anonymous
+	}
+	if len(c.TokenSecret) == 0 {
+		c.TokenSecret = make([]byte, defaultTokenSecretBytes)
+		_, _ = rand.Read(c.TokenSecret)
 	}
 	setDefault(&c.TokenTTL, defaultTokenTTL)
 	setDefault(&c.KeepAliveInterval, defaultKeepAlive)

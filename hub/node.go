@@ -87,9 +87,8 @@ type Node struct {
 	hubs map[string]*hubRuntime
 
 	state     atomic.Int32
-	server    atomic.Pointer[transport.Server] // set once started
+	server    atomic.Pointer[transport.Server] // set once Start succeeded (every hubRuntime.pid is set then)
 	tree      atomic.Pointer[fabric.Tree]      // set once the actors are spawned
-	served    atomic.Bool                      // Start succeeded: every hubRuntime.pid is set
 	startDone chan struct{}                    // closed when a Start call returns
 
 	stopOnce sync.Once
@@ -197,22 +196,23 @@ func (n *Node) Start(ctx context.Context) error {
 	n.state.Store(stateStarting) // from here on the hubs never change
 	n.mu.Unlock()
 	defer close(n.startDone) // Shutdown waits for it before stopping the actors
-	err := n.startNode(ctx)
+	srv, err := n.startNode(ctx)
 	if err != nil {
 		n.state.CompareAndSwap(stateStarting, stateFailed)
 		return err
 	}
-	n.served.Store(true) // before the state: started() may then read the pids
+	n.server.Store(srv) // before the state: a started node always has it
 	if !n.state.CompareAndSwap(stateStarting, stateStarted) {
-		n.served.Store(false)
+		n.server.Store(nil)
 		return ErrNodeClosed // Shutdown began meanwhile
 	}
 	return nil
 }
 
 // startNode does Start's work, without holding n.mu: spawning, then the
-// backplane's I/O. It stops early once Shutdown has begun.
-func (n *Node) startNode(ctx context.Context) error {
+// backplane's I/O, and returns the HTTP server to serve. It stops early
+// once Shutdown has begun.
+func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 	names := make([]string, 0, len(n.hubs))
 	for name := range n.hubs {
 		names = append(names, name)
@@ -235,10 +235,10 @@ func (n *Node) startNode(ctx context.Context) error {
 		Logger:            n.log.With("component", "transport"),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if n.state.Load() == stateStopped {
-		return ErrNodeClosed
+		return nil, ErrNodeClosed
 	}
 	tree, err := actors.SpawnNode(n.root, &fabric.NodeConfig{
 		NodeID: c.NodeID, Hubs: names, Backplane: c.Backplane,
@@ -251,25 +251,24 @@ func (n *Node) startNode(ctx context.Context) error {
 		n.tree.Store(tree) // Shutdown stops whatever was spawned
 	}
 	if err != nil {
-		return fmt.Errorf("hub: %w", err)
+		return nil, fmt.Errorf("hub: %w", err)
 	}
 	for name, pid := range tree.Hubs {
 		n.hubs[name].pid = pid
 	}
 	if n.state.Load() == stateStopped {
-		return ErrNodeClosed
+		return nil, ErrNodeClosed
 	}
 	if err := c.Backplane.Start(ctx, tree.Handler); err != nil {
-		return fmt.Errorf("hub: start backplane: %w", err)
+		return nil, fmt.Errorf("hub: start backplane: %w", err)
 	}
 	if err := c.Backplane.Subscribe(ctx, tree.Channels...); err != nil {
 		if !errors.Is(err, backplane.ErrUnavailable) {
-			return fmt.Errorf("hub: subscribe node channels: %w", err)
+			return nil, fmt.Errorf("hub: subscribe node channels: %w", err)
 		}
 		n.log.Warn("backplane unavailable at start; serving local traffic until it recovers (the node channels are subscribed then)", "err", err)
 	}
-	n.server.Store(srv)
-	return nil
+	return srv, nil
 }
 
 // Handler returns the HTTP handler serving every hub: mount it on a prefix
@@ -278,7 +277,7 @@ func (n *Node) startNode(ctx context.Context) error {
 func (n *Node) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		srv := n.server.Load()
-		if srv == nil || n.state.Load() < stateStarted {
+		if srv == nil || n.state.Load() == stateStarting {
 			http.Error(w, "node not started", http.StatusServiceUnavailable)
 			return
 		}
@@ -291,7 +290,7 @@ func (n *Node) Handler() http.Handler {
 // actors stop).
 func (n *Node) started(name string) (*hubRuntime, error) {
 	state := n.state.Load()
-	if state != stateStarted && (state != stateStopped || !n.served.Load()) {
+	if state != stateStarted && (state != stateStopped || n.server.Load() == nil) {
 		n.mu.Lock()
 		_, ok := n.hubs[name]
 		n.mu.Unlock()

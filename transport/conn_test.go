@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -147,7 +148,7 @@ func TestPanickingConnectionIsClosedNotFatal(t *testing.T) {
 // testOptions serves hub "chat" with connect and SignalR's usual limits.
 func testOptions(connect func(context.Context, ConnectRequest) (Session, error)) Options {
 	return Options{
-		Hubs: []string{"chat"}, Connect: connect,
+		Hubs: []string{"chat"}, Connect: connect, TokenSecret: []byte("test secret"), Authenticator: auth.Anonymous,
 		TokenTTL: 5 * time.Minute, KeepAliveInterval: 15 * time.Second, ClientTimeout: 30 * time.Second,
 		HandshakeTimeout: 15 * time.Second, MaxMessageSize: 32 << 10, MaxOutboundBytes: 1 << 20,
 	}
@@ -155,9 +156,25 @@ func testOptions(connect func(context.Context, ConnectRequest) (Session, error))
 
 func TestOptionsNeedEveryLimit(t *testing.T) {
 	t.Parallel()
-	o := testOptions(func(context.Context, ConnectRequest) (Session, error) { return nil, nil })
-	o.MaxOutboundBytes = 0
-	if _, err := NewServer(o); err == nil || !strings.Contains(err.Error(), "MaxOutboundBytes must be positive") {
-		t.Fatalf("NewServer without MaxOutboundBytes = %v, want an error naming it", err)
+	connect := func(context.Context, ConnectRequest) (Session, error) { return nil, nil }
+	for _, tc := range []struct {
+		want  string
+		unset func(*Options)
+	}{
+		{"TokenTTL must be positive", func(o *Options) { o.TokenTTL = 0 }},
+		{"KeepAliveInterval must be positive", func(o *Options) { o.KeepAliveInterval = 0 }},
+		{"ClientTimeout must be positive", func(o *Options) { o.ClientTimeout = -1 }},
+		{"HandshakeTimeout must be positive", func(o *Options) { o.HandshakeTimeout = 0 }},
+		{"MaxMessageSize must be positive", func(o *Options) { o.MaxMessageSize = 0 }},
+		{"MaxOutboundBytes must be positive", func(o *Options) { o.MaxOutboundBytes = 0 }},
+		{"TokenSecret is required", func(o *Options) { o.TokenSecret = nil }},
+		{"Connect is required", func(o *Options) { o.Connect = nil }},
+		{"Authenticator is required", func(o *Options) { o.Authenticator = nil }},
+	} {
+		o := testOptions(connect)
+		tc.unset(&o)
+		if _, err := NewServer(o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewServer = %v, want an error saying %q", err, tc.want)
+		}
 	}
 }

@@ -57,10 +57,10 @@ type Options struct {
 	// with a Close message carrying the error text. Required.
 	Connect func(ctx context.Context, req ConnectRequest) (Session, error)
 	// Authenticator identifies the caller of negotiate and WebSocket
-	// requests. Default: auth.Anonymous.
+	// requests. Required.
 	Authenticator auth.Authenticator
 	// TokenSecret keys connection tokens. Nodes that share it accept each
-	// other's tokens (no sticky sessions). Default: random per Server.
+	// other's tokens (no sticky sessions). Required.
 	TokenSecret []byte
 	// TokenTTL is how long a negotiated token may be used to connect.
 	TokenTTL time.Duration
@@ -92,7 +92,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("transport: Options.Connect is required")
 	}
 	if o.Authenticator == nil {
-		o.Authenticator = auth.Anonymous
+		return o, errors.New("transport: Options.Authenticator is required (auth.Anonymous lets everybody in)")
 	}
 	for _, f := range []struct {
 		name string
@@ -113,7 +113,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Now = time.Now
 	}
 	if len(o.TokenSecret) == 0 {
-		o.TokenSecret = []byte(newConnectionID() + newConnectionID())
+		return o, errors.New("transport: Options.TokenSecret is required")
 	}
 	for _, p := range o.AllowedOrigins {
 		if _, err := matchOrigin(p, "x"); err != nil {

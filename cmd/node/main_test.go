@@ -41,6 +41,7 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"bad redis option", []string{"--redis", "localhost:6379,bogus=1"}, nil, `--redis: `},
 		{"bad redis timeout", []string{"--redis", "localhost:6379,connectTimeout=abc"}, nil, `connectTimeout`},
 		{"empty redis endpoint", []string{"--redis", ","}, nil, `--redis: `},
+		{"channel prefix without redis", []string{"--channel-prefix", "app:"}, nil, `--channel-prefix needs --redis`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

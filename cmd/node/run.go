@@ -48,7 +48,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.tokenSecret, "token-secret", "", "secret for connection tokens, shared by the nodes of a cluster (default: random per node)")
 	fs.StringVar(&o.nodeID, "node-id", "", "node id on the backplane (default: random)")
 	fs.StringVar(&o.redis, "redis", "", "Redis backplane connection string (empty: in-memory backplane, one node)")
-	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "Redis channel prefix isolating apps that share one Redis; overrides the connection string's channelPrefix (default: the string's, else \"hubfabric:\")")
+	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "Redis channel prefix isolating apps that share one Redis, used verbatim (end it with a separator, e.g. \"app1:\"); overrides the connection string's channelPrefix (default: the string's, else \"hubfabric:\")")
 	fs.DurationVar(&o.groupAckTimeout, "group-ack-timeout", hub.DefaultGroupAckTimeout, "how long a group change for a connection on another node waits for that node")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
