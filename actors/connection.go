@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -20,19 +21,23 @@ import (
 // Deliveries from sends do not pass through it: the hub and group actors
 // queue them on the outlet directly.
 type connection struct {
-	info     *fabric.ConnectionInfo
-	invoker  fabric.Invoker
-	uploads  *fabric.Uploads
-	parallel int
-	rt       seam.Runtime
+	info       *fabric.ConnectionInfo
+	invoker    fabric.Invoker
+	uploads    *fabric.Uploads
+	pending    *fabric.Pending
+	parallel   int
+	maxStreams int
+	rt         seam.Runtime
 
 	ctx       context.Context
 	cancel    context.CancelFunc
 	connected bool // OnConnected finished
 	closing   bool
 	running   int
+	streams   int // server and upload streams of started calls
 	waiting   []*queuedCall
-	calls     map[string]context.CancelFunc // by invocation id
+	ids       map[string]bool        // invocation ids of waiting calls and of running ones not yet answered
+	calls     map[string]*activeCall // running calls, by invocation id
 	wg        sync.WaitGroup
 }
 
@@ -43,6 +48,25 @@ type queuedCall struct {
 	msg     protocol.Message
 	id      string
 	uploads []*fabric.Upload
+	size    int // taken from the connection's Pending bound
+}
+
+// streams is how many streams the call opens: its uploads, plus one for
+// a server stream.
+func (q *queuedCall) streams() int {
+	n := len(q.uploads)
+	if _, ok := q.msg.(*protocol.StreamInvocation); ok {
+		n++
+	}
+	return n
+}
+
+// activeCall is a running call with an invocation id. Only the actor
+// touches it.
+type activeCall struct {
+	id      string // "" for a call the client does not wait for
+	cancel  context.CancelFunc
+	streams int // streams it holds in the connection's count until answered or done
 }
 
 // call lifecycle messages the actor sends to itself.
@@ -50,18 +74,26 @@ type (
 	connectedDone struct{ err error }
 	callReleased  struct{}
 	callDone      struct {
-		id      string
+		call    *activeCall
 		uploads []*fabric.Upload
 	}
-	callReply       struct{ msg protocol.Message }
+	// callReply is a reply; answered is set for a call's Completion, after
+	// which the client may reuse the call's id.
+	callReply struct {
+		record   []byte
+		answered *activeCall
+	}
 	disconnectDone  struct{}
 	abortConnection struct{ msg string }
 	closeConnection struct{ reason string }
 )
 
-func newConnectionProps(info *fabric.ConnectionInfo, inv fabric.Invoker, uploads *fabric.Uploads, cfg *fabric.NodeConfig) *actor.Props {
+func newConnectionProps(info *fabric.ConnectionInfo, inv fabric.Invoker, uploads *fabric.Uploads, pending *fabric.Pending, cfg *fabric.NodeConfig) *actor.Props {
 	return cfg.Seams.Props(func() actor.Actor {
-		return &connection{info: info, invoker: inv, uploads: uploads, parallel: cfg.MaxParallelInvocations, rt: cfg.Seams.Runtime}
+		return &connection{
+			info: info, invoker: inv, uploads: uploads, pending: pending,
+			parallel: cfg.MaxParallelInvocations, maxStreams: cfg.MaxStreamsPerConnection, rt: cfg.Seams.Runtime,
+		}
 	})
 }
 
@@ -73,7 +105,15 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *fabric.ClientMessage:
 		c.onClientMessage(ctx, m)
 	case *callReply:
-		_ = c.info.Outlet.Send(m.msg)
+		_ = c.info.Outlet.Enqueue(m.record)
+		if ac := m.answered; ac != nil {
+			// Answered: for the client the call and its streams are over.
+			c.streams -= ac.streams
+			ac.streams = 0
+			if c.calls[ac.id] == ac {
+				delete(c.ids, ac.id)
+			}
+		}
 	case *callReleased:
 		c.running--
 		c.startWaiting(ctx)
@@ -98,7 +138,8 @@ func (c *connection) Receive(ctx actor.Context) {
 
 func (c *connection) onStarted(ctx actor.Context) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.calls = make(map[string]context.CancelFunc)
+	c.calls = make(map[string]*activeCall)
+	c.ids = make(map[string]bool)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
 	c.wg.Add(1)
@@ -125,12 +166,12 @@ func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage
 	}
 	switch m := cm.Message.(type) {
 	case *protocol.Invocation:
-		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads})
+		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads, size: cm.Size})
 	case *protocol.StreamInvocation:
-		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads})
+		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads, size: cm.Size})
 	case *protocol.CancelInvocation:
-		if cancel, ok := c.calls[m.InvocationID]; ok {
-			cancel()
+		if ac := c.calls[m.InvocationID]; ac != nil {
+			ac.cancel()
 		}
 	case *protocol.Close:
 		// The client closes its socket next; ClientClosed follows.
@@ -138,8 +179,29 @@ func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage
 }
 
 func (c *connection) enqueue(ctx actor.Context, q *queuedCall) {
+	if q.id != "" {
+		if c.ids[q.id] {
+			// As ASP.NET: the first call keeps the id (and can still be
+			// cancelled); the second is refused.
+			c.refuse(q, fmt.Sprintf("Invocation ID '%s' is already in use.", q.id))
+			return
+		}
+		c.ids[q.id] = true
+	}
 	c.waiting = append(c.waiting, q)
 	c.startWaiting(ctx)
+}
+
+// refuse answers a call that will not run with an error Completion (when
+// the client waits for one) and lets go of what it holds.
+func (c *connection) refuse(q *queuedCall, msg string) {
+	c.pending.Release(q.size)
+	for _, u := range q.uploads {
+		c.uploads.Remove(u)
+	}
+	if q.id != "" {
+		_ = c.info.Outlet.Send(&protocol.Completion{InvocationID: q.id, Error: msg})
+	}
 }
 
 // startWaiting starts queued calls while the parallel limit allows.
@@ -148,6 +210,13 @@ func (c *connection) startWaiting(ctx actor.Context) {
 		q := c.waiting[0]
 		c.waiting[0] = nil
 		c.waiting = c.waiting[1:]
+		if n := q.streams(); n > 0 && c.streams+n > c.maxStreams {
+			if q.id != "" {
+				delete(c.ids, q.id)
+			}
+			c.refuse(q, fmt.Sprintf("Failed to invoke '%s': the connection has %d streams open and the limit is %d (MaxStreamsPerConnection).", target(q.msg), c.streams, c.maxStreams))
+			continue
+		}
 		c.start(ctx, q)
 	}
 	if len(c.waiting) == 0 {
@@ -156,24 +225,42 @@ func (c *connection) startWaiting(ctx actor.Context) {
 }
 
 func (c *connection) start(ctx actor.Context, q *queuedCall) {
+	c.pending.Release(q.size)
 	callCtx, cancel := context.WithCancel(c.ctx)
+	ac := &activeCall{id: q.id, cancel: cancel, streams: q.streams()}
 	if q.id != "" {
-		c.calls[q.id] = cancel
+		c.calls[q.id] = ac
 	}
 	c.running++
+	c.streams += ac.streams
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { root.Send(self, &callReleased{}) }) }
+	p := c.info.Outlet.Protocol()
 	call := &fabric.Call{
 		Message: q.msg,
 		Uploads: q.uploads,
-		Reply:   func(m protocol.Message) { root.Send(self, &callReply{msg: m}) },
+		// Encoded here, on the call's goroutine: the actor only queues the
+		// bytes, and a result that cannot be encoded fails the call
+		// instead of the actor.
+		Reply: func(m protocol.Message) error {
+			rec, err := p.AppendMessage(nil, m)
+			if err != nil {
+				return err
+			}
+			reply := &callReply{record: rec}
+			if _, final := m.(*protocol.Completion); final {
+				reply.answered = ac
+			}
+			root.Send(self, reply)
+			return nil
+		},
 		Release: release,
 	}
 	call.Done = func() {
 		release()
 		cancel()
-		root.Send(self, &callDone{id: q.id, uploads: q.uploads})
+		root.Send(self, &callDone{call: ac, uploads: q.uploads})
 	}
 	c.wg.Add(1)
 	c.rt.Go(func() {
@@ -183,11 +270,15 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 }
 
 func (c *connection) onCallDone(m *callDone) {
-	if m.id != "" {
-		if cancel, ok := c.calls[m.id]; ok {
-			cancel()
-			delete(c.calls, m.id)
-		}
+	ac := m.call
+	ac.cancel()
+	c.streams -= ac.streams
+	ac.streams = 0
+	// The id may already belong to a newer call (reused after this one's
+	// Completion).
+	if ac.id != "" && c.calls[ac.id] == ac {
+		delete(c.calls, ac.id)
+		delete(c.ids, ac.id)
 	}
 	for _, u := range m.uploads {
 		c.uploads.Remove(u)
@@ -200,6 +291,7 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 	}
 	c.closing = true
 	c.waiting = nil
+	c.pending.Close()
 	c.uploads.CloseAll(errors.New("connection closed"))
 	c.cancel()
 	self, root := ctx.Self(), ctx.ActorSystem().Root
@@ -211,4 +303,15 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		c.invoker.Disconnected(context.Background(), c.info, err)
 		root.Send(self, &disconnectDone{})
 	})
+}
+
+// target is the method an invocation names.
+func target(m protocol.Message) string {
+	switch m := m.(type) {
+	case *protocol.Invocation:
+		return m.Target
+	case *protocol.StreamInvocation:
+		return m.Target
+	}
+	return ""
 }

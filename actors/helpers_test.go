@@ -102,15 +102,35 @@ func newOutlet(id string, p protocol.HubProtocol) *fakeOutlet {
 }
 
 func (o *fakeOutlet) ID() string                     { return o.id }
+func (o *fakeOutlet) Done() <-chan struct{}          { return nil }
 func (o *fakeOutlet) Protocol() protocol.HubProtocol { return o.protocol }
 
 func (o *fakeOutlet) Enqueue(record []byte) error {
+	if m := o.reply(record); m != nil {
+		// A call's reply, encoded by the call: kept as a sent message.
+		o.update(func() { o.sent = append(o.sent, m) })
+		return nil
+	}
 	var gate chan struct{}
 	o.update(func() { o.entered, gate = o.entered+1, o.gate })
 	if gate != nil {
 		<-gate
 	}
 	o.update(func() { o.records = append(o.records, record) })
+	return nil
+}
+
+// reply parses record and returns it when it is a call's reply (a
+// Completion or StreamItem) rather than a delivery.
+func (o *fakeOutlet) reply(record []byte) protocol.Message {
+	msgs, _, err := o.protocol.ParseMessages(record, 1<<20)
+	if err != nil || len(msgs) != 1 {
+		return nil
+	}
+	switch m := msgs[0].(type) {
+	case *protocol.Completion, *protocol.StreamItem:
+		return m
+	}
 	return nil
 }
 
@@ -374,17 +394,22 @@ func newTestSystem(t testing.TB) *actor.ActorSystem {
 // nodeConfig returns a fully populated configuration of node id on bp.
 func nodeConfig(id string, bp backplane.Backplane) *fabric.NodeConfig {
 	return &fabric.NodeConfig{
-		NodeID:                 id,
-		Hubs:                   []string{"chat"},
-		Backplane:              bp,
-		BackplaneTimeout:       5 * time.Second,
-		GroupAckTimeout:        2 * time.Second,
-		MaxBatch:               512,
-		MaxParallelInvocations: 1,
-		StreamBufferCapacity:   10,
-		Seams:                  seam.Seams{}.OrReal(),
-		Logger:                 slog.New(slog.DiscardHandler),
-		Counters:               &fabric.Counters{},
+		NodeID:                    id,
+		Hubs:                      []string{"chat"},
+		Backplane:                 bp,
+		BackplaneTimeout:          5 * time.Second,
+		GroupAckTimeout:           2 * time.Second,
+		MaxBatch:                  512,
+		MaxParallelInvocations:    1,
+		StreamBufferCapacity:      10,
+		MaxPendingInvocations:     128,
+		MaxPendingInvocationBytes: 1 << 20,
+		MaxStreamsPerConnection:   100,
+		MaxGroupsPerConnection:    1000,
+		MaxGroupNameBytes:         1024,
+		Seams:                     seam.Seams{}.OrReal(),
+		Logger:                    slog.New(slog.DiscardHandler),
+		Counters:                  &fabric.Counters{},
 	}
 }
 

@@ -35,7 +35,8 @@ type hubConn struct {
 	pid    *actor.PID
 	userID string
 	outlet fabric.Outlet
-	pos    int // index in hub.order
+	pos    int                 // index in hub.order
+	groups map[string]struct{} // the groups it is in, for MaxGroupsPerConnection
 }
 
 type hubGroup struct {
@@ -118,11 +119,21 @@ func (h *hub) Receive(ctx actor.Context) {
 			answer(ctx, ctx.Sender(), &SendResponse{Err: err})
 			return
 		}
+		if m.Route.Kind == RouteGroup {
+			if err := h.checkGroupName(m.Route.Name); err != nil {
+				answer(ctx, ctx.Sender(), &SendResponse{Err: err})
+				return
+			}
+		}
 		h.route(ctx, &send{hub: h.name, route: m.Route, payload: m.payload, reply: ctx.Sender()})
 	case *arrival:
 		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true})
 	case *GroupRequest:
-		if err := m.check(); err != nil {
+		err := m.check()
+		if err == nil {
+			err = h.checkGroupName(m.Group)
+		}
+		if err != nil {
 			answer(ctx, ctx.Sender(), &GroupResponse{Err: err})
 			return
 		}
@@ -204,7 +215,8 @@ func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
 		return
 	}
 	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity)
-	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, h.cfg), "c-"+id)
+	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes)
+	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg), "c-"+id)
 	if err != nil {
 		ctx.Respond(&fabric.ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
 		return
@@ -221,7 +233,7 @@ func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
 		h.users[u] = append(h.users[u], hc)
 	}
 	log, hubName := ctx.Logger(), h.name
-	resp := &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads)}
+	resp := &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads, pending, m.Info.Outlet.Done())}
 	ctx.Send(h.bridge, &subscribeRequest{
 		Hub:    h.name,
 		Routes: routes,
@@ -312,6 +324,10 @@ func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
 // forwardMembership hands a change for a local connection to the group's
 // actor, creating it for a first add; the group actor answers reply.
 func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn, reply *actor.PID) {
+	if err := h.checkMembership(m, member); err != nil {
+		answer(ctx, reply, &GroupResponse{Err: err})
+		return
+	}
 	if d := h.dying[m.Group]; d != nil {
 		d.held = append(d.held, &heldMembership{req: m, reply: reply})
 		return
@@ -355,4 +371,37 @@ func (h *hub) onGroupStopped(ctx actor.Context, name string, d *dyingGroup) {
 			h.changeMembership(ctx, x.req, x.reply)
 		}
 	}
+}
+
+// checkGroupName refuses a group name over MaxGroupNameBytes.
+func (h *hub) checkGroupName(name string) error {
+	if len(name) > h.cfg.MaxGroupNameBytes {
+		return fmt.Errorf("%w: the group name is %d bytes and the limit is %d (MaxGroupNameBytes)", ErrLimitExceeded, len(name), h.cfg.MaxGroupNameBytes)
+	}
+	return nil
+}
+
+// checkMembership applies the group limits to a change for a local
+// connection and, when it passes, records it in the connection's set.
+// Every change for a local connection passes here, so the set mirrors the
+// group actors' membership.
+func (h *hub) checkMembership(m *GroupRequest, c *hubConn) error {
+	if err := h.checkGroupName(m.Group); err != nil {
+		return err
+	}
+	if m.Action == GroupRemove {
+		delete(c.groups, m.Group)
+		return nil
+	}
+	if _, in := c.groups[m.Group]; in {
+		return nil
+	}
+	if len(c.groups) >= h.cfg.MaxGroupsPerConnection {
+		return fmt.Errorf("%w: connection %q is in %d groups and the limit is %d (MaxGroupsPerConnection)", ErrLimitExceeded, c.id, len(c.groups), h.cfg.MaxGroupsPerConnection)
+	}
+	if c.groups == nil {
+		c.groups = map[string]struct{}{}
+	}
+	c.groups[m.Group] = struct{}{}
+	return nil
 }

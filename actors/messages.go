@@ -125,6 +125,10 @@ var (
 	// answered within the group acknowledgement timeout, or no other node
 	// listens at all).
 	ErrUnknownConnection = errors.New("unknown connection")
+	// ErrLimitExceeded: a bound of the node (a group name's length, the
+	// groups of one connection) refused the request; the error's text
+	// names the bound.
+	ErrLimitExceeded = errors.New("limit exceeded")
 )
 
 type notDeliveredRemotely struct{}

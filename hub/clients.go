@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/hubfabric/hubfabric/actors"
 )
@@ -146,7 +147,7 @@ func (g Groups) change(ctx context.Context, action actors.GroupAction, connectio
 		}
 	}
 	if err != nil {
-		return clientError(fmt.Sprintf("group %q", group), err)
+		return clientError(fmt.Sprintf("group %q", shorten(group)), err)
 	}
 	return nil
 }
@@ -156,7 +157,7 @@ func (g Groups) change(ctx context.Context, action actors.GroupAction, connectio
 // clients and carry no infrastructure details (those are logged). Other
 // errors (ctx ending) are returned as they are.
 func clientError(what string, err error) error {
-	if errors.Is(err, actors.ErrNotDeliveredRemotely) || errors.Is(err, actors.ErrUnknownConnection) {
+	if errors.Is(err, actors.ErrNotDeliveredRemotely) || errors.Is(err, actors.ErrUnknownConnection) || errors.Is(err, actors.ErrLimitExceeded) {
 		return &Error{Message: what + ": " + err.Error(), Err: err}
 	}
 	return fmt.Errorf("hub: %s: %w", what, err)
@@ -189,4 +190,19 @@ func (rt *hubRuntime) send(ctx context.Context, routes []actors.Route, target st
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// shorten cuts a name that goes into an error text to at most 64 bytes
+// (on a rune boundary), marking the cut: names can be long, errors
+// should not be.
+func shorten(name string) string {
+	const max = 64
+	if len(name) <= max {
+		return name
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut] + "..."
 }

@@ -65,6 +65,25 @@ type Config struct {
 	// StreamBufferCapacity is how many items of one client upload stream may
 	// wait for the hub method; past it the client's reader waits. Default 10.
 	StreamBufferCapacity int
+	// MaxPendingInvocations bounds the invocations of one client that wait
+	// for a free slot (see MaxParallelInvocations); MaxPendingInvocationBytes
+	// bounds their size (arguments and names). Past either the node stops
+	// reading that client's socket until a call starts, so a client that
+	// invokes faster than its calls run slows down instead of growing the
+	// node's memory. Defaults 128 and 1 MiB.
+	MaxPendingInvocations     int
+	MaxPendingInvocationBytes int
+	// MaxStreamsPerConnection bounds the server streams and upload streams
+	// one client has open at a time; an invocation that would open more
+	// fails with an error saying so. Default 100.
+	MaxStreamsPerConnection int
+	// MaxGroupsPerConnection bounds the groups one connection is a member
+	// of; an add past it fails with an *Error naming the limit (wrapping
+	// actors.ErrLimitExceeded). Default 1000.
+	MaxGroupsPerConnection int
+	// MaxGroupNameBytes bounds a group name, in group changes and sends;
+	// longer ones fail the same way. Default 1024 (as Azure SignalR Service).
+	MaxGroupNameBytes int
 	// GroupAckTimeout bounds the wait for another node to apply a group
 	// change for one of its connections; past it the change fails with
 	// actors.ErrUnknownConnection. Default 10 s.
@@ -96,6 +115,11 @@ const (
 	defaultMaxOutboundBytes  = 1 << 20
 	defaultParallel          = 1
 	defaultStreamBuffer      = 10
+	defaultPendingCount      = 128
+	defaultPendingBytes      = 1 << 20
+	defaultMaxStreams        = 100
+	defaultMaxGroups         = 1000
+	defaultMaxGroupName      = 1024
 	defaultBackplaneTimeout  = 5 * time.Second
 	defaultMaxPublishBatch   = 512
 	defaultNodeIDRandomBytes = 8
@@ -130,6 +154,9 @@ func (c Config) Validate() error {
 		{"KeepAliveInterval", int64(c.KeepAliveInterval)}, {"ClientTimeout", int64(c.ClientTimeout)},
 		{"HandshakeTimeout", int64(c.HandshakeTimeout)}, {"GroupAckTimeout", int64(c.GroupAckTimeout)},
 		{"BackplaneTimeout", int64(c.BackplaneTimeout)}, {"TokenTTL", int64(c.TokenTTL)},
+		{"MaxPendingInvocations", int64(c.MaxPendingInvocations)}, {"MaxPendingInvocationBytes", int64(c.MaxPendingInvocationBytes)},
+		{"MaxStreamsPerConnection", int64(c.MaxStreamsPerConnection)}, {"MaxGroupsPerConnection", int64(c.MaxGroupsPerConnection)},
+		{"MaxGroupNameBytes", int64(c.MaxGroupNameBytes)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("hub: Config.%s must not be negative (got %d); zero means the default", f.name, f.v)
@@ -166,6 +193,11 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxOutboundBytes, defaultMaxOutboundBytes)
 	setDefault(&c.MaxParallelInvocations, defaultParallel)
 	setDefault(&c.StreamBufferCapacity, defaultStreamBuffer)
+	setDefault(&c.MaxPendingInvocations, defaultPendingCount)
+	setDefault(&c.MaxPendingInvocationBytes, defaultPendingBytes)
+	setDefault(&c.MaxStreamsPerConnection, defaultMaxStreams)
+	setDefault(&c.MaxGroupsPerConnection, defaultMaxGroups)
+	setDefault(&c.MaxGroupNameBytes, defaultMaxGroupName)
 	setDefault(&c.GroupAckTimeout, DefaultGroupAckTimeout)
 	setDefault(&c.BackplaneTimeout, defaultBackplaneTimeout)
 	c.seams = c.seams.OrReal()

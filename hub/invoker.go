@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"runtime/debug"
 	"strings"
@@ -29,35 +30,64 @@ type (
 
 // Connected implements actors.Invoker.
 func (rt *hubRuntime) Connected(ctx context.Context, info *fabric.ConnectionInfo) (err error) {
+	log := rt.connLog(info)
+	defer func() {
+		if err != nil {
+			log.Debug("connection refused by OnConnected", "err", err)
+		} else {
+			log.Debug("connected", "protocol", info.Outlet.Protocol().Name())
+		}
+	}()
 	h, ok := rt.impl.(Connector)
 	if !ok {
 		return nil
 	}
-	defer rt.recoverInto(&err, "OnConnected")
+	defer rt.recoverInto(&err, info, "OnConnected")
 	return h.OnConnected(newContext(ctx, rt, info))
 }
 
 // Disconnected implements actors.Invoker.
 func (rt *hubRuntime) Disconnected(ctx context.Context, info *fabric.ConnectionInfo, cause error) {
+	if cause != nil {
+		rt.connLog(info).Debug("disconnected", "reason", cause)
+	} else {
+		rt.connLog(info).Debug("disconnected", "reason", "closed normally")
+	}
 	h, ok := rt.impl.(Disconnector)
 	if !ok {
 		return
 	}
 	var err error
-	defer rt.recoverInto(&err, "OnDisconnected")
+	defer rt.recoverInto(&err, info, "OnDisconnected")
 	h.OnDisconnected(newContext(ctx, rt, info), cause)
 }
 
-func (rt *hubRuntime) recoverInto(err *error, what string) {
+// connLog is the node's logger with the connection's identity.
+func (rt *hubRuntime) connLog(info *fabric.ConnectionInfo) *slog.Logger {
+	return rt.node.log.With("hub", rt.name, "conn_id", info.ID, "user_id", info.UserID)
+}
+
+// recoverInto turns a panic of hub code into *err, logging it with its
+// stack. Deferred directly by every function that runs hub code.
+func (rt *hubRuntime) recoverInto(err *error, info *fabric.ConnectionInfo, what string) {
 	if r := recover(); r != nil {
-		rt.node.log.Error("hub method panicked", "hub", rt.name, "method", what, "panic", r, "stack", string(debug.Stack()))
-		*err = fmt.Errorf("panic: %v", r)
+		*err = rt.panicked(info, what, r)
 	}
+}
+
+// panicked logs a recovered panic of hub code with its stack and returns
+// it as an error; for deferred functions that must call recover
+// themselves.
+func (rt *hubRuntime) panicked(info *fabric.ConnectionInfo, what string, r any) error {
+	rt.connLog(info).Error("hub code panicked", "method", what, "panic", r, "stack", string(debug.Stack()))
+	return fmt.Errorf("panic: %v", r)
 }
 
 // Invoke implements actors.Invoker: it binds the arguments, calls the
 // method and replies with a Completion (or, for a stream, StreamItems and a
-// Completion).
+// Completion). Whatever the hub code does (fails, panics, returns a value
+// that cannot be encoded, reads an upload that fails), the client gets a
+// Completion, and the connection goes on.
 func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, call *fabric.Call) {
 	defer call.Done()
 	var (
@@ -74,10 +104,23 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		return
 	}
 	fail := func(msg string) {
+		rt.connLog(info).Debug("hub call failed", "method", target, "invocation_id", id, "err", msg)
 		if id != "" {
-			call.Reply(&protocol.Completion{InvocationID: id, Error: msg})
+			_ = call.Reply(&protocol.Completion{InvocationID: id, Error: msg})
 		}
 	}
+	// failure is answered last, and a panic becomes one: binding (a
+	// parameter type's UnmarshalJSON) and encoding a result (a MarshalJSON)
+	// run hub code too.
+	var failure error
+	defer func() {
+		if r := recover(); r != nil {
+			failure = rt.panicked(info, target, r)
+		}
+		if failure != nil {
+			fail(rt.errorText(target, failure))
+		}
+	}()
 	m := rt.methods[strings.ToLower(target)]
 	if m == nil {
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. HubException: Method does not exist.", target))
@@ -105,15 +148,17 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 	hc := newContext(ctx, rt, info)
 	var pumps sync.WaitGroup
 	// A method may return before it read its upload streams to the end:
-	// the call's context ends first, so the pumps stop waiting for it.
+	// the call's context ends first, so the pumps (and producers started
+	// with Produce) stop waiting for it.
 	defer func() {
 		cancel(nil)
 		pumps.Wait()
+		hc.producers.Wait()
 	}()
 	ui := 0
 	for i, p := range m.params {
 		if p.Kind() == reflect.Chan && i < len(in) {
-			in[i] = rt.pumpUpload(ctx, cancel, &pumps, proto, call.Uploads[ui], p)
+			in[i] = rt.pumpUpload(ctx, cancel, &pumps, info, proto, call.Uploads[ui], p)
 			ui++
 		}
 	}
@@ -122,14 +167,20 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		// the client's other invocations.
 		call.Release()
 	}
-	out, err := rt.call(m, hc, in)
+	out, failure := rt.call(m, hc, info, in)
 	call.Release()
-	if err != nil {
-		fail(rt.errorText(m.name, err))
-		return
+	if failure == nil {
+		// An upload that failed (the client's error, an item of the wrong
+		// type) fails the call, as an exception from the stream's reader
+		// does in ASP.NET. A pump sets the cause before it closes the
+		// channel, so a method that read to the end cannot miss it.
+		failure = uploadFailure(ctx)
+	}
+	if failure != nil {
+		return // the deferred fail answers
 	}
 	if m.stream {
-		rt.pumpStream(ctx, call, id, out)
+		failure = rt.pumpStream(ctx, hc, call, id, out)
 		return
 	}
 	if id == "" {
@@ -140,12 +191,14 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		c.HasResult = true
 		c.Result = out.Interface()
 	}
-	call.Reply(c)
+	if err := call.Reply(c); err != nil {
+		failure = fmt.Errorf("the result could not be encoded: %w", err)
+	}
 }
 
 // call runs the method, turning a panic into an error.
-func (rt *hubRuntime) call(m *method, hc *Context, in []reflect.Value) (result reflect.Value, err error) {
-	defer rt.recoverInto(&err, m.name)
+func (rt *hubRuntime) call(m *method, hc *Context, info *fabric.ConnectionInfo, in []reflect.Value) (result reflect.Value, err error) {
+	defer rt.recoverInto(&err, info, m.name)
 	args := make([]reflect.Value, 0, len(in)+1)
 	args = append(args, reflect.ValueOf(hc))
 	args = append(args, in...)
@@ -166,39 +219,68 @@ func (rt *hubRuntime) errorText(method string, err error) string {
 	if errors.As(err, &he) {
 		return fmt.Sprintf("An unexpected error occurred invoking '%s' on the server. HubException: %s", method, he.Message)
 	}
-	rt.node.log.Debug("hub method failed", "hub", rt.name, "method", method, "err", err)
 	if rt.node.cfg.DetailedErrors {
 		return fmt.Sprintf("An unexpected error occurred invoking '%s' on the server. %v", method, err)
 	}
 	return fmt.Sprintf("An unexpected error occurred invoking '%s' on the server.", method)
 }
 
+// uploadError is the cause a failed upload stream cancels its call's
+// Context with; err is the *Error the call then fails with.
+type uploadError struct{ err *Error }
+
+func (e *uploadError) Error() string { return e.err.Error() }
+func (e *uploadError) Unwrap() error { return e.err }
+
+// uploadFailure is the error of the upload stream that failed the call
+// whose Context is ctx, or nil.
+func uploadFailure(ctx context.Context) error {
+	var ue *uploadError
+	if errors.As(context.Cause(ctx), &ue) {
+		return ue.err
+	}
+	return nil
+}
+
 // pumpUpload returns a channel of the parameter's type fed from an upload
 // stream by a goroutine that pumps joins before the call ends. The channel
-// closes when the stream ends; when the client ended it with an error, the
-// call's Context is also cancelled with an *Error carrying the client's
-// message as its cause (context.Cause), so the method can tell the two.
-func (rt *hubRuntime) pumpUpload(ctx context.Context, cancel context.CancelCauseFunc, pumps *sync.WaitGroup, proto protocol.HubProtocol, u *fabric.Upload, chType reflect.Type) reflect.Value {
+// closes when the stream ends. When the stream failed (the client ended it
+// with an error, or sent an item that does not fit the parameter type),
+// the call's Context is cancelled first, with an *Error saying why as its
+// cause (context.Cause), and the call fails with that error whatever the
+// method returns.
+func (rt *hubRuntime) pumpUpload(ctx context.Context, cancel context.CancelCauseFunc, pumps *sync.WaitGroup, info *fabric.ConnectionInfo, proto protocol.HubProtocol, u *fabric.Upload, chType reflect.Type) reflect.Value {
 	elem := chType.Elem()
 	ch := reflect.MakeChan(reflect.ChanOf(reflect.BothDir, elem), 0)
 	pumps.Add(1)
 	go func() {
 		defer pumps.Done()
 		defer ch.Close()
+		var err error
+		defer func() {
+			// decodeArg runs the parameter type's unmarshalling: hub code.
+			if r := recover(); r != nil {
+				err = rt.panicked(info, "upload stream "+u.ID, r)
+			}
+			if err != nil {
+				cancel(&uploadError{err: &Error{Message: fmt.Sprintf("Stream '%s' failed: %v", u.ID, err)}})
+			}
+		}()
 		done := reflect.ValueOf(ctx.Done())
-		for {
+		for item := 1; ; item++ {
 			raw, ok := u.Next(ctx)
 			if !ok {
 				var se *fabric.StreamError
 				if errors.As(u.Err(), &se) {
-					cancel(&Error{Message: se.Error(), Err: se})
+					cancel(&uploadError{err: &Error{Message: se.Message, Err: se}})
 				}
 				return
 			}
-			v, err := decodeArg(proto, raw, elem)
+			var v reflect.Value
+			v, err = decodeArg(proto, raw, elem)
 			if err != nil {
-				rt.node.log.Info("dropping an upload stream item that does not fit the parameter", "hub", rt.name, "stream", u.ID, "err", err)
-				continue
+				err = fmt.Errorf("item %d does not fit %s: %w", item, elem, err)
+				return
 			}
 			chosen, _, _ := reflect.Select([]reflect.SelectCase{
 				{Dir: reflect.SelectSend, Chan: ch, Send: v},
@@ -213,11 +295,13 @@ func (rt *hubRuntime) pumpUpload(ctx context.Context, cancel context.CancelCause
 }
 
 // pumpStream sends the items of a server stream until it closes or the
-// client cancels, then the Completion.
-func (rt *hubRuntime) pumpStream(ctx context.Context, call *fabric.Call, id string, ch reflect.Value) {
+// client cancels, then the Completion. It returns why the stream failed
+// (an item that cannot be encoded, a Produce function's error or panic),
+// leaving the error Completion to the caller; the call's Context is
+// cancelled by then, so a producer stops.
+func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.Call, id string, ch reflect.Value) error {
 	if ch.IsNil() {
-		call.Reply(&protocol.Completion{InvocationID: id, Error: "The stream method returned a nil channel."})
-		return
+		return &Error{Message: "the stream method returned a nil channel"}
 	}
 	cases := []reflect.SelectCase{
 		{Dir: reflect.SelectRecv, Chan: ch},
@@ -226,14 +310,25 @@ func (rt *hubRuntime) pumpStream(ctx context.Context, call *fabric.Call, id stri
 	for {
 		chosen, v, ok := reflect.Select(cases)
 		if chosen == 1 {
+			if err := uploadFailure(ctx); err != nil {
+				return err
+			}
 			// Cancelled by the client, or the connection ended.
-			call.Reply(&protocol.Completion{InvocationID: id})
-			return
+			_ = call.Reply(&protocol.Completion{InvocationID: id})
+			return nil
 		}
 		if !ok {
-			call.Reply(&protocol.Completion{InvocationID: id})
-			return
+			if err := hc.produceErr(); err != nil {
+				return err
+			}
+			if err := uploadFailure(ctx); err != nil {
+				return err
+			}
+			_ = call.Reply(&protocol.Completion{InvocationID: id})
+			return nil
 		}
-		call.Reply(&protocol.StreamItem{InvocationID: id, Item: v.Interface()})
+		if err := call.Reply(&protocol.StreamItem{InvocationID: id, Item: v.Interface()}); err != nil {
+			return fmt.Errorf("a stream item could not be encoded: %w", err)
+		}
 	}
 }

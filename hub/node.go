@@ -244,6 +244,9 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		NodeID: c.NodeID, Hubs: names, Backplane: c.Backplane,
 		BackplaneTimeout: c.BackplaneTimeout, GroupAckTimeout: c.GroupAckTimeout, MaxBatch: defaultMaxPublishBatch,
 		MaxParallelInvocations: c.MaxParallelInvocations, StreamBufferCapacity: c.StreamBufferCapacity,
+		MaxPendingInvocations: c.MaxPendingInvocations, MaxPendingInvocationBytes: c.MaxPendingInvocationBytes,
+		MaxStreamsPerConnection: c.MaxStreamsPerConnection,
+		MaxGroupsPerConnection:  c.MaxGroupsPerConnection, MaxGroupNameBytes: c.MaxGroupNameBytes,
 		Seams: c.seams, Logger: n.log.With("component", "bridge"), Counters: &n.counters,
 		OnBackplaneEvent: n.onBackplaneEvent,
 	})

@@ -12,32 +12,50 @@ import (
 )
 
 // uploadHub reports how an upload stream ended.
-type uploadHub struct{}
+type uploadHub struct {
+	// seen gets what Drain saw at the end of its stream.
+	seen chan string
+}
 
 // Drain reads the stream to its end and says whether the client ended it
 // normally or with an error (context.Cause of the call's Context).
-func (uploadHub) Drain(c *hub.Context, xs <-chan int) (string, error) {
+func (h uploadHub) Drain(c *hub.Context, xs <-chan int) (string, error) {
 	n := 0
 	for range xs {
 		n++
 	}
+	saw := fmt.Sprintf("%d items, then a normal end", n)
 	var he *hub.Error
 	if err := context.Cause(c); errors.As(err, &he) {
-		return fmt.Sprintf("%d items, then the client failed: %s", n, he.Message), nil
+		saw = fmt.Sprintf("%d items, then the stream failed: %s", n, he.Message)
 	}
-	return fmt.Sprintf("%d items, then a normal end", n), nil
+	if h.seen != nil {
+		h.seen <- saw
+	}
+	return saw, nil
 }
 
-// TestUploadStreamErrorIsNotANormalEnd: a client that completes its upload
-// stream with an error closes the channel as a normal end does, but the
-// method's Context is cancelled with an *Error carrying the client's text.
-func TestUploadStreamErrorIsNotANormalEnd(t *testing.T) {
-	tn := startNode(t, hub.Config{}, map[string]any{"up": uploadHub{}})
+// TestUploadStreamErrorFailsTheCall: a client that completes its upload
+// stream with an error (subject.error in JS) closes the channel, cancels
+// the method's Context with an *Error carrying the client's text, and
+// fails the invocation with that text even though the method returned a
+// result; an item that does not fit the parameter type fails it the same
+// way, saying which item. Before, both returned the partial result.
+func TestUploadStreamErrorFailsTheCall(t *testing.T) {
+	seen := make(chan string, 1)
+	tn := startNode(t, hub.Config{}, map[string]any{"up": uploadHub{seen: seen}})
 	for _, tc := range []struct {
-		name, clientErr, want string
+		name      string
+		items     []any
+		clientErr string
+		saw       string
+		wantErr   string // "" for a result
 	}{
-		{"normal end", "", "2 items, then a normal end"},
-		{"client error", "sensor unplugged", "2 items, then the client failed: the client ended the upload stream with an error: sensor unplugged"},
+		{"normal end", []any{1, 2}, "", "2 items, then a normal end", ""},
+		{"client error", []any{1, 2}, "sensor unplugged", "2 items, then the stream failed: sensor unplugged",
+			"An unexpected error occurred invoking 'Drain' on the server. HubException: sensor unplugged"},
+		{"wrong type", []any{1, "abc", 2}, "", "1 items, then the stream failed: Stream 's' failed: item 2 does not fit int",
+			"An unexpected error occurred invoking 'Drain' on the server. HubException: Stream 's' failed: item 2 does not fit int"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _, err := dialRaw(t, tn.url, "up", "", nil)
@@ -46,17 +64,27 @@ func TestUploadStreamErrorIsNotANormalEnd(t *testing.T) {
 			}
 			c.handshake(protocol.JSON)
 			c.send(&protocol.Invocation{InvocationID: "1", Target: "Drain", StreamIDs: []string{"s"}})
-			c.send(&protocol.StreamItem{InvocationID: "s", Item: 1})
-			c.send(&protocol.StreamItem{InvocationID: "s", Item: 2})
+			for _, x := range tc.items {
+				c.send(&protocol.StreamItem{InvocationID: "s", Item: x})
+			}
 			c.send(&protocol.Completion{InvocationID: "s", Error: tc.clientErr})
 			m, ok := c.next().(*protocol.Completion)
-			if !ok || m.InvocationID != "1" || m.Error != "" {
+			if !ok || m.InvocationID != "1" {
 				t.Fatalf("completion = %+v", m)
 			}
-			var got string
-			c.bind(m.Result, &got)
-			if !strings.EqualFold(got, tc.want) {
-				t.Fatalf("Drain = %q, want %q", got, tc.want)
+			if saw := <-seen; !strings.HasPrefix(saw, tc.saw) {
+				t.Errorf("Drain saw %q, want %q...", saw, tc.saw)
+			}
+			if tc.wantErr == "" {
+				var got string
+				c.bind(m.Result, &got)
+				if m.Error != "" || got != tc.saw {
+					t.Fatalf("completion %+v, result %q; want result %q", m, got, tc.saw)
+				}
+				return
+			}
+			if !strings.HasPrefix(m.Error, tc.wantErr) || m.HasResult {
+				t.Fatalf("completion = %+v, want error %q...", m, tc.wantErr)
 			}
 		})
 	}

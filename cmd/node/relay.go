@@ -79,15 +79,17 @@ func (relay) SendToConnection(c *hub.Context, connectionID, target string, args 
 	return c.Clients.Client(connectionID).Send(c, target, args...)
 }
 
+// maxCounterDelayMs bounds Counter's delay (one hour): larger values would
+// overflow time.Duration, and no test needs them.
+const maxCounterDelayMs = 3_600_000
+
 // Counter streams the integers 0..n-1, one every delayMs milliseconds,
 // until the client cancels.
 func (relay) Counter(c *hub.Context, n, delayMs int) (<-chan int, error) {
-	if n < 0 || delayMs < 0 {
-		return nil, hub.Errorf("Counter needs n >= 0 and delayMs >= 0")
+	if n < 0 || delayMs < 0 || delayMs > maxCounterDelayMs {
+		return nil, hub.Errorf("Counter needs n >= 0 and 0 <= delayMs <= %d", maxCounterDelayMs)
 	}
-	ch := make(chan int)
-	go func() {
-		defer close(ch)
+	return hub.Produce(c, func(send func(int) bool) error {
 		var tick <-chan time.Time
 		if delayMs > 0 {
 			t := time.NewTicker(time.Duration(delayMs) * time.Millisecond)
@@ -99,17 +101,15 @@ func (relay) Counter(c *hub.Context, n, delayMs int) (<-chan int, error) {
 				select {
 				case <-tick:
 				case <-c.Done():
-					return
+					return nil
 				}
 			}
-			select {
-			case ch <- i:
-			case <-c.Done():
-				return
+			if !send(i) {
+				return nil
 			}
 		}
-	}()
-	return ch, nil
+		return nil
+	}), nil
 }
 
 // Sum adds up the numbers the client uploads on a stream.

@@ -33,6 +33,8 @@ type Outlet interface {
 	Send(m protocol.Message) error
 	// Close sends a Close message and closes the socket.
 	Close(errMsg string, allowReconnect bool)
+	// Done is closed once the connection's socket side has ended.
+	Done() <-chan struct{}
 }
 
 // Call is one hub method invocation handed to the Invoker.
@@ -42,9 +44,11 @@ type Call struct {
 	// Uploads are the client-to-server streams named by the message's
 	// StreamIDs, in order.
 	Uploads []*Upload
-	// Reply sends a message (StreamItem, Completion) to the caller, ordered
-	// after every delivery the connection received before it.
-	Reply func(protocol.Message)
+	// Reply encodes a message (StreamItem, Completion) on the calling
+	// goroutine and sends it to the caller, ordered after every delivery
+	// the connection received before it. It returns the encoding error, in
+	// which case nothing was sent.
+	Reply func(protocol.Message) error
 	// Release frees the call's slot in the parallel-invocation limit; the
 	// Invoker calls it when the method itself has returned (streams may go
 	// on). It is idempotent and also called when Done is.
@@ -110,6 +114,9 @@ type AbandonConnect struct{ ID string }
 type ClientMessage struct {
 	Message protocol.Message
 	Uploads []*Upload
+	// Size is what an invocation took from the connection's Pending bound;
+	// the connection actor releases it when the call starts or is refused.
+	Size int
 }
 
 // ClientClosed tells the connection actor its socket ended; Err is nil for
@@ -152,9 +159,21 @@ type NodeConfig struct {
 	// StreamBufferCapacity is how many items of one upload stream may wait
 	// for the hub method.
 	StreamBufferCapacity int
-	Seams                seam.Seams
-	Logger               *slog.Logger
-	Counters             *Counters
+	// MaxPendingInvocations and MaxPendingInvocationBytes bound the
+	// invocations of one client that wait for a free slot; past either the
+	// client's reader waits (see Inbound).
+	MaxPendingInvocations     int
+	MaxPendingInvocationBytes int
+	// MaxStreamsPerConnection bounds the server streams and upload streams
+	// one client has open at a time.
+	MaxStreamsPerConnection int
+	// MaxGroupsPerConnection bounds the groups one connection is a member
+	// of on its node; MaxGroupNameBytes bounds a group name.
+	MaxGroupsPerConnection int
+	MaxGroupNameBytes      int
+	Seams                  seam.Seams
+	Logger                 *slog.Logger
+	Counters               *Counters
 	// OnBackplaneEvent is called for every backplane health event after it
 	// was logged and counted; nil for none.
 	OnBackplaneEvent func(backplane.Event)

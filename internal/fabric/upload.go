@@ -38,8 +38,8 @@ func signal(ch chan struct{}) {
 }
 
 // push adds an item, waiting while the buffer is full until the reader
-// takes one, the stream ends or ctx ends.
-func (u *Upload) push(ctx context.Context, v protocol.RawValue) {
+// takes one, the stream ends, ctx ends or gone is closed.
+func (u *Upload) push(ctx context.Context, gone <-chan struct{}, v protocol.RawValue) {
 	for {
 		u.mu.Lock()
 		if u.done {
@@ -56,6 +56,8 @@ func (u *Upload) push(ctx context.Context, v protocol.RawValue) {
 		select {
 		case <-u.space:
 		case <-ctx.Done():
+			return
+		case <-gone:
 			return
 		}
 	}
@@ -176,29 +178,36 @@ func (r *Uploads) CloseAll(err error) {
 // Inbound receives a connection's parsed client messages on its reader
 // goroutine. Upload stream items and ends go straight to their Upload (so a
 // full stream buffer holds up the reader, not the actor); everything else
-// goes to the connection actor, in order.
+// goes to the connection actor, in order. Invocations first take room in
+// the connection's Pending bound, so a client that invokes faster than its
+// calls run is read no faster than they start.
 type Inbound struct {
 	root    *actor.RootContext
 	pid     *actor.PID
 	uploads *Uploads
+	pending *Pending
+	gone    <-chan struct{} // the connection's socket side ended
 	ctx     context.Context
 	cancel  context.CancelFunc
 }
 
-// NewInbound returns the Inbound of the connection actor pid.
-func NewInbound(root *actor.RootContext, pid *actor.PID, uploads *Uploads) *Inbound {
+// NewInbound returns the Inbound of the connection actor pid. gone is
+// closed when the connection's socket side ends (Outlet.Done); it ends
+// any wait of the reader.
+func NewInbound(root *actor.RootContext, pid *actor.PID, uploads *Uploads, pending *Pending, gone <-chan struct{}) *Inbound {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Inbound{root: root, pid: pid, uploads: uploads, ctx: ctx, cancel: cancel}
+	return &Inbound{root: root, pid: pid, uploads: uploads, pending: pending, gone: gone, ctx: ctx, cancel: cancel}
 }
 
-// Receive handles one message from the client. Not safe for concurrent
-// use: one reader calls it.
+// Receive handles one message from the client. It may wait: while the
+// connection's pending invocations are at their bound, and while an upload
+// stream's buffer is full. Not safe for concurrent use: one reader calls it.
 func (in *Inbound) Receive(m protocol.Message) {
 	switch msg := m.(type) {
 	case *protocol.StreamItem:
 		if u := in.uploads.get(msg.InvocationID); u != nil {
 			raw, _ := msg.Item.(protocol.RawValue)
-			u.push(in.ctx, raw)
+			u.push(in.ctx, in.gone, raw)
 		}
 		// Items of unknown or finished streams are dropped, as in ASP.NET.
 		return
@@ -212,13 +221,107 @@ func (in *Inbound) Receive(m protocol.Message) {
 		}
 		return
 	case *protocol.Invocation:
-		in.root.Send(in.pid, &ClientMessage{Message: m, Uploads: in.uploads.create(msg.StreamIDs)})
+		in.invocation(m, msg.StreamIDs, invocationSize(msg.Target, msg.InvocationID, msg.Arguments, msg.StreamIDs))
 		return
 	case *protocol.StreamInvocation:
-		in.root.Send(in.pid, &ClientMessage{Message: m, Uploads: in.uploads.create(msg.StreamIDs)})
+		in.invocation(m, msg.StreamIDs, invocationSize(msg.Target, msg.InvocationID, msg.Arguments, msg.StreamIDs))
 		return
 	}
 	in.root.Send(in.pid, &ClientMessage{Message: m})
+}
+
+func (in *Inbound) invocation(m protocol.Message, streamIDs []string, size int) {
+	if !in.pending.Acquire(size, in.gone) {
+		return // the connection is over: nothing will run it
+	}
+	in.root.Send(in.pid, &ClientMessage{Message: m, Uploads: in.uploads.create(streamIDs), Size: size})
+}
+
+// invocationSize is what an invocation holds while it waits: its strings
+// and raw arguments, plus a fixed overhead for the message itself.
+func invocationSize(target, id string, args []any, streamIDs []string) int {
+	n := 64 + len(target) + len(id)
+	for _, a := range args {
+		if raw, ok := a.(protocol.RawValue); ok {
+			n += len(raw)
+		}
+	}
+	for _, s := range streamIDs {
+		n += len(s)
+	}
+	return n
+}
+
+// Pending bounds the invocations of one connection that were read from its
+// socket but have not started, by count and by bytes. The reader Acquires
+// before handing one to the connection actor, which Releases it when the
+// call starts or is refused, and Closes it when the connection ends. Safe
+// for concurrent use; one goroutine (the reader) Acquires.
+type Pending struct {
+	maxCount, maxBytes int
+
+	mu     sync.Mutex
+	count  int
+	bytes  int
+	closed bool
+	space  chan struct{} // a Release or Close happened
+}
+
+// NewPending returns a bound of maxCount invocations and maxBytes bytes
+// (both at least 1; one invocation is always let through when none waits,
+// whatever its size).
+func NewPending(maxCount, maxBytes int) *Pending {
+	return &Pending{maxCount: max(maxCount, 1), maxBytes: max(maxBytes, 1), space: make(chan struct{}, 1)}
+}
+
+// Acquire takes room for one invocation of size bytes, waiting while the
+// bound is reached. It returns false, taking nothing, once the bound is
+// closed or gone is closed.
+func (p *Pending) Acquire(size int, gone <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return false
+		}
+		if p.count == 0 || (p.count < p.maxCount && p.bytes+size <= p.maxBytes) {
+			p.count++
+			p.bytes += size
+			p.mu.Unlock()
+			return true
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.space:
+		case <-gone:
+			return false
+		}
+	}
+}
+
+// Release gives back what Acquire(size) took.
+func (p *Pending) Release(size int) {
+	p.mu.Lock()
+	p.count--
+	p.bytes -= size
+	p.mu.Unlock()
+	signal(p.space)
+}
+
+// Close ends the bound: a waiting Acquire and every later one return
+// false. Idempotent.
+func (p *Pending) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	signal(p.space)
+}
+
+// Waiting returns the count and bytes of the invocations held now.
+func (p *Pending) Waiting() (count, bytes int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count, p.bytes
 }
 
 // Closed reports the end of the socket; err is nil for a normal close.
