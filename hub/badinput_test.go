@@ -62,6 +62,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"unsupported version", `{"protocol":"json","version":3}` + "\x1e", "The server does not support version 3 of the 'json' protocol."},
 		{"not JSON", "hello\x1e", "An unexpected error occurred during connection handshake."},
 		{"missing version", `{"protocol":"json"}` + "\x1e", "An unexpected error occurred during connection handshake."},
+		{"invalid UTF-8", "{\"protocol\":\"\xff\",\"version\":1}\x1e", "An unexpected error occurred during connection handshake."},
 		{"too large", `{"protocol":"json","version":1,"x":"` + strings.Repeat("a", 2000) + `"}` + "\x1e", "Handshake was canceled."},
 		{"no handshake in time", "", "Handshake was canceled."},
 	}
@@ -95,6 +96,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"malformed JSON", protocol.JSON, []byte("{\"type\":1,\x1e"), true, "Connection closed with an error"},
 		{"JSON without type", protocol.JSON, []byte(`{"target":"echo"}` + "\x1e"), true, "Connection closed with an error"},
 		{"unknown type", protocol.JSON, []byte(`{"type":42}` + "\x1e"), true, "unknown message type"},
+		// Echoed back, it would put invalid UTF-8 in a text frame (RFC 6455).
+		{"invalid UTF-8 JSON", protocol.JSON, []byte("{\"type\":1,\"target\":\"echo\",\"arguments\":[\"\xff\"]}\x1e"), true, "not valid UTF-8"},
 		{"oversize JSON", protocol.JSON, []byte(`{"type":1,"target":"echo","arguments":["` + strings.Repeat("x", 2048) + `"]}` + "\x1e"), true, "maximum size"},
 		{"binary frame on JSON", protocol.JSON, []byte(`{"type":6}` + "\x1e"), false, "binary frame"},
 		{"malformed MessagePack", protocol.MessagePack, []byte{0x03, 0x93, 0x01, 0xc1}, false, "Connection closed with an error"},

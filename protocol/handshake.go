@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // HandshakeRequest is the first record a client sends:
@@ -109,6 +110,9 @@ func ParseHandshakeRequest(data []byte, maxSize int) (req HandshakeRequest, cons
 	rec, consumed, err := handshakeRecord(data, maxSize)
 	if err != nil {
 		return req, 0, err
+	}
+	if !utf8.Valid(rec) {
+		return req, 0, errors.New("protocol: handshake: the request is not valid UTF-8")
 	}
 	i, err := jsonObjectRecord("handshake", rec)
 	if err != nil {

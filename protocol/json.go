@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"unicode/utf8"
 )
 
 // JSON is the SignalR JSON hub protocol: name "json", version 2, text
@@ -51,8 +52,14 @@ func (jsonProtocol) ParseMessages(data []byte, maxMessageSize int) ([]Message, i
 		if maxMessageSize > 0 && idx > maxMessageSize {
 			return msgs, off, fmt.Errorf("%w: JSON record of %d bytes, limit %d", ErrMessageTooLarge, idx, maxMessageSize)
 		}
-		m, err := parseJSONRecord(data[off : off+idx])
+		rec := data[off : off+idx]
 		off += idx + 1
+		if !utf8.Valid(rec) {
+			// Text frames must carry UTF-8 (RFC 6455), and raw arguments are
+			// relayed verbatim into other clients' text frames.
+			return msgs, off, errors.New("protocol: JSON record is not valid UTF-8")
+		}
+		m, err := parseJSONRecord(rec)
 		if err != nil {
 			return msgs, off, err
 		}

@@ -384,3 +384,18 @@ func TestJSONToAnyToMessagePack(t *testing.T) {
 	bytesEqual(t, "70000", raw[1].(RawValue), []byte{0xce, 0x00, 0x01, 0x11, 0x70})
 	bytesEqual(t, "-40000", raw[2].(RawValue), []byte{0xd2, 0xff, 0xff, 0x63, 0xc0})
 }
+
+// TestJSONRejectsInvalidUTF8: a record that is not UTF-8 is refused, so
+// its raw arguments cannot reach other clients' text frames; the records
+// before it are returned.
+func TestJSONRejectsInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	data := []byte("{\"type\":6}\x1e{\"type\":1,\"target\":\"echo\",\"arguments\":[\"\xff\"]}\x1e")
+	msgs, _, err := JSON.ParseMessages(data, 1<<10)
+	if err == nil || !strings.Contains(err.Error(), "not valid UTF-8") || len(msgs) != 1 {
+		t.Fatalf("ParseMessages = %d messages, %v; want the Ping, then a UTF-8 error", len(msgs), err)
+	}
+	if _, _, err := ParseHandshakeRequest([]byte("{\"protocol\":\"\xffjson\",\"version\":1}\x1e"), 1<<10); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+		t.Fatalf("handshake with invalid UTF-8: %v", err)
+	}
+}
