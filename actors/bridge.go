@@ -124,7 +124,7 @@ func (b *bridge) Receive(ctx actor.Context) {
 		b.onGroupCommand(ctx, m)
 	case *ackTimeout:
 		if a, ok := b.acks[m.id]; ok {
-			b.settleAck(ctx, m.id, fmt.Errorf("%w: no node answered for connection %q within %s", ErrUnknownConnection, a.conn, b.cfg.GroupAckTimeout))
+			b.settleAck(ctx, m.id, fmt.Errorf("%w: no node answered for connection %q within the group acknowledgement timeout (%s): no node has it, or its node is unreachable", ErrUnknownConnection, a.conn, b.cfg.GroupAckTimeout))
 		}
 	case *inbound:
 		b.onInbound(ctx, m)
