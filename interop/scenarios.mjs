@@ -773,6 +773,41 @@ scenario("client upload stream Sum via Subject", async (t) => {
   checkEqual([x, y], [3, 300], "two concurrent uploads");
 });
 
+scenario("an upload ended with subject.error() fails Sum with the client's message", async (t) => {
+  const a = await t.connect({ name: "a" });
+  const subject = new signalR.Subject();
+  const failed = rejection(a.conn.invoke("Sum", subject), "Sum after subject.error");
+  subject.next(1);
+  subject.next(2);
+  await sleep(5);
+  subject.error(new Error(`sensor unplugged ${t.uid}`));
+  const e = await failed;
+  checkEqual(errText(e), `An unexpected error occurred invoking 'Sum' on the server. HubException: sensor unplugged ${t.uid}`, "Sum's error");
+  checkEqual(await a.invoke("Echo", "after the failed upload"), "after the failed upload", "Echo after the failed upload");
+});
+
+scenario("an upload item of the wrong type fails Sum, saying which item", async (t) => {
+  const a = await t.connect({ name: "a" });
+  const subject = new signalR.Subject();
+  // The call may fail before the stream is complete: watch it from the start.
+  const failed = rejection(a.conn.invoke("Sum", subject), "Sum([1, \"abc\", 2])");
+  for (const v of [1, "abc", 2]) {
+    subject.next(v);
+    await sleep(1);
+  }
+  subject.complete();
+  const e = await failed;
+  check(/^An unexpected error occurred invoking 'Sum' on the server\. HubException: Stream '\d+' failed: item 2 does not fit float64: /.test(errText(e)), () => `Sum's error: ${errText(e)}`);
+  checkEqual(await a.invoke("Echo", "after the bad item"), "after the bad item", "Echo after the bad item");
+});
+
+scenario("Counter with a delay that would overflow is refused and the node stays up", async (t) => {
+  const a = await t.connect({ name: "a" });
+  const e = await rejection(collectStream(a, "Counter", 1, 10000000000000).done, "Counter(1, 1e13)");
+  checkEqual(errText(e), "An unexpected error occurred invoking 'Counter' on the server. HubException: Counter needs n >= 0 and 0 <= delayMs <= 3600000", "Counter's error");
+  checkEqual(await a.invoke("Echo", "after Counter"), "after Counter", "Echo after the refused Counter");
+});
+
 scenario("100 parallel Echo invocations", async (t) => {
   const a = await t.connect({ name: "a" });
   const values = [...Array(100).keys()].map((i) => (i % 3 === 0 ? `v${i} ✓` : i % 3 === 1 ? i * 1000 + 0.5 : { i, list: [i, `s${i}`] }));
