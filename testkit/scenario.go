@@ -70,7 +70,7 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		case "name":
 			sc.Name = strings.TrimSpace(strings.TrimPrefix(line, "name"))
 		case "nodes":
-			sc.Nodes, err = argInt(f, 1)
+			sc.Nodes, err = argIntIn(f, 1, 1, maxScenarioNodes)
 		case "seed":
 			var v int
 			v, err = argInt(f, 1)
@@ -78,7 +78,7 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		case "apps":
 			sc.Apps = f[1:]
 		case "max-outbound":
-			sc.MaxOutbound, err = argInt(f, 1)
+			sc.MaxOutbound, err = argIntIn(f, 1, 1, 1<<30)
 		case "client", "join", "leave", "add", "remove", "send", "send!", "settle", "advance", "delay",
 			"partition", "heal", "outage", "restore", "kill", "restart", "drop", "reconnect", "slow", "silent", "expect", "check":
 			sc.Steps = append(sc.Steps, Step{Line: n, Op: f[0], Args: f[1:]})
@@ -114,6 +114,31 @@ func argInt(f []string, i int) (int, error) {
 		return 0, fmt.Errorf("%s: missing number", f[0])
 	}
 	return strconv.Atoi(f[i])
+}
+
+// maxScenarioNodes bounds a scenario's cluster: each node is a whole actor
+// tree.
+const maxScenarioNodes = 64
+
+// argIntIn is argInt for a number that must lie in [lo, hi].
+func argIntIn(f []string, i, lo, hi int) (int, error) {
+	v, err := argInt(f, i)
+	if err != nil {
+		return 0, err
+	}
+	if v < lo || v > hi {
+		return 0, fmt.Errorf("%s: %d is out of range [%d, %d]", f[0], v, lo, hi)
+	}
+	return v, nil
+}
+
+// argDuration parses a step's duration, which must not be negative.
+func argDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err == nil && d < 0 {
+		err = fmt.Errorf("duration %s is negative", s)
+	}
+	return d, err
 }
 
 // Run runs the scenario on a new simulated cluster with seed (0: the
@@ -190,7 +215,7 @@ func (c *Cluster) step(st Step) error {
 		if err := need(st, 1); err != nil {
 			return err
 		}
-		d, err := time.ParseDuration(a[0])
+		d, err := argDuration(a[0])
 		if err != nil {
 			return err
 		}
@@ -299,7 +324,7 @@ func (c *Cluster) step(st Step) error {
 		if err := need(st, 2); err != nil {
 			return err
 		}
-		d, err := time.ParseDuration(a[1])
+		d, err := argDuration(a[1])
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +67,18 @@ func TestScenariosReal(t *testing.T) {
 				t.Fatalf("%v\n%s", err, out.String())
 			}
 		})
+	}
+}
+
+// TestScenarioNumbersAreBounded: counts in a scenario header that would
+// build an absurd cluster (or none) are refused with the line and range.
+func TestScenarioNumbersAreBounded(t *testing.T) {
+	for _, src := range []string{"nodes 0", "nodes 100000000", "nodes -2", "max-outbound 0", "max-outbound -1"} {
+		if _, err := testkit.ParseScenario(strings.NewReader(src + "\n")); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%q: err %v, want out of range", src, err)
+		}
+	}
+	if _, err := testkit.ParseScenario(strings.NewReader("nodes 3\nmax-outbound 4096\n")); err != nil {
+		t.Errorf("valid header refused: %v", err)
 	}
 }
