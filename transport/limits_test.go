@@ -216,7 +216,9 @@ func TestRecordsAcrossFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws2.CloseNow()
-	go func() { _ = ws2.Write(ctx, websocket.MessageText, []byte(`{"protocol":"json","version":1,"x":"`+strings.Repeat("y", 10*limit))) }()
+	go func() {
+		_ = ws2.Write(ctx, websocket.MessageText, []byte(`{"protocol":"json","version":1,"x":"`+strings.Repeat("y", 10*limit)))
+	}()
 	_, answer, err := ws2.Read(ctx)
 	if err != nil || !strings.Contains(string(answer), `"error"`) {
 		t.Fatalf("oversized handshake answered %q, %v; want a handshake error", answer, err)
