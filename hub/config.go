@@ -12,6 +12,7 @@ import (
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/seam"
+	"github.com/hubfabric/hubfabric/transport"
 )
 
 // Config configures a Node. The zero value is a working single node with
@@ -37,7 +38,9 @@ type Config struct {
 	// auth.Anonymous (every request allowed, no user id).
 	Authenticator auth.Authenticator
 	// AllowedOrigins are host patterns of browser origins allowed to connect
-	// cross-origin (e.g. "app.example.com", "*.example.com"). Default: none.
+	// cross-origin (e.g. "app.example.com", "*.example.com"; path.Match
+	// syntax), for negotiate and the WebSocket upgrade alike; the Origin
+	// must be an http or https origin of a host only. Default: none.
 	AllowedOrigins []string
 	// TokenSecret keys connection tokens; give every node of a cluster the
 	// same secret so a client may negotiate with one node and connect to
@@ -119,8 +122,14 @@ const (
 )
 
 // Validate reports the first field that cannot be used: negative sizes and
-// durations (zero means the default).
+// durations (zero means the default) and malformed AllowedOrigins
+// patterns. New calls it; it is safe for concurrent use.
 func (c Config) Validate() error {
+	for _, p := range c.AllowedOrigins {
+		if err := transport.ValidOriginPattern(p); err != nil {
+			return fmt.Errorf("hub: Config.AllowedOrigins: %w", err)
+		}
+	}
 	for _, f := range []struct {
 		name string
 		v    int64

@@ -40,6 +40,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		http.Error(w, "connect with a WebSocket GET; this server offers no other transport", http.StatusMethodNotAllowed)
 		return
 	}
+	if _, err := checkOrigin(r, s.opts.AllowedOrigins); err != nil {
+		s.log.Debug("websocket upgrade refused", "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
 	identity, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -75,7 +80,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		}
 		claimed = true
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	// The Origin was checked above by the same function as negotiate's
+	// (checkOrigin), so coder/websocket's own check, which parses the
+	// Origin more leniently, is skipped.
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
