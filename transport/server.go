@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -280,6 +281,9 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 		http.Error(w, "negotiate requires POST", http.StatusMethodNotAllowed)
 		return
 	}
+	if !drainNegotiateBody(w, r) {
+		return
+	}
 	identity, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -305,6 +309,36 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	_, _ = w.Write(body)
+}
+
+// maxNegotiateBody bounds a negotiate request's body. SignalR clients send
+// none; whatever is sent is read and dropped, so the connection can carry
+// the next request.
+const maxNegotiateBody = 4 << 10
+
+// drainNegotiateBody reads and drops r's body, at most maxNegotiateBody
+// bytes; when it answers false it has written the refusal (413 for a
+// longer body, 400 for one that could not be read).
+func drainNegotiateBody(w http.ResponseWriter, r *http.Request) bool {
+	tooLarge := func() bool {
+		w.Header().Set("Connection", "close")
+		http.Error(w, fmt.Sprintf("negotiate takes no body (at most %d bytes)", maxNegotiateBody), http.StatusRequestEntityTooLarge)
+		return false
+	}
+	if r.ContentLength > maxNegotiateBody {
+		return tooLarge()
+	}
+	_, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxNegotiateBody))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge()
+	case err != nil:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
 }
 
 // admit counts the request as active and authenticates it; when it
