@@ -12,6 +12,7 @@ import (
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/seam"
+	"github.com/hubfabric/hubfabric/transport"
 )
 
 // Config configures a Node. The zero value is a working single node with
@@ -37,7 +38,9 @@ type Config struct {
 	// auth.Anonymous (every request allowed, no user id).
 	Authenticator auth.Authenticator
 	// AllowedOrigins are host patterns of browser origins allowed to connect
-	// cross-origin (e.g. "app.example.com", "*.example.com"). Default: none.
+	// cross-origin (e.g. "app.example.com", "*.example.com"; path.Match
+	// syntax), for negotiate and the WebSocket upgrade alike; the Origin
+	// must be an http or https origin of a host only. Default: none.
 	AllowedOrigins []string
 	// TokenSecret keys connection tokens; give every node of a cluster the
 	// same secret so a client may negotiate with one node and connect to
@@ -54,7 +57,10 @@ type Config struct {
 	ClientTimeout time.Duration
 	// HandshakeTimeout bounds the wait for a client's handshake. Default 15 s.
 	HandshakeTimeout time.Duration
-	// MaxMessageSize bounds one received hub message. Default 32 KiB.
+	// MaxMessageSize bounds one received hub message (one record; a
+	// WebSocket frame may carry several), in bytes. A client whose message
+	// is longer gets a Close message naming the limit, at any size, and is
+	// disconnected. Default 32 KiB.
 	MaxMessageSize int
 	// MaxOutboundBytes bounds what may wait for one slow client before it is
 	// closed with a Close message saying so. Default 1 MiB.
@@ -108,11 +114,6 @@ type Config struct {
 // Defaults, each defined once.
 const (
 	defaultTokenTTL          = 5 * time.Minute
-	defaultKeepAlive         = 15 * time.Second
-	defaultClientTimeout     = 30 * time.Second
-	defaultHandshakeTimeout  = 15 * time.Second
-	defaultMaxMessageSize    = 32 << 10
-	defaultMaxOutboundBytes  = 1 << 20
 	defaultParallel          = 1
 	defaultStreamBuffer      = 10
 	defaultPendingCount      = 128
@@ -130,6 +131,22 @@ const (
 // group change for a connection on another node waits for that node.
 const DefaultGroupAckTimeout = 10 * time.Second
 
+// Defaults of the connection limits, exported for programs that offer them
+// as settings (cmd/node's flags); each is the default of the Config field
+// of the same name.
+const (
+	// DefaultKeepAliveInterval is Config.KeepAliveInterval's default.
+	DefaultKeepAliveInterval = 15 * time.Second
+	// DefaultClientTimeout is Config.ClientTimeout's default.
+	DefaultClientTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout is Config.HandshakeTimeout's default.
+	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultMaxMessageSize is Config.MaxMessageSize's default, in bytes.
+	DefaultMaxMessageSize = 32 << 10
+	// DefaultMaxOutboundBytes is Config.MaxOutboundBytes's default, in bytes.
+	DefaultMaxOutboundBytes = 1 << 20
+)
+
 // Bounds on waits for the node's own actors, which always answer unless
 // the process is starved: they only turn a hang into an error.
 const (
@@ -143,8 +160,14 @@ const (
 )
 
 // Validate reports the first field that cannot be used: negative sizes and
-// durations (zero means the default).
+// durations (zero means the default) and malformed AllowedOrigins
+// patterns. New calls it; it is safe for concurrent use.
 func (c Config) Validate() error {
+	for _, p := range c.AllowedOrigins {
+		if err := transport.ValidOriginPattern(p); err != nil {
+			return fmt.Errorf("hub: Config.AllowedOrigins: %w", err)
+		}
+	}
 	for _, f := range []struct {
 		name string
 		v    int64
@@ -186,11 +209,11 @@ func (c Config) withDefaults() Config {
 		_, _ = rand.Read(c.TokenSecret)
 	}
 	setDefault(&c.TokenTTL, defaultTokenTTL)
-	setDefault(&c.KeepAliveInterval, defaultKeepAlive)
-	setDefault(&c.ClientTimeout, defaultClientTimeout)
-	setDefault(&c.HandshakeTimeout, defaultHandshakeTimeout)
-	setDefault(&c.MaxMessageSize, defaultMaxMessageSize)
-	setDefault(&c.MaxOutboundBytes, defaultMaxOutboundBytes)
+	setDefault(&c.KeepAliveInterval, DefaultKeepAliveInterval)
+	setDefault(&c.ClientTimeout, DefaultClientTimeout)
+	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
+	setDefault(&c.MaxOutboundBytes, DefaultMaxOutboundBytes)
 	setDefault(&c.MaxParallelInvocations, defaultParallel)
 	setDefault(&c.StreamBufferCapacity, defaultStreamBuffer)
 	setDefault(&c.MaxPendingInvocations, defaultPendingCount)

@@ -71,8 +71,19 @@ func TestNegotiateDetails(t *testing.T) {
 		t.Fatalf("bad version body = %s", got)
 	}
 
-	// Allowed and refused cross-origin requests, negotiate and WebSocket.
-	for origin, want := range map[string]int{"https://app.example.com": http.StatusOK, "https://evil.test": http.StatusForbidden} {
+	// Allowed and refused cross-origin requests, negotiate and WebSocket,
+	// decided alike: the Origin is parsed as a URL and must be a host only
+	// ("http://evil.com?.example.com" once passed negotiate's string match).
+	for _, tc := range []struct {
+		origin string
+		want   int
+	}{
+		{"https://app.example.com", http.StatusOK}, {"https://evil.test", http.StatusForbidden},
+		{"http://evil.com?.example.com", http.StatusForbidden}, {"http://evil.com/.example.com", http.StatusForbidden},
+		{"http://evil.com#.example.com", http.StatusForbidden}, {"http://x@app.example.com", http.StatusForbidden},
+		{"https://app.example.com/", http.StatusForbidden}, {"ftp://app.example.com", http.StatusForbidden}, {"null", http.StatusForbidden},
+	} {
+		origin, want := tc.origin, tc.want
 		h := http.Header{"Origin": {origin}}
 		status, _, _ := negotiate(t, tn.url, "chat", h)
 		if status != want {
@@ -105,15 +116,9 @@ func TestConfigErrors(t *testing.T) {
 			t.Fatalf("hub.New(%+v) = %v, want an error about a negative setting", cfg, err)
 		}
 	}
-	bad, err := hub.New(hub.Config{AllowedOrigins: []string{"["}})
-	if err != nil {
-		t.Fatal(err)
+	if _, err := hub.New(hub.Config{AllowedOrigins: []string{"["}}); err == nil || !strings.Contains(err.Error(), "bad allowed origin pattern") {
+		t.Fatalf("hub.New with a malformed origin pattern = %v, want the error from New (Validate), not from Start", err)
 	}
-	_ = bad.Register("chat", echoHub{})
-	if err := bad.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "bad allowed origin pattern") {
-		t.Fatalf("Start with a malformed origin pattern = %v", err)
-	}
-	_ = bad.Shutdown(context.Background())
 	n, err := hub.New(hub.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -78,6 +78,29 @@ func TestInterop(t *testing.T) {
 	runScenarios(t, nodeJS, root, append(env, tokenEnv(t)...))
 }
 
+// TestInteropMessageSizeLimit runs a node with a non-default --max-message-size and checks, with
+// the official client, that a message over it closes the connection with the server's Close
+// message naming the limit at three sizes: just over it, about 4.5x (past the old WebSocket read
+// limit of 4x + 4 KiB, which sent a bare close 1009 instead) and 100x.
+func TestInteropMessageSizeLimit(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeJS := requireNodeJS(t, root)
+	bin := buildNode(t, root)
+	addr := freeLoopbackAddr(t)
+	const limit = 10000
+	startNode(t, bin, addr, "node", nodeArgs(addr, nodeID, "--max-message-size", strconv.Itoa(limit)), false)
+	env := append(os.Environ(),
+		"HUBFABRIC_URL=http://"+addr,
+		"HUBFABRIC_HUB="+hub1,
+		"INTEROP_MAX_MESSAGE_SIZE="+strconv.Itoa(limit),
+		"INTEROP_ONLY=max-message-size",
+	)
+	runScenarios(t, nodeJS, root, append(env, tokenEnv(t)...))
+}
+
 // tokenEnv gives scenarios.mjs its tokens (valid ones and ones the node must refuse).
 func tokenEnv(t *testing.T) []string {
 	t.Helper()

@@ -1184,6 +1184,36 @@ if (BASE3) {
   });
 }
 
+// ---------------------------------------------------------------- message size limit
+
+// With INTEROP_MAX_MESSAGE_SIZE (the node's --max-message-size), a message over the limit closes
+// the connection with the server's Close message, whose error names the limit, at every size: just
+// over it, past 4x it (where coder/websocket's read limit once sent a bare close 1009 instead) and
+// 100x it. The client reports the Close message's error as "Server returned an error on close: ...".
+const MAX_MESSAGE_SIZE = Number(env.INTEROP_MAX_MESSAGE_SIZE || 0);
+if (MAX_MESSAGE_SIZE > 0) {
+  scenario(`a message over --max-message-size ${MAX_MESSAGE_SIZE} gets the Close error naming the limit, at any size`, async (t) => {
+    for (const size of [MAX_MESSAGE_SIZE, Math.round(4.5 * MAX_MESSAGE_SIZE), 100 * MAX_MESSAGE_SIZE]) {
+      const c = await t.connect({ name: `c${size}` });
+      c.stopping = true; // the server closes it, on purpose
+      const invoked = c.conn.invoke("Echo", "x".repeat(size)).then(
+        () => null,
+        (e) => e,
+      );
+      await c.waitFor(() => c.closedWith !== undefined, `the close after an Echo of ${size} characters`);
+      const text = errText(c.closedWith.error);
+      check(
+        text.startsWith("Server returned an error on close: ") && text.includes(`limit ${MAX_MESSAGE_SIZE}`),
+        () => `Echo of ${size} characters: closed with ${fmt(text)}, want the server's Close error naming the limit ${MAX_MESSAGE_SIZE}`,
+      );
+      check((await withTimeout(invoked, WAIT_MS, "the Echo to fail")) !== null, `Echo of ${size} characters succeeded`);
+    }
+    // The node goes on serving.
+    const ok = await t.connect({ name: "after" });
+    checkEqual(await ok.invoke("Echo", "x".repeat(MAX_MESSAGE_SIZE - 100)), "x".repeat(MAX_MESSAGE_SIZE - 100), "Echo within the limit");
+  });
+}
+
 // ---------------------------------------------------------------- runner
 
 let current = null;

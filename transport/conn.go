@@ -40,6 +40,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		http.Error(w, "connect with a WebSocket GET; this server offers no other transport", http.StatusMethodNotAllowed)
 		return
 	}
+	if _, err := checkOrigin(r, s.opts.AllowedOrigins); err != nil {
+		s.log.Debug("websocket upgrade refused", "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
 	identity, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -75,15 +80,19 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		}
 		claimed = true
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	// The Origin was checked above by the same function as negotiate's
+	// (checkOrigin), so coder/websocket's own check, which parses the
+	// Origin more leniently, is skipped.
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
 	}
-	// Whole WebSocket messages may carry several records; one record is
-	// bounded by MaxMessageSize in the parser, where it gets a Close
-	// message rather than a bare 1009.
-	ws.SetReadLimit(int64(4*s.opts.MaxMessageSize + 4096))
+	// No WebSocket read limit: frames are read in chunks and one record is
+	// bounded by MaxMessageSize as it arrives (readFrame), so a record over
+	// the limit gets a Close message at any size rather than a bare 1009,
+	// and a frame of many small records is fine.
+	ws.SetReadLimit(-1)
 	// The connection goes on in a goroutine owned by the server (counted in
 	// s.active, which Wait joins) and the HTTP handler returns: net/http
 	// then drops its per-request state (the request's buffers, the response
@@ -208,7 +217,7 @@ var errHandshakeAnswered = errors.New("handshake timed out")
 // any bytes that followed the handshake in its frame. The timeout is a
 // timer rather than a read deadline, because cancelling a read closes the
 // WebSocket before the client could be told why.
-func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Logger) (protocol.HubProtocol, []byte, error) {
+func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Logger) (protocol.HubProtocol, []byte, io.Reader, error) {
 	timer := time.AfterFunc(s.opts.HandshakeTimeout, func() {
 		log.Info("handshake refused", "reason", "no handshake within "+s.opts.HandshakeTimeout.String())
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -216,42 +225,69 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 		cancel()
 		_ = ws.Close(websocket.StatusNormalClosure, "")
 	})
-	p, rest, err := s.readHandshake(ctx, ws)
+	p, rest, rd, err := s.readHandshake(ctx, ws)
 	if !timer.Stop() {
-		return nil, nil, errHandshakeAnswered
+		return nil, nil, nil, errHandshakeAnswered
 	}
-	return p, rest, err
+	return p, rest, rd, err
 }
 
-func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, error) {
+// readHandshake reads the handshake request in chunks, as readFrame does,
+// so no more than MaxMessageSize plus a chunk is buffered. It returns the
+// bytes read after the handshake and the frame they came in, if that frame
+// is not read to its end.
+func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, io.Reader, error) {
 	var buf []byte
 	for {
-		_, data, err := ws.Read(ctx)
+		_, rd, err := ws.Reader(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		buf = append(buf, data...)
-		req, n, err := protocol.ParseHandshakeRequest(buf, s.opts.MaxMessageSize)
-		if errors.Is(err, protocol.ErrIncomplete) {
-			continue
+		for {
+			buf = s.reserveChunk(buf)
+			n, rerr := rd.Read(buf[len(buf) : len(buf)+readChunk])
+			buf = buf[:len(buf)+n]
+			if n > 0 {
+				req, used, err := protocol.ParseHandshakeRequest(buf, s.opts.MaxMessageSize)
+				if err == nil {
+					p, err := handshakeProtocol(req)
+					if err != nil {
+						return nil, nil, nil, err
+					}
+					if rerr == io.EOF {
+						rd = nil
+					}
+					return p, buf[used:], rd, nil
+				}
+				if errors.Is(err, protocol.ErrMessageTooLarge) {
+					return nil, nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
+				}
+				if !errors.Is(err, protocol.ErrIncomplete) {
+					return nil, nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return nil, nil, nil, rerr
+			}
 		}
-		if errors.Is(err, protocol.ErrMessageTooLarge) {
-			return nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
-		}
-		if err != nil {
-			return nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
-		}
-		p, ok := protocol.Lookup(req.Protocol)
-		if !ok {
-			msg := protocol.HandshakeErrorUnsupportedProtocol(req.Protocol)
-			return nil, nil, handshakeError(msg, msg)
-		}
-		if req.Version > p.Version() || req.Version < 0 {
-			msg := protocol.HandshakeErrorUnsupportedVersion(req.Protocol, req.Version)
-			return nil, nil, handshakeError(msg, msg)
-		}
-		return p, buf[n:], nil
 	}
+}
+
+// handshakeProtocol checks the protocol and version a handshake asks for.
+func handshakeProtocol(req protocol.HandshakeRequest) (protocol.HubProtocol, error) {
+	p, ok := protocol.Lookup(req.Protocol)
+	if !ok {
+		msg := protocol.HandshakeErrorUnsupportedProtocol(req.Protocol)
+		return nil, handshakeError(msg, msg)
+	}
+	if req.Version > p.Version() || req.Version < 0 {
+		msg := protocol.HandshakeErrorUnsupportedVersion(req.Protocol, req.Version)
+		return nil, handshakeError(msg, msg)
+	}
+	return p, nil
 }
 
 // handshakeErr is a failed handshake: wire is sent to the client, detail logged.
@@ -263,7 +299,7 @@ func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire
 
 func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request) {
 	log := s.log.With("hub", hub, "conn_id", connID)
-	p, rest, err := s.handshake(ctx, ws, log)
+	p, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
 		return
 	}
@@ -307,22 +343,25 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 		// Shutdown began while this connection was being set up.
 		c.Close("Server is shutting down.", true)
 	}
-	c.End(s.readLoop(ws, c, session, rest))
+	c.End(s.readLoop(ws, c, session, rest, rd))
 	c.Wait()
 }
 
 // readLoop reads frames until the connection ends, parses the records and
 // hands each message to the session. It returns nil for a normal close.
-func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pending []byte) error {
+// pending holds bytes that followed the handshake, and rd, when not nil,
+// is the rest of the frame the handshake came in.
+func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pending []byte, rd io.Reader) error {
 	wantText := c.Protocol().TransferFormat() == protocol.TransferText
-	first := len(pending) > 0
+	if len(pending) > 0 {
+		c.Received()
+		var err error
+		if pending, err = s.deliver(c, session, pending); err != nil {
+			return err
+		}
+	}
 	for {
-		// Frames are read into a pooled buffer, taken only once a frame has
-		// arrived, so an idle connection holds no read buffer; a partial
-		// record left at the end of a frame is kept in pending. Parsed
-		// messages never alias the buffer (the parsers copy).
-		var rd io.Reader
-		if !first {
+		if rd == nil {
 			// No deadline context (see internal/conn outbound.writeLoop): closing the
 			// socket ends the read.
 			typ, r, err := ws.Reader(context.Background())
@@ -336,59 +375,96 @@ func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pen
 			}
 			rd = r
 		}
+		// A frame is read into a pooled buffer, taken only once the frame
+		// has arrived, so an idle connection holds no read buffer; a
+		// partial record left at the end of a frame is kept in pending.
 		bp := readBuffers.Get().(*[]byte)
-		buf := append((*bp)[:0], pending...)
-		if rd != nil {
-			var err error
-			buf, err = readAll(rd, buf)
-			if err != nil {
-				readBuffers.Put(bp)
-				return readEndError(err)
-			}
-		}
-		first = false
-		c.Received()
-		msgs, n, err := c.Protocol().ParseMessages(buf, s.opts.MaxMessageSize)
-		for _, m := range msgs {
-			if _, ok := m.(*protocol.Ping); ok {
-				continue
-			}
-			session.Receive(m)
-		}
+		buf, err := s.readFrame(rd, c, session, append((*bp)[:0], pending...))
+		rd = nil
 		pending = nil
-		if err == nil && n < len(buf) {
-			pending = append([]byte(nil), buf[n:]...)
+		if err == nil && len(buf) > 0 {
+			pending = bytes.Clone(buf)
 		}
 		if cap(buf) <= 64<<10 {
 			*bp = buf[:0]
 			readBuffers.Put(bp)
 		}
 		if err != nil {
-			msg := "Connection closed with an error: " + err.Error()
-			c.Close(msg, false)
-			return errors.New(msg)
+			return err
 		}
 	}
 }
 
-// readBuffers holds frame buffers shared by all connections' readers.
-var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// prefixSlack covers a MessagePack record's length prefix (at most 5
+// bytes), which a partial record holds beyond its MaxMessageSize body.
+const prefixSlack = 8
 
-func readAll(r io.Reader, buf []byte) ([]byte, error) {
+// readChunk is the most read from a frame at once. Records are parsed
+// after every chunk and the complete ones handed on, so the buffer holds at
+// most one record (bounded by MaxMessageSize) plus one chunk, whatever the
+// frame's size: a record over the limit gets its Close message as soon as
+// the limit is passed, and the WebSocket itself has no read limit.
+const readChunk = 8 << 10
+
+// readFrame reads the rest of the frame rd onto buf (which starts with the
+// pending partial record), delivering records as they complete, and
+// returns the partial record left at the frame's end.
+func (s *Server) readFrame(rd io.Reader, c *conn.Conn, session Session, buf []byte) ([]byte, error) {
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+		buf = s.reserveChunk(buf)
+		n, err := rd.Read(buf[len(buf) : len(buf)+readChunk])
+		if n > 0 {
+			buf = buf[:len(buf)+n]
+			c.Received()
+			var derr error
+			if buf, derr = s.deliver(c, session, buf); derr != nil {
+				return buf, derr
+			}
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
 		if err == io.EOF {
 			return buf, nil
 		}
 		if err != nil {
-			return buf, err
+			return buf, readEndError(err)
 		}
 	}
 }
+
+// reserveChunk returns buf with room for readChunk more bytes, growing it
+// at most to one record plus a chunk.
+func (s *Server) reserveChunk(buf []byte) []byte {
+	if cap(buf)-len(buf) >= readChunk {
+		return buf
+	}
+	size := max(len(buf)+readChunk, min(2*cap(buf), s.opts.MaxMessageSize+readChunk+prefixSlack))
+	nb := make([]byte, len(buf), size)
+	copy(nb, buf)
+	return nb
+}
+
+// deliver parses the records at the start of buf, hands each message to
+// the session and returns buf holding only the partial record left (moved
+// to its start; parsed messages never alias buf, the parsers copy). A
+// record over MaxMessageSize or a malformed one closes the connection with
+// a Close message saying why, and is returned as the error.
+func (s *Server) deliver(c *conn.Conn, session Session, buf []byte) ([]byte, error) {
+	msgs, n, err := c.Protocol().ParseMessages(buf, s.opts.MaxMessageSize)
+	for _, m := range msgs {
+		if _, ok := m.(*protocol.Ping); ok {
+			continue
+		}
+		session.Receive(m)
+	}
+	if err != nil {
+		msg := "Connection closed with an error: " + err.Error()
+		c.Close(msg, false)
+		return buf[:0], errors.New(msg)
+	}
+	return buf[:copy(buf, buf[n:])], nil
+}
+
+// readBuffers holds frame buffers shared by all connections' readers.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func readEndError(err error) error {
 	switch websocket.CloseStatus(err) {

@@ -9,8 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -116,8 +118,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("transport: Options.TokenSecret is required")
 	}
 	for _, p := range o.AllowedOrigins {
-		if _, err := matchOrigin(p, "x"); err != nil {
-			return o, fmt.Errorf("transport: bad allowed origin pattern %q: %w", p, err)
+		if err := ValidOriginPattern(p); err != nil {
+			return o, fmt.Errorf("transport: %w", err)
 		}
 	}
 	return o, nil
@@ -211,33 +213,60 @@ func lastSegment(p string) string {
 	return p
 }
 
-func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+// cors answers whether negotiate may go on for r's Origin (checkOrigin)
+// and, for an allowed cross-origin request, sets the CORS headers.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) error {
+	cross, err := checkOrigin(r, s.opts.AllowedOrigins)
+	if err != nil {
+		return err
+	}
+	if cross {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+	}
+	return nil
+}
+
+// checkOrigin decides for negotiate and the WebSocket upgrade alike whether
+// r's Origin may use the hubs: a request without one (not from a browser),
+// one whose Origin host is the request's Host, or one whose host matches a
+// pattern (path.Match, case-insensitive; a pattern with "://" is matched
+// against scheme://host, as coder/websocket's OriginPatterns are). cross
+// reports an allowed cross-origin request. The Origin must be an http or
+// https URL of a host only, as browsers send it: "null", a path, a query,
+// a fragment or userinfo is refused, so "http://evil.com?.example.com"
+// can never match "*.example.com".
+func checkOrigin(r *http.Request, patterns []string) (cross bool, err error) {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
-		return true
+		return false, nil
 	}
-	host := origin
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.Opaque != "" || u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return false, fmt.Errorf("origin %q is not an http or https origin (scheme://host[:port])", origin)
 	}
-	if strings.EqualFold(host, r.Host) {
-		return true
+	if strings.EqualFold(u.Host, r.Host) {
+		return false, nil
 	}
-	for _, p := range s.opts.AllowedOrigins {
-		if ok, _ := matchOrigin(p, host); ok {
-			h := w.Header()
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Allow-Credentials", "true")
-			h.Add("Vary", "Origin")
-			return true
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := matchOrigin(p, target); ok {
+			return true, nil
 		}
 	}
-	return false
+	return false, fmt.Errorf("origin %q not allowed", origin)
 }
 
 func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub string) {
-	if !s.cors(w, r) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+	if err := s.cors(w, r); err != nil {
+		s.log.Debug("negotiate refused", "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
 	if r.Method == http.MethodOptions {
@@ -250,6 +279,9 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		http.Error(w, "negotiate requires POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if !drainNegotiateBody(w, r) {
 		return
 	}
 	identity, ok := s.admit(w, r)
@@ -279,6 +311,36 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	_, _ = w.Write(body)
 }
 
+// maxNegotiateBody bounds a negotiate request's body. SignalR clients send
+// none; whatever is sent is read and dropped, so the connection can carry
+// the next request.
+const maxNegotiateBody = 4 << 10
+
+// drainNegotiateBody reads and drops r's body, at most maxNegotiateBody
+// bytes; when it answers false it has written the refusal (413 for a
+// longer body, 400 for one that could not be read).
+func drainNegotiateBody(w http.ResponseWriter, r *http.Request) bool {
+	tooLarge := func() bool {
+		w.Header().Set("Connection", "close")
+		http.Error(w, fmt.Sprintf("negotiate takes no body (at most %d bytes)", maxNegotiateBody), http.StatusRequestEntityTooLarge)
+		return false
+	}
+	if r.ContentLength > maxNegotiateBody {
+		return tooLarge()
+	}
+	_, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxNegotiateBody))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge()
+	case err != nil:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
 // admit counts the request as active and authenticates it; when it
 // answers false it has written the refusal (503 while shutting down, 401)
 // and the request is not counted. Otherwise the caller must call
@@ -305,6 +367,16 @@ func (s *Server) unauthorized(w http.ResponseWriter, err error) {
 		status = http.StatusForbidden
 	}
 	http.Error(w, err.Error(), status)
+}
+
+// ValidOriginPattern reports whether p is usable as one of
+// Options.AllowedOrigins: a path.Match pattern without syntax errors. It
+// is safe for concurrent use.
+func ValidOriginPattern(p string) error {
+	if _, err := matchOrigin(p, "x"); err != nil {
+		return fmt.Errorf("bad allowed origin pattern %q: %w", p, err)
+	}
+	return nil
 }
 
 func matchOrigin(pattern, host string) (bool, error) {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,18 @@ import (
 	"github.com/hubfabric/hubfabric/client"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, protoactorThrottle) }
+// runMainEnv makes the test binary run main instead of the tests, for
+// tests of the exit status.
+const runMainEnv = "HUBFABRIC_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		os.Args = append([]string{"node"}, os.Args[1:]...)
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m, protoactorThrottle)
+}
 
 func TestBadFlagsAreClearErrors(t *testing.T) {
 	t.Parallel()
@@ -42,13 +55,32 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"bad redis timeout", []string{"--redis", "localhost:6379,connectTimeout=abc"}, nil, `connectTimeout`},
 		{"empty redis endpoint", []string{"--redis", ","}, nil, `--redis: `},
 		{"channel prefix without redis", []string{"--channel-prefix", "app:"}, nil, `--channel-prefix needs --redis`},
+		{"empty jwt secret", []string{"--jwt-secret", ""}, nil, "--jwt-secret is empty"},
+		{"empty jwt secret with =", []string{"--jwt-secret="}, nil, "--jwt-secret is empty"},
+		{"empty token secret", []string{"--token-secret", ""}, nil, "--token-secret is empty"},
+		{"empty jwt secret in env", nil, map[string]string{"HUBFABRIC_JWT_SECRET": ""}, "HUBFABRIC_JWT_SECRET is set but empty"},
+		{"empty token secret in env", nil, map[string]string{"HUBFABRIC_TOKEN_SECRET": ""}, "HUBFABRIC_TOKEN_SECRET is set but empty"},
+		{"bad origin pattern", []string{"--allowed-origins", "["}, nil, `--allowed-origins: `},
+		{"port out of range", []string{"--addr", "127.0.0.1:99999"}, nil, `--addr "127.0.0.1:99999"`},
+		{"pprof port out of range", []string{"--pprof", "127.0.0.1:70000"}, nil, `--pprof "127.0.0.1:70000"`},
+		{"unknown port name", []string{"--addr", ":nosuchservice"}, nil, `--addr ":nosuchservice"`},
+		{"zero max message size", []string{"--max-message-size", "0"}, nil, "--max-message-size must be positive"},
+		{"bad max message size", []string{"--max-message-size", "32k"}, nil, `invalid value "32k"`},
+		{"negative max outbound bytes", []string{"--max-outbound-bytes", "-1"}, nil, "--max-outbound-bytes must be positive"},
+		{"zero keep-alive", []string{"--keep-alive-interval", "0s"}, nil, "--keep-alive-interval must be positive"},
+		{"negative client timeout", []string{"--client-timeout", "-1s"}, nil, "--client-timeout must be positive"},
+		{"zero handshake timeout", []string{"--handshake-timeout", "0"}, nil, "--handshake-timeout must be positive"},
+		{"zero http read timeout", []string{"--http-read-timeout", "0"}, nil, "--http-read-timeout must be positive"},
+		{"zero http idle timeout", []string{"--http-idle-timeout", "0"}, nil, "--http-idle-timeout must be positive"},
+		{"zero max header bytes", []string{"--http-max-header-bytes", "0"}, nil, "--http-max-header-bytes must be positive"},
+		{"bad limit in env", nil, map[string]string{"HUBFABRIC_MAX_MESSAGE_SIZE": "big"}, "invalid HUBFABRIC_MAX_MESSAGE_SIZE"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var stderr bytes.Buffer
-			getenv := func(k string) string { return tc.env[k] }
-			err := run(context.Background(), tc.args, getenv, &stderr)
+			lookupEnv := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			err := run(context.Background(), tc.args, lookupEnv, &stderr)
 			var u usageError
 			if !errors.As(err, &u) {
 				t.Fatalf("run(%v) = %v, want a usage error", tc.args, err)
@@ -60,10 +92,36 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 	}
 }
 
+// A configuration error is exit status 2, as the README says, whichever
+// check finds it: these three once exited 1 (the origin pattern and the
+// port were found only when used; an empty secret was not found at all:
+// the node ran without authentication).
+func TestConfigurationErrorsExitTwo(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--allowed-origins", "["},
+		{"--addr", "127.0.0.1:99999"},
+		{"--jwt-secret", ""},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], args...)
+		cmd.Env = []string{runMainEnv + "=1"}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("node %q: %v, want exit status 2\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), args[0]) {
+			t.Errorf("node %q said %q, want a message naming %s", args, out, args[0])
+		}
+	}
+}
+
 func TestEnvironmentAndFlags(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"HUBFABRIC_HUB": "a,b", "HUBFABRIC_GROUP_ACK_TIMEOUT": "3s", "HUBFABRIC_ADDR": ":9000"}
-	o, err := parseOptions([]string{"--addr", ":9001", "--hub", "c", "--hub", "d"}, func(k string) string { return env[k] }, io.Discard)
+	o, err := parseOptions([]string{"--addr", ":9001", "--hub", "c", "--hub", "d"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +169,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	defer stop()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--addr", addr, "--hub", "chat,lobby", "--node-id", "n1"}, func(string) string { return "" }, logs)
+		done <- run(ctx, []string{"--addr", addr, "--hub", "chat,lobby", "--node-id", "n1"}, noEnv, logs)
 	}()
 	select {
 	case <-logs.seen:
@@ -186,7 +244,7 @@ func TestRedisAbortConnectFailsClearly(t *testing.T) {
 	var stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = run(ctx, []string{"--addr", "127.0.0.1:0", "--redis", dead + ",abortConnect=true,connectTimeout=500"}, func(string) string { return "" }, &stderr)
+	err = run(ctx, []string{"--addr", "127.0.0.1:0", "--redis", dead + ",abortConnect=true,connectTimeout=500"}, noEnv, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "backplane") {
 		t.Fatalf("run with an unreachable Redis and abortConnect=true = %v, want an error naming the backplane", err)
 	}
@@ -214,7 +272,7 @@ func TestReadyzAnswersWhileRedisIsDownAtStartup(t *testing.T) {
 	defer stop()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--addr", addr, "--redis", dead + ",connectTimeout=3000"}, func(string) string { return "" }, logs)
+		done <- run(ctx, []string{"--addr", addr, "--redis", dead + ",connectTimeout=3000"}, noEnv, logs)
 	}()
 	select {
 	case <-logs.seen:
@@ -245,3 +303,6 @@ func TestReadyzAnswersWhileRedisIsDownAtStartup(t *testing.T) {
 		t.Fatal("run did not return after stop")
 	}
 }
+
+// noEnv is an empty environment.
+func noEnv(string) (string, bool) { return "", false }

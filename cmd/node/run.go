@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,11 +35,41 @@ type options struct {
 	allowedOrigins  []string
 	shutdownTimeout time.Duration
 	pprofAddr       string
+
+	// Connection limits (hub.Config).
+	maxMessageSize   int
+	maxOutboundBytes int
+	keepAlive        time.Duration
+	clientTimeout    time.Duration
+	handshakeTimeout time.Duration
+
+	// HTTP server limits (http.Server).
+	httpReadTimeout    time.Duration
+	httpIdleTimeout    time.Duration
+	httpMaxHeaderBytes int
 }
 
+// Defaults of the HTTP server's limits. The read timeout bounds a request's
+// headers and body (a client that announces a body and sends none is cut
+// off then); WebSockets are hijacked, which clears the connection's
+// deadlines, so they outlive it.
+const (
+	defaultHTTPReadTimeout    = 20 * time.Second
+	defaultHTTPIdleTimeout    = 120 * time.Second
+	defaultHTTPMaxHeaderBytes = 64 << 10
+	// readHeaderTimeout bounds the request headers (at most the read timeout).
+	readHeaderTimeout = 10 * time.Second
+)
+
+// secretFlags are flags whose explicitly empty value is refused: an empty
+// --jwt-secret would turn authentication off, an empty --token-secret
+// would look shared between nodes while each node picks a random one.
+var secretFlags = []string{"jwt-secret", "token-secret"}
+
 // parseOptions reads flags, then fills flags not given from the
-// environment (HUBFABRIC_<NAME>).
-func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+// environment (HUBFABRIC_<NAME>; an empty variable counts as unset, except
+// for the secrets, where it is an error like an empty flag).
+func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (options, error) {
 	o := options{hubs: []string{"chat"}}
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -55,6 +86,14 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.Var(&cliflag.List{Vals: &o.allowedOrigins}, "allowed-origins", "browser origin host patterns allowed cross-origin, e.g. *.example.com (repeatable or comma-separated)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long graceful shutdown may take")
 	fs.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (default: off)")
+	fs.IntVar(&o.maxMessageSize, "max-message-size", hub.DefaultMaxMessageSize, "bytes of one hub message from a client; a longer one gets a Close message naming the limit")
+	fs.IntVar(&o.maxOutboundBytes, "max-outbound-bytes", hub.DefaultMaxOutboundBytes, "bytes that may wait for one slow client before it is closed")
+	fs.DurationVar(&o.keepAlive, "keep-alive-interval", hub.DefaultKeepAliveInterval, "a Ping goes to a client that was sent nothing for this long")
+	fs.DurationVar(&o.clientTimeout, "client-timeout", hub.DefaultClientTimeout, "a client that sent nothing (not even a Ping) for this long is closed")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", hub.DefaultHandshakeTimeout, "how long a new connection may take to send its handshake")
+	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", defaultHTTPReadTimeout, "bound on reading one HTTP request, headers and body (WebSockets are not cut by it)")
+	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", defaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept open")
+	fs.IntVar(&o.httpMaxHeaderBytes, "http-max-header-bytes", defaultHTTPMaxHeaderBytes, "bytes of one HTTP request's headers, request line included")
 	if err := fs.Parse(args); err != nil {
 		return o, usageError{err}
 	}
@@ -67,11 +106,22 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || envErr != nil {
+		if envErr != nil {
+			return
+		}
+		if given[f.Name] {
+			if slices.Contains(secretFlags, f.Name) && f.Value.String() == "" {
+				envErr = fmt.Errorf("--%s is empty: give a secret or leave the flag out", f.Name)
+			}
 			return
 		}
 		key := "HUBFABRIC_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(key); v != "" {
+		v, set := lookupEnv(key)
+		if set && v == "" && slices.Contains(secretFlags, f.Name) {
+			envErr = fmt.Errorf("%s is set but empty: give a secret or unset it", key)
+			return
+		}
+		if v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
 				envErr = fmt.Errorf("invalid %s=%q: %v", key, v, err)
 			}
@@ -102,17 +152,36 @@ func (o *options) validate(level string) error {
 		}
 		seen[h] = true
 	}
-	if o.groupAckTimeout <= 0 {
-		return fmt.Errorf("--group-ack-timeout must be positive (got %s)", o.groupAckTimeout)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"group-ack-timeout", o.groupAckTimeout}, {"shutdown-timeout", o.shutdownTimeout},
+		{"keep-alive-interval", o.keepAlive}, {"client-timeout", o.clientTimeout}, {"handshake-timeout", o.handshakeTimeout},
+		{"http-read-timeout", o.httpReadTimeout}, {"http-idle-timeout", o.httpIdleTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s must be positive (got %s)", d.name, d.v)
+		}
 	}
-	if o.shutdownTimeout <= 0 {
-		return fmt.Errorf("--shutdown-timeout must be positive (got %s)", o.shutdownTimeout)
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"max-message-size", o.maxMessageSize}, {"max-outbound-bytes", o.maxOutboundBytes}, {"http-max-header-bytes", o.httpMaxHeaderBytes},
+	} {
+		if n.v <= 0 {
+			return fmt.Errorf("--%s must be positive (got %d)", n.name, n.v)
+		}
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return fmt.Errorf("--log-format %q: use text or json", o.logFormat)
 	}
 	if err := o.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	if err := (hub.Config{AllowedOrigins: o.allowedOrigins}).Validate(); err != nil {
+		return fmt.Errorf("--allowed-origins: %v", err)
 	}
 	if o.channelPrefix != "" && o.redis == "" {
 		return errors.New("--channel-prefix needs --redis: the in-memory backplane serves one node and has no channels to keep apart")
@@ -122,21 +191,57 @@ func (o *options) validate(level string) error {
 			return fmt.Errorf("--redis: %v", err)
 		}
 	}
-	if _, _, err := net.SplitHostPort(o.addr); err != nil {
-		return fmt.Errorf("--addr %q: %v", o.addr, err)
+	if err := checkListenAddr("addr", o.addr); err != nil {
+		return err
 	}
 	if o.pprofAddr != "" {
-		if _, _, err := net.SplitHostPort(o.pprofAddr); err != nil {
-			return fmt.Errorf("--pprof %q: %v", o.pprofAddr, err)
+		if err := checkListenAddr("pprof", o.pprofAddr); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// checkListenAddr catches what net.Listen would refuse for the address's
+// form (a missing or out-of-range port), so it is a usage error; an address
+// that is well formed but cannot be bound (in use, not this host's) fails
+// later, at listen.
+func checkListenAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return fmt.Errorf("--%s %q: %v", flag, addr, err)
+	}
+	return nil
+}
+
+// usage prints err, a configuration error found after parsing, and marks it
+// as one (exit status 2).
+func usage(stderr io.Writer, err error) error {
+	fmt.Fprintln(stderr, err)
+	return usageError{err}
+}
+
+// hubConfig is the node's hub.Config from the options, without the
+// backplane and the authenticator, which run adds.
+func (o *options) hubConfig(log *slog.Logger) hub.Config {
+	cfg := hub.Config{
+		NodeID: o.nodeID, Logger: log, GroupAckTimeout: o.groupAckTimeout, AllowedOrigins: o.allowedOrigins,
+		MaxMessageSize: o.maxMessageSize, MaxOutboundBytes: o.maxOutboundBytes,
+		KeepAliveInterval: o.keepAlive, ClientTimeout: o.clientTimeout, HandshakeTimeout: o.handshakeTimeout,
+	}
+	if o.tokenSecret != "" {
+		cfg.TokenSecret = []byte(o.tokenSecret)
+	}
+	return cfg
+}
+
 // run is the whole program: it returns when ctx ends (a signal) and the
 // node has shut down, or on a startup or serve error.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	o, err := parseOptions(args, getenv, stderr)
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
+	o, err := parseOptions(args, lookupEnv, stderr)
 	if err != nil {
 		return err
 	}
@@ -147,9 +252,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := slog.New(lh)
 
-	cfg := hub.Config{NodeID: o.nodeID, Logger: log, GroupAckTimeout: o.groupAckTimeout, AllowedOrigins: o.allowedOrigins}
-	if o.tokenSecret != "" {
-		cfg.TokenSecret = []byte(o.tokenSecret)
+	cfg := o.hubConfig(log)
+	// Checked before the backplane exists, so a bad setting leaves nothing
+	// to close.
+	if err := cfg.Validate(); err != nil {
+		return usage(stderr, err)
 	}
 	if o.redis != "" {
 		redisbp.RouteLibraryLogs(log.With("component", "go-redis"))
@@ -160,7 +267,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			}
 		})
 		if err != nil {
-			return fmt.Errorf("--redis: %w", err)
+			return usage(stderr, fmt.Errorf("--redis: %w", err))
 		}
 		cfg.Backplane = bp
 	}
@@ -199,7 +306,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		_ = node.Shutdown(context.Background())
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lh, slog.LevelDebug)}
+	httpLog := slog.NewLogLogger(lh.WithAttrs([]slog.Attr{slog.String("component", "http")}), slog.LevelWarn)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: min(readHeaderTimeout, o.httpReadTimeout),
+		ReadTimeout:       o.httpReadTimeout,
+		IdleTimeout:       o.httpIdleTimeout,
+		MaxHeaderBytes:    o.httpMaxHeaderBytes,
+		ErrorLog:          httpLog,
+	}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	if o.pprofAddr != "" {
@@ -209,13 +324,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			_ = node.Shutdown(context.Background())
 			return fmt.Errorf("--pprof: listen on %s: %w", o.pprofAddr, err)
 		}
+		// No cmdline handler: the command line holds the secrets
+		// (--jwt-secret, --token-secret, the --redis password). Index
+		// answers 404 for /debug/pprof/cmdline, as for any unknown profile.
 		pmux := http.NewServeMux()
 		pmux.HandleFunc("/debug/pprof/", pprof.Index)
-		pmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		pmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		psrv := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		psrv := &http.Server{
+			Handler: pmux, ReadHeaderTimeout: min(readHeaderTimeout, o.httpReadTimeout), ReadTimeout: o.httpReadTimeout,
+			IdleTimeout: o.httpIdleTimeout, MaxHeaderBytes: o.httpMaxHeaderBytes, ErrorLog: httpLog,
+		}
 		go func() {
 			if err := psrv.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("pprof server: %w", err)
