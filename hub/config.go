@@ -116,11 +116,6 @@ const (
 	defaultTokenTTL          = 5 * time.Minute
 	defaultParallel          = 1
 	defaultStreamBuffer      = 10
-	defaultPendingCount      = 128
-	defaultPendingBytes      = 1 << 20
-	defaultMaxStreams        = 100
-	defaultMaxGroups         = 1000
-	defaultMaxGroupName      = 1024
 	defaultBackplaneTimeout  = 5 * time.Second
 	defaultMaxPublishBatch   = 512
 	defaultNodeIDRandomBytes = 8
@@ -145,6 +140,17 @@ const (
 	DefaultMaxMessageSize = 32 << 10
 	// DefaultMaxOutboundBytes is Config.MaxOutboundBytes's default, in bytes.
 	DefaultMaxOutboundBytes = 1 << 20
+	// DefaultMaxPendingInvocations is Config.MaxPendingInvocations's default.
+	DefaultMaxPendingInvocations = 128
+	// DefaultMaxPendingInvocationBytes is Config.MaxPendingInvocationBytes's
+	// default, in bytes.
+	DefaultMaxPendingInvocationBytes = 1 << 20
+	// DefaultMaxStreamsPerConnection is Config.MaxStreamsPerConnection's default.
+	DefaultMaxStreamsPerConnection = 100
+	// DefaultMaxGroupsPerConnection is Config.MaxGroupsPerConnection's default.
+	DefaultMaxGroupsPerConnection = 1000
+	// DefaultMaxGroupNameBytes is Config.MaxGroupNameBytes's default, in bytes.
+	DefaultMaxGroupNameBytes = 1024
 )
 
 // Bounds on waits for the node's own actors, which always answer unless
@@ -216,11 +222,11 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxOutboundBytes, DefaultMaxOutboundBytes)
 	setDefault(&c.MaxParallelInvocations, defaultParallel)
 	setDefault(&c.StreamBufferCapacity, defaultStreamBuffer)
-	setDefault(&c.MaxPendingInvocations, defaultPendingCount)
-	setDefault(&c.MaxPendingInvocationBytes, defaultPendingBytes)
-	setDefault(&c.MaxStreamsPerConnection, defaultMaxStreams)
-	setDefault(&c.MaxGroupsPerConnection, defaultMaxGroups)
-	setDefault(&c.MaxGroupNameBytes, defaultMaxGroupName)
+	setDefault(&c.MaxPendingInvocations, DefaultMaxPendingInvocations)
+	setDefault(&c.MaxPendingInvocationBytes, DefaultMaxPendingInvocationBytes)
+	setDefault(&c.MaxStreamsPerConnection, DefaultMaxStreamsPerConnection)
+	setDefault(&c.MaxGroupsPerConnection, DefaultMaxGroupsPerConnection)
+	setDefault(&c.MaxGroupNameBytes, DefaultMaxGroupNameBytes)
 	setDefault(&c.GroupAckTimeout, DefaultGroupAckTimeout)
 	setDefault(&c.BackplaneTimeout, defaultBackplaneTimeout)
 	c.seams = c.seams.OrReal()

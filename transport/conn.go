@@ -464,7 +464,7 @@ func (s *Server) deliver(c *conn.Conn, session Session, buf []byte) ([]byte, err
 }
 
 // readBuffers holds frame buffers shared by all connections' readers.
-var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, readChunk); return &b }}
 
 func readEndError(err error) error {
 	switch websocket.CloseStatus(err) {

@@ -215,3 +215,35 @@ func TestPprofHidesTheCommandLine(t *testing.T) {
 		t.Fatalf("/debug/pprof/goroutine = %d %.100q, want the profile", status, body)
 	}
 }
+
+// TestPerConnectionLimitFlagsReachTheConfig: the per-connection bounds
+// (pending invocations, streams, groups, group names) come from flags and
+// the environment, default to the hub's, and must be positive.
+func TestPerConnectionLimitFlagsReachTheConfig(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"HUBFABRIC_MAX_GROUP_NAME_BYTES": "64"}
+	o, err := parseOptions([]string{"--max-pending-invocations", "8", "--max-pending-invocation-bytes", "4096",
+		"--max-streams-per-connection", "3", "--max-groups-per-connection", "20"},
+		func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := o.hubConfig(nil)
+	if cfg.MaxPendingInvocations != 8 || cfg.MaxPendingInvocationBytes != 4096 || cfg.MaxStreamsPerConnection != 3 ||
+		cfg.MaxGroupsPerConnection != 20 || cfg.MaxGroupNameBytes != 64 {
+		t.Fatalf("hub.Config = %+v", cfg)
+	}
+	o, err = parseOptions(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := o.hubConfig(nil); cfg.MaxPendingInvocations != hub.DefaultMaxPendingInvocations || cfg.MaxStreamsPerConnection != hub.DefaultMaxStreamsPerConnection ||
+		cfg.MaxGroupsPerConnection != hub.DefaultMaxGroupsPerConnection || cfg.MaxGroupNameBytes != hub.DefaultMaxGroupNameBytes {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	for _, f := range []string{"max-pending-invocations", "max-pending-invocation-bytes", "max-streams-per-connection", "max-groups-per-connection", "max-group-name-bytes"} {
+		if _, err := parseOptions([]string{"--" + f, "0"}, noEnv, io.Discard); err == nil || !strings.Contains(err.Error(), "--"+f+" must be positive") {
+			t.Errorf("--%s 0: %v", f, err)
+		}
+	}
+}

@@ -42,6 +42,11 @@ type options struct {
 	keepAlive        time.Duration
 	clientTimeout    time.Duration
 	handshakeTimeout time.Duration
+	maxPending       int
+	maxPendingBytes  int
+	maxStreams       int
+	maxGroups        int
+	maxGroupName     int
 
 	// HTTP server limits (http.Server).
 	httpReadTimeout    time.Duration
@@ -91,6 +96,11 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.DurationVar(&o.keepAlive, "keep-alive-interval", hub.DefaultKeepAliveInterval, "a Ping goes to a client that was sent nothing for this long")
 	fs.DurationVar(&o.clientTimeout, "client-timeout", hub.DefaultClientTimeout, "a client that sent nothing (not even a Ping) for this long is closed")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", hub.DefaultHandshakeTimeout, "how long a new connection may take to send its handshake")
+	fs.IntVar(&o.maxPending, "max-pending-invocations", hub.DefaultMaxPendingInvocations, "invocations of one client that may wait for a free slot; past it (or --max-pending-invocation-bytes) the node stops reading that client until a call starts")
+	fs.IntVar(&o.maxPendingBytes, "max-pending-invocation-bytes", hub.DefaultMaxPendingInvocationBytes, "bytes of the invocations of one client that may wait for a free slot")
+	fs.IntVar(&o.maxStreams, "max-streams-per-connection", hub.DefaultMaxStreamsPerConnection, "server and upload streams one client may have open; an invocation past it fails with an error naming the limit")
+	fs.IntVar(&o.maxGroups, "max-groups-per-connection", hub.DefaultMaxGroupsPerConnection, "groups one connection may be in; an add past it fails with an error naming the limit")
+	fs.IntVar(&o.maxGroupName, "max-group-name-bytes", hub.DefaultMaxGroupNameBytes, "bytes of a group name; longer ones are refused in group changes and sends")
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", defaultHTTPReadTimeout, "bound on reading one HTTP request, headers and body (WebSockets are not cut by it)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", defaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept open")
 	fs.IntVar(&o.httpMaxHeaderBytes, "http-max-header-bytes", defaultHTTPMaxHeaderBytes, "bytes of one HTTP request's headers, request line included")
@@ -169,6 +179,8 @@ func (o *options) validate(level string) error {
 		v    int
 	}{
 		{"max-message-size", o.maxMessageSize}, {"max-outbound-bytes", o.maxOutboundBytes}, {"http-max-header-bytes", o.httpMaxHeaderBytes},
+		{"max-pending-invocations", o.maxPending}, {"max-pending-invocation-bytes", o.maxPendingBytes},
+		{"max-streams-per-connection", o.maxStreams}, {"max-groups-per-connection", o.maxGroups}, {"max-group-name-bytes", o.maxGroupName},
 	} {
 		if n.v <= 0 {
 			return fmt.Errorf("--%s must be positive (got %d)", n.name, n.v)
@@ -231,6 +243,8 @@ func (o *options) hubConfig(log *slog.Logger) hub.Config {
 		NodeID: o.nodeID, Logger: log, GroupAckTimeout: o.groupAckTimeout, AllowedOrigins: o.allowedOrigins,
 		MaxMessageSize: o.maxMessageSize, MaxOutboundBytes: o.maxOutboundBytes,
 		KeepAliveInterval: o.keepAlive, ClientTimeout: o.clientTimeout, HandshakeTimeout: o.handshakeTimeout,
+		MaxPendingInvocations: o.maxPending, MaxPendingInvocationBytes: o.maxPendingBytes,
+		MaxStreamsPerConnection: o.maxStreams, MaxGroupsPerConnection: o.maxGroups, MaxGroupNameBytes: o.maxGroupName,
 	}
 	if o.tokenSecret != "" {
 		cfg.TokenSecret = []byte(o.tokenSecret)
