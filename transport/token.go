@@ -98,6 +98,9 @@ func (t *tokens) connectionID(raw []byte, token string) string {
 // claim checks token for userID and marks it active on this node. It
 // returns the connection id, or an error saying why the token is refused.
 func (t *tokens) claim(token, userID string) (string, error) {
+	if len(token) != b64.EncodedLen(tokenBytes) {
+		return "", errTokenInvalid // checked first: a long query is not decoded
+	}
 	raw, err := b64.DecodeString(token)
 	if err != nil || len(raw) != tokenBytes {
 		return "", errTokenInvalid

@@ -76,3 +76,30 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("claim of an old token = %v, want errTokenExpired", err)
 	}
 }
+
+// FuzzTokenClaim: whatever a client puts in ?id=, claim never panics and
+// accepts nothing but a token this secret minted (for that user); a long
+// value is refused before it is decoded.
+func FuzzTokenClaim(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	minter := newTokens([]byte("secret"), time.Minute, clock)
+	valid, _ := minter.mint(false, "alice")
+	for _, s := range []string{valid, "", "AAAAAAAAAAAAAAAAAAAAAA", valid + "A", strings.Repeat("A", 1<<16), "%%%%", valid[:21] + "!"} {
+		f.Add(s, "alice")
+	}
+	f.Fuzz(func(t *testing.T, token, user string) {
+		tk := newTokens([]byte("secret"), time.Minute, clock)
+		id, err := tk.claim(token, user)
+		if err != nil {
+			return
+		}
+		// Accepted: the token is bound to this secret and this user.
+		if _, err := newTokens([]byte("other secret"), time.Minute, clock).claim(token, user); err == nil {
+			t.Fatalf("claim(%q, %q) = %q, and another secret accepts it too", token, user, id)
+		}
+		if _, err := newTokens([]byte("secret"), time.Minute, clock).claim(token, user+"x"); err == nil {
+			t.Fatalf("claim(%q, %q) = %q, and another user may use it too", token, user, id)
+		}
+	})
+}
