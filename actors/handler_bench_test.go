@@ -8,8 +8,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hubfabric/hubfabric/internal/fabric"
-	"github.com/hubfabric/hubfabric/protocol"
 	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
+	"github.com/hubfabric/hubfabric/protocol"
 )
 
 // BenchmarkHandleMessage measures what the backplane handler costs per
