@@ -77,6 +77,11 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 			sc.Seed = uint64(v)
 		case "apps":
 			sc.Apps = f[1:]
+			for _, a := range sc.Apps {
+				if err == nil {
+					err = checkApp(a)
+				}
+			}
 		case "max-outbound":
 			sc.MaxOutbound, err = argInt(f, 1)
 		case "client", "join", "leave", "add", "remove", "send", "send!", "settle", "advance", "delay",

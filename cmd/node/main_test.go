@@ -42,6 +42,11 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"bad redis timeout", []string{"--redis", "localhost:6379,connectTimeout=abc"}, nil, `connectTimeout`},
 		{"empty redis endpoint", []string{"--redis", ","}, nil, `--redis: `},
 		{"channel prefix without redis", []string{"--channel-prefix", "app:"}, nil, `--channel-prefix needs --redis`},
+		{"channel prefix reaching into another app", []string{"--redis", "localhost:6379", "--channel-prefix", "hubfabric:h:chat:g:x"}, nil,
+			`--channel-prefix: channel prefix "hubfabric:h:chat:g:x": use letters, digits, '.', '_', '-' and end it with one ':'`},
+		{"channel prefix without its colon", []string{"--redis", "localhost:6379", "--channel-prefix", "app"}, nil, `--channel-prefix: channel prefix "app"`},
+		{"bad channel prefix in the string", []string{"--redis", "localhost:6379,channelPrefix=a:b:"}, nil, `--redis: redisbp: connection string: channelPrefix: channel prefix "a:b:"`},
+		{"bare word in redis", []string{"--redis", "localhost:6379,secret"}, nil, `--redis: redisbp: connection string: "secret": not host:port or key=value`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
