@@ -20,7 +20,7 @@ import (
 //	name   two nodes, one room
 //	nodes  2                      (default 2)
 //	seed   7                      (default 1; --seed and -testkit.seed win)
-//	apps   a b                    (channel prefix of node i: apps[i%len])
+//	apps   a b                    (channel prefix of node i: apps[i%len]; letters, digits, '.', '_', '-')
 //	max-outbound 1000             (every node's MaxOutboundBytes; default 1 MiB)
 //	client a node=1 user=alice    (creates and connects; nodes count from 1)
 //	join a room | leave a room    (waits for the completion)
