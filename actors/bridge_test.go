@@ -2,8 +2,11 @@ package actors
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -449,4 +452,57 @@ func FuzzHandleRecords(f *testing.F) {
 			t.Fatalf("delivered %v, counted as malformed %v: want exactly one", delivered, dropped)
 		}
 	})
+}
+
+// recordingHandler is a slog.Handler keeping every record; safe for
+// concurrent use.
+type recordingHandler struct {
+	mu      *sync.Mutex
+	records *[]slog.Record
+}
+
+func (recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.records = append(*h.records, r)
+	return nil
+}
+func (h recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestHandlerLogsDropsAtDebug: every dropped message is one Debug line
+// saying why; none is logged at Info or above, so a node fed garbage does
+// not flood its log.
+func TestHandlerLogsDropsAtDebug(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var records []slog.Record
+	n := startNode(t, newTestSystem(t), "n1", backplane.NewMemory(), func(c *fabric.NodeConfig) {
+		c.Logger = slog.New(recordingHandler{&mu, &records})
+	})
+	broken := marshalEnvelope(t, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
+		Json: []byte(`{"type":7}` + "\x1e"), Messagepack: record(t, protocol.MessagePack, "m"),
+	}}})
+	for _, m := range []struct {
+		channel string
+		data    []byte
+	}{{"bogus", nil}, {"h:chat:all", []byte{0xff, 0xff}}, {"h:chat:all", broken}} {
+		n.tree.Handler.HandleMessage(m.channel, m.data)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	debug := 0
+	for _, r := range records {
+		if !strings.Contains(r.Message, "malformed backplane message") && !strings.Contains(r.Message, "not an envelope") {
+			continue
+		}
+		if r.Level != slog.LevelDebug {
+			t.Errorf("drop logged at %v: %q", r.Level, r.Message)
+		}
+		debug++
+	}
+	if debug != 3 {
+		t.Errorf("%d drop lines for 3 dropped messages", debug)
+	}
 }

@@ -102,9 +102,14 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 // drop counts a message that cannot be used and logs why at Debug.
 func (h *backplaneHandler) drop(channel, why string, err error) {
 	h.counters.Malformed.Add(1)
-	if h.log.Enabled(context.Background(), slog.LevelDebug) {
-		h.log.Debug("dropping a malformed backplane message: "+why, "channel", channel, "err", err)
+	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
 	}
+	if err != nil {
+		h.log.Debug("dropping a malformed backplane message: "+why, "channel", channel, "err", err)
+		return
+	}
+	h.log.Debug("dropping a malformed backplane message: "+why, "channel", channel)
 }
 
 // errNoRecord: an envelope's record is missing.
