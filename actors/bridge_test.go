@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -266,6 +267,7 @@ func TestHandlerDropsMalformed(t *testing.T) {
 		{name: "two JSON records in one", channel: "h:chat:all", payload: records(append(record(t, protocol.JSON, "bad"), record(t, protocol.JSON, "bad")...), nil), wantReceived: 1},
 		{name: "two MessagePack records in one", channel: "h:chat:all", payload: records(nil, append(record(t, protocol.MessagePack, "bad"), record(t, protocol.MessagePack, "bad")...)), wantReceived: 1},
 		{name: "empty JSON record", channel: "h:chat:all", payload: records([]byte{}, nil), wantReceived: 1},
+		{name: "JSON record with invalid UTF-8", channel: "h:chat:all", payload: records([]byte("{\"type\":1,\"target\":\"x\",\"arguments\":[\"\xff\xfe\"]}\x1e"), nil), wantReceived: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,7 +414,8 @@ func lengthPlusOne(rec []byte) []byte {
 // FuzzHandleRecords wraps any pair of records in a well-formed send from
 // another node: whatever reaches a connection (JSON and MessagePack alike)
 // must be exactly one Invocation with a target and neither an invocation
-// id nor stream ids; everything else is dropped and counted as Malformed.
+// id nor stream ids (and JSON must be UTF-8, as text frames must);
+// everything else is dropped and counted as Malformed.
 func FuzzHandleRecords(f *testing.F) {
 	valid := func(p protocol.HubProtocol) []byte { return record(f, p, "m", "alice", 1.5, []any{true, nil}) }
 	f.Add(valid(protocol.JSON), valid(protocol.MessagePack))
@@ -443,7 +446,8 @@ func FuzzHandleRecords(f *testing.F) {
 				if ok {
 					inv, ok = msgs[0].(*protocol.Invocation)
 				}
-				if err != nil || used != len(rec) || !ok || inv.Target == "" || inv.InvocationID != "" || len(inv.StreamIDs) != 0 {
+				if err != nil || used != len(rec) || !ok || inv.Target == "" || inv.InvocationID != "" || len(inv.StreamIDs) != 0 ||
+					(o.protocol == protocol.JSON && !utf8.Valid(rec)) {
 					t.Fatalf("%s got record %q: not one send-like invocation (err %v, %d of %d bytes, %d messages)", o.protocol.Name(), rec, err, used, len(rec), len(msgs))
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -71,6 +72,10 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 		// the clients.
 		if err := checkSendRecord(protocol.JSON, inv.Json); err != nil {
 			h.drop(channel, "a send whose JSON record is not one", err)
+			return
+		}
+		if !utf8.Valid(inv.Json) { // JSON goes out in text frames: a client must fail on bad UTF-8
+			h.drop(channel, "a send whose JSON record is not UTF-8", nil)
 			return
 		}
 		if err := checkSendRecord(protocol.MessagePack, inv.Messagepack); err != nil {
