@@ -2,10 +2,14 @@ package actors
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -205,6 +209,19 @@ func TestHandlerDropsMalformed(t *testing.T) {
 			return marshalEnvelope(t, e)
 		}
 	}
+	// records is a send from another node whose JSON or MessagePack record
+	// (nil: a valid one) is replaced.
+	records := func(js, mp []byte) func(t *testing.T) []byte {
+		return func(t *testing.T) []byte {
+			if js == nil {
+				js = record(t, protocol.JSON, "bad")
+			}
+			if mp == nil {
+				mp = record(t, protocol.MessagePack, "bad")
+			}
+			return marshalEnvelope(t, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{Json: js, Messagepack: mp}}})
+		}
+	}
 	command := &fabricv1.Envelope{Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
 		Id: 1, Action: fabricv1.GroupAction_GROUP_ACTION_ADD, Group: "g", ConnectionId: "a",
 	}}}
@@ -235,6 +252,22 @@ func TestHandlerDropsMalformed(t *testing.T) {
 		{name: "group command without a connection", channel: "h:chat:c:", payload: env(&fabricv1.Envelope{Body: &fabricv1.Envelope_GroupCommand{GroupCommand: &fabricv1.GroupCommand{
 			Id: 1, Action: fabricv1.GroupAction_GROUP_ACTION_ADD, Group: "g",
 		}}}), wantReceived: 1},
+		// Records: each must be exactly one send-like Invocation.
+		{name: "broken JSON record", channel: "h:chat:all", payload: records([]byte(`{"type":1,"target":"x","arguments":["unterminated}`+"\x1e"), nil), wantReceived: 1},
+		{name: "JSON record without its separator", channel: "h:chat:all", payload: records([]byte(`{"type":1,"target":"x","arguments":[]}`), nil), wantReceived: 1},
+		{name: "JSON Close record", channel: "h:chat:all", payload: records(encode(t, protocol.JSON, &protocol.Close{Error: "forged", AllowReconnect: false}), nil), wantReceived: 1},
+		{name: "MessagePack Close record", channel: "h:chat:all", payload: records(nil, encode(t, protocol.MessagePack, &protocol.Close{Error: "forged"})), wantReceived: 1},
+		{name: "JSON Completion record", channel: "h:chat:all", payload: records(encode(t, protocol.JSON, &protocol.Completion{InvocationID: "1", Error: "forged"}), nil), wantReceived: 1},
+		{name: "MessagePack Completion record", channel: "h:chat:all", payload: records(nil, encode(t, protocol.MessagePack, &protocol.Completion{InvocationID: "1", Result: 1, HasResult: true})), wantReceived: 1},
+		{name: "invocation with an invocation id", channel: "h:chat:all", payload: records(encode(t, protocol.JSON, &protocol.Invocation{InvocationID: "7", Target: "x", Arguments: []any{}}), nil), wantReceived: 1},
+		{name: "invocation without a target", channel: "h:chat:all", payload: records(nil, encode(t, protocol.MessagePack, &protocol.Invocation{Arguments: []any{}})), wantReceived: 1},
+		{name: "invocation with stream ids", channel: "h:chat:all", payload: records(encode(t, protocol.JSON, &protocol.Invocation{Target: "x", Arguments: []any{}, StreamIDs: []string{"s"}}), nil), wantReceived: 1},
+		{name: "MessagePack record with trailing garbage", channel: "h:chat:all", payload: records(nil, append(record(t, protocol.MessagePack, "bad"), 0x05, 0x93)), wantReceived: 1},
+		{name: "MessagePack record with a byte inside its array too many", channel: "h:chat:all", payload: records(nil, lengthPlusOne(record(t, protocol.MessagePack, "bad"))), wantReceived: 1},
+		{name: "two JSON records in one", channel: "h:chat:all", payload: records(append(record(t, protocol.JSON, "bad"), record(t, protocol.JSON, "bad")...), nil), wantReceived: 1},
+		{name: "two MessagePack records in one", channel: "h:chat:all", payload: records(nil, append(record(t, protocol.MessagePack, "bad"), record(t, protocol.MessagePack, "bad")...)), wantReceived: 1},
+		{name: "empty JSON record", channel: "h:chat:all", payload: records([]byte{}, nil), wantReceived: 1},
+		{name: "JSON record with invalid UTF-8", channel: "h:chat:all", payload: records([]byte("{\"type\":1,\"target\":\"x\",\"arguments\":[\"\xff\xfe\"]}\x1e"), nil), wantReceived: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -359,4 +392,121 @@ func FuzzHandleMessage(f *testing.F) {
 		}
 		return false
 	})
+}
+
+// encode returns the framed record of m in p.
+func encode(t testing.TB, p protocol.HubProtocol, m protocol.Message) []byte {
+	t.Helper()
+	b, err := p.AppendMessage(nil, m)
+	if err != nil {
+		t.Fatalf("encode %T: %v", m, err)
+	}
+	return b
+}
+
+// lengthPlusOne returns a short MessagePack record (a one-byte length
+// prefix) with one more byte inside its frame, after the array.
+func lengthPlusOne(rec []byte) []byte {
+	out := append([]byte{rec[0] + 1}, rec[1:]...)
+	return append(out, 0xc0)
+}
+
+// FuzzHandleRecords wraps any pair of records in a well-formed send from
+// another node: whatever reaches a connection (JSON and MessagePack alike)
+// must be exactly one Invocation with a target and neither an invocation
+// id nor stream ids (and JSON must be UTF-8, as text frames must);
+// everything else is dropped and counted as Malformed.
+func FuzzHandleRecords(f *testing.F) {
+	valid := func(p protocol.HubProtocol) []byte { return record(f, p, "m", "alice", 1.5, []any{true, nil}) }
+	f.Add(valid(protocol.JSON), valid(protocol.MessagePack))
+	f.Add([]byte(`{"type":1,"target":"x","arguments":["unterminated}`+"\x1e"), valid(protocol.MessagePack))
+	f.Add(encode(f, protocol.JSON, &protocol.Close{Error: "forged"}), encode(f, protocol.MessagePack, &protocol.Close{Error: "forged"}))
+	f.Add(encode(f, protocol.JSON, &protocol.Completion{InvocationID: "1"}), encode(f, protocol.MessagePack, &protocol.Completion{InvocationID: "1"}))
+	f.Add(valid(protocol.JSON), append(valid(protocol.MessagePack), 0x01))
+	f.Add(append(valid(protocol.JSON), valid(protocol.JSON)...), append(valid(protocol.MessagePack), valid(protocol.MessagePack)...))
+	n := startNode(f, newTestSystem(f), "n1", backplane.NewMemory(), nil)
+	outs := []*fakeOutlet{n.connect("j", "", protocol.JSON).out, n.connect("m", "", protocol.MessagePack).out}
+	marker := invocationEnvelope(f, "other", "marker")
+	f.Fuzz(func(t *testing.T, js, mp []byte) {
+		malformed := n.cfg.Counters.Malformed.Load()
+		n.tree.Handler.HandleMessage("h:chat:all", marshalEnvelope(t, &fabricv1.Envelope{OriginNode: "other",
+			Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{Json: js, Messagepack: mp}}}))
+		n.tree.Handler.HandleMessage("h:chat:all", marker) // reaches each outlet after the input, if delivered
+		delivered := false
+		for _, o := range outs {
+			recs := o.waitRecords(t, 1)
+			for ; !bytes.Equal(recs[len(recs)-1], record(t, o.protocol, "marker")); recs = o.recordsNow() {
+				o.waitRecords(t, len(recs)+1)
+			}
+			o.update(func() { o.records = nil })
+			for _, rec := range recs[:len(recs)-1] {
+				delivered = true
+				msgs, used, err := o.protocol.ParseMessages(rec, 0)
+				inv, ok := (*protocol.Invocation)(nil), len(msgs) == 1
+				if ok {
+					inv, ok = msgs[0].(*protocol.Invocation)
+				}
+				if err != nil || used != len(rec) || !ok || inv.Target == "" || inv.InvocationID != "" || len(inv.StreamIDs) != 0 ||
+					(o.protocol == protocol.JSON && !utf8.Valid(rec)) {
+					t.Fatalf("%s got record %q: not one send-like invocation (err %v, %d of %d bytes, %d messages)", o.protocol.Name(), rec, err, used, len(rec), len(msgs))
+				}
+			}
+		}
+		if dropped := n.cfg.Counters.Malformed.Load() != malformed; dropped == delivered {
+			t.Fatalf("delivered %v, counted as malformed %v: want exactly one", delivered, dropped)
+		}
+	})
+}
+
+// recordingHandler is a slog.Handler keeping every record; safe for
+// concurrent use.
+type recordingHandler struct {
+	mu      *sync.Mutex
+	records *[]slog.Record
+}
+
+func (recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.records = append(*h.records, r)
+	return nil
+}
+func (h recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestHandlerLogsDropsAtDebug: every dropped message is one Debug line
+// saying why; none is logged at Info or above, so a node fed garbage does
+// not flood its log.
+func TestHandlerLogsDropsAtDebug(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var records []slog.Record
+	n := startNode(t, newTestSystem(t), "n1", backplane.NewMemory(), func(c *fabric.NodeConfig) {
+		c.Logger = slog.New(recordingHandler{&mu, &records})
+	})
+	broken := marshalEnvelope(t, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
+		Json: []byte(`{"type":7}` + "\x1e"), Messagepack: record(t, protocol.MessagePack, "m"),
+	}}})
+	for _, m := range []struct {
+		channel string
+		data    []byte
+	}{{"bogus", nil}, {"h:chat:all", []byte{0xff, 0xff}}, {"h:chat:all", broken}} {
+		n.tree.Handler.HandleMessage(m.channel, m.data)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	debug := 0
+	for _, r := range records {
+		if !strings.Contains(r.Message, "malformed backplane message") && !strings.Contains(r.Message, "not an envelope") {
+			continue
+		}
+		if r.Level != slog.LevelDebug {
+			t.Errorf("drop logged at %v: %q", r.Level, r.Message)
+		}
+		debug++
+	}
+	if debug != 3 {
+		t.Errorf("%d drop lines for 3 dropped messages", debug)
+	}
 }

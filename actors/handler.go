@@ -1,7 +1,11 @@
 package actors
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -9,6 +13,7 @@ import (
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
+	"github.com/hubfabric/hubfabric/protocol"
 )
 
 // backplaneHandler is the receiving half of the bridge: it decodes what the
@@ -16,6 +21,11 @@ import (
 // a send to its hub actor, whose router treats it as any other send; group
 // commands and acks to the bridge actor. It runs on the backplane's
 // delivery goroutine, so decoding stays off the actors.
+//
+// Nothing another node sends is trusted: what does not fit its channel, or
+// a send whose records are not exactly what NewSendRequest encodes, is
+// dropped, counted in Counters.Malformed and logged at Debug (a flood of
+// bad messages must not become a flood of log lines).
 type backplaneHandler struct {
 	root     *actor.RootContext
 	bridge   *actor.PID
@@ -32,13 +42,12 @@ var _ backplane.Handler = (*backplaneHandler)(nil)
 func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 	hub, route, isNode, ok := parseChannel(channel)
 	if !ok {
-		h.counters.Malformed.Add(1)
+		h.drop(channel, "a channel of another form", nil)
 		return
 	}
 	env := &fabricv1.Envelope{}
 	if err := proto.Unmarshal(data, env); err != nil {
-		h.counters.Malformed.Add(1)
-		h.log.Warn("dropping a backplane message that is not an envelope", "channel", channel, "err", err)
+		h.drop(channel, "not an envelope", err)
 		return
 	}
 	if env.OriginNode == h.nodeID {
@@ -49,12 +58,28 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 	case *fabricv1.Envelope_Invocation:
 		pid := h.hubs[hub]
 		if isNode || pid == nil {
-			h.counters.Malformed.Add(1)
+			h.drop(channel, "a send on a node channel or for an unknown hub", nil)
 			return
 		}
 		inv := body.Invocation
-		if len(inv.Json) == 0 || len(inv.Messagepack) == 0 || route.check() != nil {
-			h.counters.Malformed.Add(1) // nothing to deliver, or no recipient to name
+		if err := route.check(); err != nil {
+			h.drop(channel, "a send without a recipient", err)
+			return
+		}
+		// Checked once per envelope, before any recipient shares the
+		// bytes: a broken record would corrupt the next one on every
+		// socket it reached, and a forged Close or Completion would act on
+		// the clients.
+		if err := checkSendRecord(protocol.JSON, inv.Json); err != nil {
+			h.drop(channel, "a send whose JSON record is not one", err)
+			return
+		}
+		if !utf8.Valid(inv.Json) { // JSON goes out in text frames: a client must fail on bad UTF-8
+			h.drop(channel, "a send whose JSON record is not UTF-8", nil)
+			return
+		}
+		if err := checkSendRecord(protocol.MessagePack, inv.Messagepack); err != nil {
+			h.drop(channel, "a send whose MessagePack record is not one", err)
 			return
 		}
 		route.Excluded = inv.ExcludedConnectionIds
@@ -64,19 +89,66 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 		action := cmd.Action
 		if route.Kind != RouteConnection || cmd.ConnectionId == "" || route.Name != cmd.ConnectionId || cmd.Group == "" ||
 			(action != fabricv1.GroupAction_GROUP_ACTION_ADD && action != fabricv1.GroupAction_GROUP_ACTION_REMOVE) {
-			h.counters.Malformed.Add(1)
+			h.drop(channel, "a group command that does not fit its channel", nil)
 			return
 		}
 		h.root.Send(h.bridge, &inbound{hub: hub, env: env})
 	case *fabricv1.Envelope_GroupAck:
 		if !isNode {
-			h.counters.Malformed.Add(1)
+			h.drop(channel, "a group ack on a hub channel", nil)
 			return
 		}
 		h.root.Send(h.bridge, &inbound{env: env})
 	default:
-		h.counters.Malformed.Add(1)
+		h.drop(channel, "an envelope without a known body", nil)
 	}
+}
+
+// drop counts a message that cannot be used and logs why at Debug.
+func (h *backplaneHandler) drop(channel, why string, err error) {
+	h.counters.Malformed.Add(1)
+	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	if err != nil {
+		h.log.Debug("dropping a malformed backplane message: "+why, "channel", channel, "err", err)
+		return
+	}
+	h.log.Debug("dropping a malformed backplane message: "+why, "channel", channel)
+}
+
+// errNoRecord: an envelope's record is missing.
+var errNoRecord = errors.New("no record")
+
+// checkSendRecord reports why rec is not exactly one framed record of p of
+// the kind NewSendRequest encodes: an Invocation with a target, an
+// arguments array, no invocation id (a send expects no Completion) and no
+// stream ids, with nothing before or after it.
+func checkSendRecord(p protocol.HubProtocol, rec []byte) error {
+	if len(rec) == 0 {
+		return errNoRecord
+	}
+	msgs, n, err := p.ParseMessages(rec, 0)
+	switch {
+	case err != nil:
+		return err
+	case len(msgs) != 1:
+		return fmt.Errorf("%d complete records, want 1", len(msgs))
+	case n != len(rec):
+		return fmt.Errorf("%d bytes after the record", len(rec)-n)
+	}
+	inv, ok := msgs[0].(*protocol.Invocation)
+	switch {
+	case !ok:
+		return fmt.Errorf("a message of type %d, want an invocation (%d)", msgs[0].MessageType(), protocol.TypeInvocation)
+	case inv.Target == "":
+		return errors.New("an invocation without a target")
+	case inv.InvocationID != "":
+		return errors.New("an invocation with an invocation id")
+	case len(inv.StreamIDs) != 0:
+		return errors.New("an invocation with stream ids")
+	}
+	return nil
 }
 
 // HandleEvent implements backplane.Handler: it logs and counts health

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -12,8 +13,16 @@ import (
 // actor per name in cfg.Hubs, and returns the Tree. It is hubfabric's own
 // wiring, called by hub.Node.Start; its configuration type is internal, so
 // programs outside this module use package hub instead. It does no I/O
-// and does not block.
+// and does not block. A hub name that is empty or holds a ':' is an error
+// (package hub allows fewer names still, see hub.ValidHubName).
 func SpawnNode(root *actor.RootContext, cfg *fabric.NodeConfig) (*fabric.Tree, error) {
+	for _, name := range cfg.Hubs {
+		// A hub name is a fixed part of its channels: a ':' in it would let
+		// a channel parse as another hub's route.
+		if name == "" || strings.ContainsRune(name, ':') {
+			return nil, fmt.Errorf("hub name %q: it must be non-empty and hold no ':'", name)
+		}
+	}
 	hubs := map[string]*actor.PID{} // filled below, before the backplane delivers anything
 	bridge, err := root.SpawnNamed(newBridgeProps(cfg, hubs), "hubfabric-bridge-"+cfg.NodeID)
 	if err != nil {

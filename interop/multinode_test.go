@@ -21,8 +21,8 @@ const (
 	// tokenSecret is shared by every node on one Redis, so a negotiate answered by one node and a
 	// WebSocket opened on another work together.
 	tokenSecret = "interop-token-secret-Qw7"
-	appPrefix   = "app"
-	otherPrefix = "other"
+	appPrefix   = "app:"
+	otherPrefix = "other:"
 )
 
 // nodeOnRedis is one node of a multi-node test.
@@ -62,8 +62,8 @@ func multiNodeEnv(t *testing.T, nodes []*nodeOnRedis) []string {
 
 // TestInteropTwoNodesStandalone runs the whole interop suite (single-node scenarios against node
 // 1, cross-node scenarios across nodes 1 and 2, channel-prefix isolation against node 3) on three
-// cmd/node processes sharing one standalone redis-server: nodes 1 and 2 with channel prefix "app"
-// (from the connection string), node 3 with "other" (--channel-prefix overriding the string's).
+// cmd/node processes sharing one standalone redis-server: nodes 1 and 2 with channel prefix "app:"
+// (from the connection string), node 3 with "other:" (--channel-prefix overriding the string's).
 func TestInteropTwoNodesStandalone(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {

@@ -46,7 +46,9 @@ func newBus(s *Scheduler, tr *Trace) *Bus {
 // SimBackplane is one node's connection to the Bus; it implements
 // backplane.Backplane. Like the Redis backplane it owns the channel prefix:
 // on the bus a channel c of the node is prefix+":"+c, so apps with other
-// prefixes never hear it.
+// prefixes never hear it. The prefix is an app name NewCluster checked
+// (letters, digits, '.', '_', '-': no ':'), so the first ':' ends it and no
+// app name reads as the start of another app's channels.
 type SimBackplane struct {
 	bus    *Bus
 	owner  string // scheduler owner (node incarnation)

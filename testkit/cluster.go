@@ -13,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hubfabric/hubfabric/backplane"
+	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/internal/seam"
@@ -61,8 +62,20 @@ func Hub(name string, impl any) Option {
 }
 
 // Prefixes gives node i the channel prefix prefixes[i%len]: apps sharing
-// one backplane, for the isolation invariant. Default: one app.
+// one backplane, for the isolation invariant. Each is a name of letters,
+// digits, '.', '_' and '-' (the testkit adds the ':' that ends a Redis
+// channel prefix, so "a" here is "a:" with --real); NewCluster fails the
+// test on any other. Default: one app, "hubfabric".
 func Prefixes(p ...string) Option { return func(o *options) { o.prefixes = p } }
+
+// checkApp reports why name cannot be an app's channel prefix: the rule is
+// the Redis backplane's (redisbp.ValidChannelPrefix), without the ':'.
+func checkApp(name string) error {
+	if redisbp.ValidChannelPrefix(name+":") != nil {
+		return fmt.Errorf("testkit: app %q: a channel prefix here is a name of letters, digits, '.', '_', '-' (the testkit adds the ':')", name)
+	}
+	return nil
+}
 
 // Configure adjusts every node's hub.Config (timeouts, limits). The
 // testkit sets NodeID, Backplane (which carries the node's prefix),
@@ -127,6 +140,11 @@ func NewCluster(t TB, opts ...Option) *Cluster {
 	}
 	if len(o.prefixes) == 0 {
 		o.prefixes = []string{"hubfabric"}
+	}
+	for _, p := range o.prefixes {
+		if err := checkApp(p); err != nil {
+			t.Fatalf("%v", err)
+		}
 	}
 	tr := &Trace{}
 	c := &Cluster{t: t, opts: o, Seed: o.seed, trace: tr, byName: map[string]*Client{}}

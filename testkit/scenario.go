@@ -20,7 +20,7 @@ import (
 //	name   two nodes, one room
 //	nodes  2                      (default 2)
 //	seed   7                      (default 1; --seed and -testkit.seed win)
-//	apps   a b                    (channel prefix of node i: apps[i%len])
+//	apps   a b                    (channel prefix of node i: apps[i%len]; letters, digits, '.', '_', '-')
 //	max-outbound 1000             (every node's MaxOutboundBytes; default 1 MiB)
 //	client a node=1 user=alice    (creates and connects; nodes count from 1)
 //	join a room | leave a room    (waits for the completion)
@@ -77,6 +77,11 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 			sc.Seed = uint64(v)
 		case "apps":
 			sc.Apps = f[1:]
+			for _, a := range sc.Apps {
+				if err == nil {
+					err = checkApp(a)
+				}
+			}
 		case "max-outbound":
 			sc.MaxOutbound, err = argIntIn(f, 1, 1, 1<<30)
 		case "client", "join", "leave", "add", "remove", "send", "send!", "settle", "advance", "delay",

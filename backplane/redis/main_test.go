@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,9 +33,16 @@ const waitLimit = 20 * time.Second
 
 var prefixSeq atomic.Int64
 
-// uniquePrefix returns a channel prefix no other test uses.
+// uniquePrefix returns a channel prefix no other test uses (the test's
+// name, with characters a prefix cannot have as '_').
 func uniquePrefix(t testing.TB) string {
-	return fmt.Sprintf("test%d-%s:", prefixSeq.Add(1), t.Name())
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, t.Name())
+	return fmt.Sprintf("test%d-%s:", prefixSeq.Add(1), name)
 }
 
 // faultNet dials Redis for one client and can cut it off: SetDown(true)

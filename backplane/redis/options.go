@@ -79,7 +79,10 @@ type Options struct {
 	// only ever sees the names given to Subscribe. Backplanes must use the
 	// same ChannelPrefix to hear each other, and apps sharing one Redis
 	// isolate themselves with different ones. It is the only prefix: nodes
-	// name channels without one. Default: "hubfabric:".
+	// name channels without one. It must be a name of letters, digits, '.',
+	// '_' and '-' ended by one ':' ("app:"), so that no prefix is the start
+	// of another app's channel names (see ValidChannelPrefix); Validate
+	// refuses anything else. Default: "hubfabric:".
 	ChannelPrefix string
 	// AbortConnect makes Start fail, with an error wrapping
 	// backplane.ErrUnavailable, when Redis cannot be reached within
@@ -161,8 +164,13 @@ func (o Options) withDefaults() Options {
 // Validate reports the first field that cannot be used.
 func (o Options) Validate() error {
 	for _, a := range o.Addrs {
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		if err := checkEndpoint(a); err != nil {
 			return fmt.Errorf("redisbp: address %q: %w", a, err)
+		}
+	}
+	if o.ChannelPrefix != "" {
+		if err := ValidChannelPrefix(o.ChannelPrefix); err != nil {
+			return fmt.Errorf("redisbp: %w", err)
 		}
 	}
 	switch o.Sharded {
@@ -174,6 +182,29 @@ func (o Options) Validate() error {
 		return fmt.Errorf("redisbp: negative DB %d", o.DB)
 	}
 	return nil
+}
+
+// ValidChannelPrefix reports why p cannot be a channel prefix, or nil. A
+// prefix is a non-empty name of ASCII letters, digits, '.', '_' and '-'
+// followed by exactly one ':', at its end ("app:", "tenant-7.prod:").
+//
+// The rule makes channel names unambiguous: the Redis channel is the
+// prefix, then the node's name for it (which begins with a fixed part such
+// as "h:<hub>:g:" and ends with whatever name a group, user, connection or
+// node has), so the first ':' ends the prefix and no app can choose a
+// prefix that reads as the start of another app's channels (a prefix
+// "hubfabric:h:chat:g:x:" would otherwise hear the group "x:h:chat:all" of
+// the app "hubfabric:", and speak on its node channels). Braces are
+// excluded with everything else, so a prefix never moves the hash tag of
+// sharded channels. Safe for concurrent use.
+func ValidChannelPrefix(p string) error {
+	name, ok := strings.CutSuffix(p, ":")
+	if ok && name != "" && strings.IndexFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}) < 0 {
+		return nil
+	}
+	return fmt.Errorf("channel prefix %q: use letters, digits, '.', '_', '-' and end it with one ':' (like %q)", p, "app:")
 }
 
 // UniversalOptions returns the go-redis options NewClient uses, for callers
@@ -228,12 +259,17 @@ func (o Options) NewClient() redis.UniversalClient {
 //	[,channelPrefix=NAME][,abortConnect=true|false][,serviceName=NAME]
 //	[,connectTimeout=MS][,defaultDatabase=N]
 //
-// or a redis:// or rediss:// URL (parsed by redis.ParseURL). Keys are
-// case-insensitive; a key given twice keeps its last value; the port
-// defaults to 6379. Several endpoints mean Redis Cluster, serviceName means
-// Sentinel (the endpoints are then sentinels). Unknown keys, malformed
-// values and a string without endpoints are errors naming the key.
-// Fields the string does not mention keep their zero value (the default).
+// or a redis:// or rediss:// URL (parsed by redis.ParseURL). Every
+// endpoint is host:port with a port from 1 to 65535 (an IPv6 address in
+// brackets: [::1]:6379) and every option is key=value: a segment that is
+// neither (a bare word such as "localhost", or a password without its
+// "password=") is an error that names it, so it is never looked up as a
+// host. Keys are case-insensitive; a key given twice keeps its last value.
+// channelPrefix must pass ValidChannelPrefix. Several endpoints mean Redis
+// Cluster, serviceName means Sentinel (the endpoints are then sentinels).
+// Unknown keys, malformed values and a string without endpoints are errors
+// naming the key. Fields the string does not mention keep their zero
+// value (the default).
 func ParseConnectionString(s string) (Options, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -281,6 +317,9 @@ func (o *Options) setOption(key, val string) error {
 		}
 		o.TLS = b
 	case "channelprefix":
+		if err := ValidChannelPrefix(val); err != nil {
+			return fmt.Errorf("redisbp: connection string: %s: %w", key, err)
+		}
 		o.ChannelPrefix = val
 	case "abortconnect":
 		b, err := parseBool(key, val)
@@ -323,30 +362,45 @@ func parseBool(key, val string) (bool, error) {
 	return false, fmt.Errorf("redisbp: connection string: %s %q is not true or false", key, val)
 }
 
-// parseEndpoint accepts host, host:port, [v6] and [v6]:port.
+// parseEndpoint accepts host:port and [v6]:port, nothing else.
 func parseEndpoint(tok string) (string, error) {
-	host, port, err := net.SplitHostPort(tok)
+	if err := checkEndpoint(tok); errors.Is(err, errNotHostPort) {
+		return "", fmt.Errorf("redisbp: connection string: %q: not host:port or key=value", tok)
+	} else if err != nil {
+		return "", fmt.Errorf("redisbp: connection string: endpoint %q: %w", tok, err)
+	}
+	host, port, _ := net.SplitHostPort(tok)
+	return net.JoinHostPort(host, port), nil
+}
+
+var errNotHostPort = errors.New("not host:port")
+
+// checkEndpoint reports why a is not host:port (a numeric port from 1 to
+// 65535; an IPv6 host in brackets).
+func checkEndpoint(a string) error {
+	host, port, err := net.SplitHostPort(a)
 	if err != nil {
-		// No port: "host" or "[::1]".
-		host = strings.TrimSuffix(strings.TrimPrefix(tok, "["), "]")
-		port = DefaultPort
-		if strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") && !strings.HasPrefix(tok, "[")) {
-			return "", fmt.Errorf("redisbp: connection string: endpoint %q is not host:port", tok)
-		}
+		return errNotHostPort
 	}
 	if host == "" {
-		return "", fmt.Errorf("redisbp: connection string: endpoint %q has no host", tok)
+		return errors.New("endpoint has no host")
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("redisbp: connection string: endpoint %q: port %q is not a number from 1 to 65535", tok, port)
+	if strings.ContainsAny(host, "[]") || strings.ContainsFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("host %q is not a host name or address", host)
 	}
-	return net.JoinHostPort(host, port), nil
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '+' || port[0] == '0' {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
 }
 
 func parseURL(s string) (Options, error) {
 	ro, err := redis.ParseURL(s)
 	if err != nil {
 		return Options{}, fmt.Errorf("redisbp: connection string: URL: %w", err)
+	}
+	if err := checkEndpoint(ro.Addr); err != nil {
+		return Options{}, fmt.Errorf("redisbp: connection string: URL: address %q: %w", ro.Addr, err)
 	}
 	o := Options{
 		Addrs:          []string{ro.Addr},

@@ -74,6 +74,11 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"zero http idle timeout", []string{"--http-idle-timeout", "0"}, nil, "--http-idle-timeout must be positive"},
 		{"zero max header bytes", []string{"--http-max-header-bytes", "0"}, nil, "--http-max-header-bytes must be positive"},
 		{"bad limit in env", nil, map[string]string{"HUBFABRIC_MAX_MESSAGE_SIZE": "big"}, "invalid HUBFABRIC_MAX_MESSAGE_SIZE"},
+		{"channel prefix reaching into another app", []string{"--redis", "localhost:6379", "--channel-prefix", "hubfabric:h:chat:g:x"}, nil,
+			`--channel-prefix: channel prefix "hubfabric:h:chat:g:x": use letters, digits, '.', '_', '-' and end it with one ':'`},
+		{"channel prefix without its colon", []string{"--redis", "localhost:6379", "--channel-prefix", "app"}, nil, `--channel-prefix: channel prefix "app"`},
+		{"bad channel prefix in the string", []string{"--redis", "localhost:6379,channelPrefix=a:b:"}, nil, `--redis: redisbp: connection string: channelPrefix: channel prefix "a:b:"`},
+		{"bare word in redis", []string{"--redis", "localhost:6379,secret"}, nil, `--redis: redisbp: connection string: "secret": not host:port or key=value`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

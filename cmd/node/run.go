@@ -84,7 +84,7 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.StringVar(&o.tokenSecret, "token-secret", "", "secret for connection tokens, shared by the nodes of a cluster (default: random per node)")
 	fs.StringVar(&o.nodeID, "node-id", "", "node id on the backplane (default: random)")
 	fs.StringVar(&o.redis, "redis", "", "Redis backplane connection string (empty: in-memory backplane, one node)")
-	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "Redis channel prefix isolating apps that share one Redis, used verbatim (end it with a separator, e.g. \"app1:\"); overrides the connection string's channelPrefix (default: the string's, else \"hubfabric:\")")
+	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "Redis channel prefix isolating apps that share one Redis: letters, digits, '.', '_', '-' ended by one ':' (e.g. \"app1:\"); overrides the connection string's channelPrefix (default: the string's, else \"hubfabric:\")")
 	fs.DurationVar(&o.groupAckTimeout, "group-ack-timeout", hub.DefaultGroupAckTimeout, "how long a group change for a connection on another node waits for that node")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -197,6 +197,11 @@ func (o *options) validate(level string) error {
 	}
 	if o.channelPrefix != "" && o.redis == "" {
 		return errors.New("--channel-prefix needs --redis: the in-memory backplane serves one node and has no channels to keep apart")
+	}
+	if o.channelPrefix != "" {
+		if err := redisbp.ValidChannelPrefix(o.channelPrefix); err != nil {
+			return fmt.Errorf("--channel-prefix: %v", err)
+		}
 	}
 	if o.redis != "" {
 		if _, err := redisbp.ParseConnectionString(o.redis); err != nil {
