@@ -252,6 +252,10 @@ func (o Options) NewClient() redis.UniversalClient {
 	return redis.NewUniversalClient(o.UniversalOptions())
 }
 
+// maxConnectTimeoutMs bounds connectTimeout in a connection string (one
+// hour).
+const maxConnectTimeoutMs = 3_600_000
+
 // ParseConnectionString parses a StackExchange.Redis-style connection
 // string,
 //
@@ -336,6 +340,10 @@ func (o *Options) setOption(key, val string) error {
 		ms, err := strconv.Atoi(val)
 		if err != nil || ms < 0 {
 			return fmt.Errorf("redisbp: connection string: %s %q is not a number of milliseconds", key, val)
+		}
+		if ms > maxConnectTimeoutMs {
+			// Larger values would overflow time.Duration.
+			return fmt.Errorf("redisbp: connection string: %s %d is over the limit of %d ms (1 h)", key, ms, maxConnectTimeoutMs)
 		}
 		o.ConnectTimeout = time.Duration(ms) * time.Millisecond
 	case "defaultdatabase":

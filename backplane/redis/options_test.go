@@ -68,6 +68,7 @@ func TestParseConnectionStringErrors(t *testing.T) {
 		{"h:6379,foo=bar", `unknown option "foo"`},
 		{"h:6379,connectTimeout=abc", `connectTimeout "abc" is not a number of milliseconds`},
 		{"h:6379,connectTimeout=-5", `connectTimeout "-5" is not a number of milliseconds`},
+		{"h:6379,connectTimeout=10000000000000", `connectTimeout 10000000000000 is over the limit of 3600000 ms`},
 		{"h:6379,defaultDatabase=x", `defaultDatabase "x" is not a database number`},
 		{"h:6379,defaultDatabase=-1", `defaultDatabase "-1" is not a database number`},
 		{"h:6379,ssl=yes", `ssl "yes" is not true or false`},
