@@ -110,7 +110,9 @@ func (c *connection) Receive(ctx actor.Context) {
 			// Answered: for the client the call and its streams are over.
 			c.streams -= ac.streams
 			ac.streams = 0
-			if c.calls[ac.id] == ac {
+			if ac.id != "" && c.calls[ac.id] == ac {
+				// The id is the client's again; a later call may reuse it.
+				delete(c.calls, ac.id)
 				delete(c.ids, ac.id)
 			}
 		}
@@ -162,6 +164,10 @@ func (c *connection) onConnectedDone(ctx actor.Context, err error) {
 
 func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage) {
 	if c.closing {
+		return
+	}
+	if cm.Refused != "" {
+		c.refuse(&queuedCall{msg: cm.Message, id: invocationID(cm.Message), uploads: cm.Uploads, size: cm.Size}, cm.Refused)
 		return
 	}
 	switch m := cm.Message.(type) {
@@ -312,6 +318,17 @@ func target(m protocol.Message) string {
 		return m.Target
 	case *protocol.StreamInvocation:
 		return m.Target
+	}
+	return ""
+}
+
+// invocationID is the id an invocation names.
+func invocationID(m protocol.Message) string {
+	switch m := m.(type) {
+	case *protocol.Invocation:
+		return m.InvocationID
+	case *protocol.StreamInvocation:
+		return m.InvocationID
 	}
 	return ""
 }

@@ -249,16 +249,6 @@ func (f *fakeInvoker) disconnects() int {
 	return n
 }
 
-func invocationID(m protocol.Message) string {
-	switch m := m.(type) {
-	case *protocol.Invocation:
-		return m.InvocationID
-	case *protocol.StreamInvocation:
-		return m.InvocationID
-	}
-	return ""
-}
-
 // countingRuntime is the real runtime, counting the goroutines the actors
 // start; the count moves on the actor's own goroutine, at the moment it
 // decides to start one.

@@ -214,7 +214,7 @@ func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
 		ctx.Respond(&fabric.ConnectResponse{Err: fmt.Errorf("connection id %s is already connected", id)})
 		return
 	}
-	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity)
+	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity, h.cfg.MaxStreamsPerConnection)
 	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes)
 	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg), "c-"+id)
 	if err != nil {

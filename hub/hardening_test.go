@@ -365,3 +365,162 @@ func TestConnectionLogs(t *testing.T) {
 		t.Errorf("disconnected record without a reason: %v", r[0])
 	}
 }
+
+// gated is a hub whose calls wait for the test.
+type gated struct {
+	open   chan struct{} // Block returns once it is closed
+	linger chan struct{} // Linger's producer ends, after a cancel, once it is closed
+}
+
+func (g gated) Block(*hub.Context) { <-g.open }
+
+func (gated) Keep(_ *hub.Context, xs <-chan int) int {
+	n := 0
+	for range xs {
+		n++
+	}
+	return n
+}
+
+// Linger streams nothing; cancelled, its producer waits for the test.
+func (g gated) Linger(c *hub.Context) <-chan int {
+	return hub.Produce(c, func(func(int) bool) error {
+		<-c.Done()
+		<-g.linger
+		return nil
+	})
+}
+
+// MyErr is an error type whose methods use their receiver.
+type MyErr struct{ msg string }
+
+func (e *MyErr) Error() string { return e.msg }
+func (e *MyErr) Unwrap() error { return errors.New(e.msg) }
+
+// TypedNil returns a nil *MyErr as an error: a non-nil error whose methods
+// panic.
+func (gated) TypedNil(*hub.Context) error {
+	var e *MyErr
+	return e
+}
+
+// TestUploadsOfAWaitingCallAreBounded: the upload streams an invocation
+// declares are registered as soon as it is read (so items sent while it
+// waits are kept), and counted against MaxStreamsPerConnection then: an
+// invocation that would pass the bound is refused at once, while the call
+// before it still runs, and buffers nothing. (One waiting invocation with
+// 6,000 stream ids could buffer about 1.9 GB before.)
+func TestUploadsOfAWaitingCallAreBounded(t *testing.T) {
+	g := gated{open: make(chan struct{}), linger: make(chan struct{})}
+	tn := startNode(t, hub.Config{MaxStreamsPerConnection: 2}, map[string]any{"g": g})
+	c, _, err := dialRaw(t, tn.url, "g", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake(protocol.JSON)
+	c.send(&protocol.Invocation{InvocationID: "b", Target: "Block"})
+	c.send(&protocol.Invocation{InvocationID: "k", Target: "Keep", StreamIDs: []string{"1", "2", "3"}})
+	for _, id := range []string{"1", "2", "3"} {
+		c.send(&protocol.StreamItem{InvocationID: id, Item: 1})
+	}
+	comp, ok := c.next().(*protocol.Completion)
+	want := "0 upload streams are open and 3 more would pass the limit of 2 (MaxStreamsPerConnection)"
+	if !ok || comp.InvocationID != "k" || !strings.Contains(comp.Error, want) {
+		t.Fatalf("first message %+v, want k refused with %q while b runs", comp, want)
+	}
+	close(g.open)
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "b" {
+		t.Fatalf("got %+v, want b's Completion", comp)
+	}
+	c.send(&protocol.Invocation{InvocationID: "k2", Target: "Keep", StreamIDs: []string{"4"}})
+	c.send(&protocol.StreamItem{InvocationID: "4", Item: 1})
+	c.send(&protocol.Completion{InvocationID: "4"})
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "k2" || comp.Error != "" {
+		t.Fatalf("got %+v, want k2 run within the bound", comp)
+	}
+}
+
+// TestCancelledStreamHoldsItsPlaceUntilItsProducerEnds: a cancelled
+// stream's Completion, which frees its place under MaxStreamsPerConnection,
+// is sent only once its Produce goroutine has returned; so a client that
+// starts and cancels streams in a loop cannot have more producers running
+// than the bound. Before, the Completion went first: the next stream was
+// let in while the cancelled producer still ran.
+func TestCancelledStreamHoldsItsPlaceUntilItsProducerEnds(t *testing.T) {
+	g := gated{open: make(chan struct{}), linger: make(chan struct{})}
+	tn := startNode(t, hub.Config{MaxStreamsPerConnection: 1, MaxParallelInvocations: 2}, map[string]any{"g": g})
+	c, _, err := dialRaw(t, tn.url, "g", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake(protocol.JSON)
+	c.send(&protocol.StreamInvocation{InvocationID: "s1", Target: "Linger"})
+	c.send(&protocol.CancelInvocation{InvocationID: "s1"})
+	c.send(&protocol.StreamInvocation{InvocationID: "s2", Target: "Linger"})
+	comp, ok := c.next().(*protocol.Completion)
+	if !ok || comp.InvocationID != "s2" || !strings.Contains(comp.Error, "the limit is 1") {
+		t.Fatalf("first message %+v, want s2 refused while s1's producer lingers", comp)
+	}
+	close(g.linger)
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "s1" || comp.Error != "" {
+		t.Fatalf("got %+v, want s1's Completion once its producer ended", comp)
+	}
+}
+
+// TestInvocationIDReusedWhileTheOldCallEnds: an id is the client's again
+// once its call's Completion was sent; a second reuse while the first
+// reuse waits is refused, even after the old call's end arrives. (The old
+// call's end freed the id of the waiting reuse before.)
+func TestInvocationIDReusedWhileTheOldCallEnds(t *testing.T) {
+	g := gated{open: make(chan struct{}), linger: make(chan struct{})}
+	close(g.linger)
+	tn := startNode(t, hub.Config{}, map[string]any{"g": g})
+	c, _, err := dialRaw(t, tn.url, "g", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake(protocol.JSON)
+	c.send(&protocol.StreamInvocation{InvocationID: "x", Target: "Linger"})
+	c.send(&protocol.CancelInvocation{InvocationID: "x"})
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "x" || comp.Error != "" {
+		t.Fatalf("got %+v, want x cancelled", comp)
+	}
+	c.send(&protocol.Invocation{InvocationID: "b", Target: "Block"}) // holds the one slot
+	c.send(&protocol.StreamInvocation{InvocationID: "x", Target: "Linger"})
+	c.send(&protocol.StreamInvocation{InvocationID: "x", Target: "Linger"})
+	comp, ok := c.next().(*protocol.Completion)
+	if !ok || comp.InvocationID != "x" || comp.Error != "Invocation ID 'x' is already in use." {
+		t.Fatalf("got %+v, want the third x refused", comp)
+	}
+	close(g.open)
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "b" {
+		t.Fatalf("got %+v, want b's Completion", comp)
+	}
+	c.send(&protocol.CancelInvocation{InvocationID: "x"})
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "x" || comp.Error != "" {
+		t.Fatalf("got %+v, want the second x run and cancelled", comp)
+	}
+}
+
+// TestErrorValueThatPanicsIsCaught: a method returning a typed-nil error
+// (whose Error and Unwrap dereference nil) gets a generic error Completion;
+// making the error's text crashed the process before.
+func TestErrorValueThatPanicsIsCaught(t *testing.T) {
+	g := gated{open: make(chan struct{}), linger: make(chan struct{})}
+	tn := startNode(t, hub.Config{}, map[string]any{"g": g})
+	c, _, err := dialRaw(t, tn.url, "g", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake(protocol.JSON)
+	c.send(&protocol.Invocation{InvocationID: "1", Target: "TypedNil"})
+	comp, ok := c.next().(*protocol.Completion)
+	if !ok || comp.Error != "An unexpected error occurred invoking 'TypedNil' on the server." {
+		t.Fatalf("got %+v, want a generic error", comp)
+	}
+	close(g.open)
+	c.send(&protocol.Invocation{InvocationID: "2", Target: "Block"})
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "2" || comp.Error != "" {
+		t.Fatalf("got %+v after the panicking error", comp)
+	}
+}

@@ -42,8 +42,29 @@ func (rt *hubRuntime) Connected(ctx context.Context, info *fabric.ConnectionInfo
 	if !ok {
 		return nil
 	}
-	defer rt.recoverInto(&err, info, "OnConnected")
+	defer func() {
+		if r := recover(); r != nil {
+			err = rt.panicked(info, "OnConnected", r)
+			return
+		}
+		if err != nil {
+			// The connection actor reads the error's text: take it here,
+			// where a panicking Error method is caught.
+			err = errors.New(safeText(err))
+		}
+	}()
 	return h.OnConnected(newContext(ctx, rt, info))
+}
+
+// safeText is err.Error() for an error hub code made, "" when nil, and a
+// placeholder when that panics.
+func safeText(err error) (text string) {
+	defer func() {
+		if r := recover(); r != nil {
+			text = fmt.Sprintf("(the error's text panicked: %v)", r)
+		}
+	}()
+	return err.Error()
 }
 
 // Disconnected implements actors.Invoker.
@@ -214,7 +235,20 @@ func (rt *hubRuntime) call(m *method, hc *Context, info *fabric.ConnectionInfo, 
 	return reflect.Value{}, nil
 }
 
-func (rt *hubRuntime) errorText(method string, err error) string {
+// errorText is the Completion error for err, which hub code made: its
+// Error, Unwrap or As methods may panic too (a typed nil, say), so the
+// text is made under recover.
+func (rt *hubRuntime) errorText(method string, err error) (text string) {
+	defer func() {
+		if r := recover(); r != nil {
+			rt.node.log.Error("hub error value panicked", "hub", rt.name, "method", method, "panic", r, "stack", string(debug.Stack()))
+			text = fmt.Sprintf("An unexpected error occurred invoking '%s' on the server.", method)
+		}
+	}()
+	return rt.unsafeErrorText(method, err)
+}
+
+func (rt *hubRuntime) unsafeErrorText(method string, err error) string {
 	var he *Error
 	if errors.As(err, &he) {
 		return fmt.Sprintf("An unexpected error occurred invoking '%s' on the server. HubException: %s", method, he.Message)
@@ -313,11 +347,15 @@ func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.
 			if err := uploadFailure(ctx); err != nil {
 				return err
 			}
-			// Cancelled by the client, or the connection ended.
+			// Cancelled by the client, or the connection ended. The
+			// producers stop first: the Completion frees the stream's place
+			// in the connection's bound, which must not outlive them.
+			hc.producers.Wait()
 			_ = call.Reply(&protocol.Completion{InvocationID: id})
 			return nil
 		}
 		if !ok {
+			hc.producers.Wait()
 			if err := hc.produceErr(); err != nil {
 				return err
 			}

@@ -453,7 +453,9 @@ func (s *Server) deliver(c *conn.Conn, session Session, buf []byte) ([]byte, err
 		if _, ok := m.(*protocol.Ping); ok {
 			continue
 		}
+		c.HandOff() // Receive may wait for the node: not the client's silence
 		session.Receive(m)
+		c.HandedOff()
 	}
 	if err != nil {
 		msg := "Connection closed with an error: " + err.Error()

@@ -81,6 +81,7 @@ type Conn struct {
 	closeOnce     sync.Once
 	closeErr      atomic.Pointer[error]
 	lastRead      atomic.Int64 // unix nanos; 0 until the client's first message
+	handingOff    atomic.Int32 // >0 while the reader hands a message on (HandOff)
 	stopHeartbeat func()
 	endOnce       sync.Once
 }
@@ -159,6 +160,19 @@ func (c *Conn) Close(errMsg string, allowReconnect bool) {
 // Pings included): it resets the client timeout.
 func (c *Conn) Received() { c.lastRead.Store(c.opts.Runtime.Now().UnixNano()) }
 
+// HandOff marks the reader as handing a message to the session, which may
+// wait (for a free invocation slot, for room in an upload stream); the
+// client timeout does not count that time, since the reader is not reading
+// the client's Pings then. Call HandedOff, which counts as a receipt, when
+// the session took the message. Safe for concurrent use.
+func (c *Conn) HandOff() { c.handingOff.Add(1) }
+
+// HandedOff ends a HandOff.
+func (c *Conn) HandedOff() {
+	c.Received()
+	c.handingOff.Add(-1)
+}
+
 // End reports that the client's side ended (the socket's reader stopped;
 // err is nil for a normal close): it stops the heartbeat, tells the session
 // why the connection ended (the server's own Close reason, if it closed
@@ -201,6 +215,9 @@ func (c *Conn) startHeartbeat() (stop func()) {
 		LastWrite: func() time.Time { return time.Unix(0, c.out.lastWrite.Load()) },
 		LastRead: func() (time.Time, bool) {
 			last := c.lastRead.Load()
+			if last != 0 && c.handingOff.Load() > 0 {
+				return rt.Now(), true // the reader waits for the node, not for the client
+			}
 			return time.Unix(0, last), last != 0
 		},
 		Ping: func() { _ = c.out.enqueue(ping) },

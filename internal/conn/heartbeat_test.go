@@ -341,3 +341,34 @@ func TestEndStopsHeartbeat(t *testing.T) {
 		})
 	}
 }
+
+// TestHandOffPausesTheClientTimeout: while the reader hands a message on
+// (HandOff, for instance waiting for a free invocation slot) it reads
+// nothing, so the client's Pings wait in the socket; that time does not
+// count as the client's silence. Once HandedOff, the timeout counts from
+// then. Before, a reader waiting for the node got its client closed for
+// a client timeout.
+func TestHandOffPausesTheClientTimeout(t *testing.T) {
+	t.Parallel()
+	rt := newFakeRuntime(t)
+	opts := testOptions(protocols[0], rt)
+	c, _ := openConn(t, newFakeSocket(), opts, nil)
+	c.Received()
+	c.HandOff()
+	rt.advance(5 * opts.ClientTimeout)
+	if isClosing(c) {
+		t.Fatalf("closed at %v while the reader waited for the node", rt.since())
+	}
+	c.HandedOff()
+	handedOff := rt.since()
+	rt.advance(opts.ClientTimeout - time.Nanosecond)
+	if isClosing(c) {
+		t.Fatalf("closed at %v, before the client timeout counted from HandedOff at %v", rt.since(), handedOff)
+	}
+	rt.advance(time.Nanosecond)
+	if !isClosing(c) {
+		t.Fatalf("not closed at %v, a client timeout after HandedOff", rt.since())
+	}
+	awaitDone(t, c)
+	c.End(nil)
+}

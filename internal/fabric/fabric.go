@@ -117,6 +117,10 @@ type ClientMessage struct {
 	// Size is what an invocation took from the connection's Pending bound;
 	// the connection actor releases it when the call starts or is refused.
 	Size int
+	// Refused, when not empty, is why the reader already refused the
+	// invocation (its upload streams would pass the connection's bound);
+	// the actor answers it with this error.
+	Refused string
 }
 
 // ClientClosed tells the connection actor its socket ended; Err is nil for

@@ -3,6 +3,7 @@ package fabric
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -115,22 +116,34 @@ func (u *Upload) Err() error {
 // actor removes them when their call ends. Safe for concurrent use: one
 // small lock per connection.
 type Uploads struct {
-	max    int
-	mu     sync.Mutex
-	byID   map[string]*Upload
-	closed bool
+	max     int // items buffered per stream
+	maxOpen int // streams registered at once
+	mu      sync.Mutex
+	byID    map[string]*Upload
+	closed  bool
 }
 
 // NewUploads returns the registry of one connection; each stream buffers
-// up to max items.
-func NewUploads(max int) *Uploads {
-	return &Uploads{max: max, byID: map[string]*Upload{}}
+// up to max items, and at most maxOpen streams are open at once (those of
+// calls still waiting to start included).
+func NewUploads(max, maxOpen int) *Uploads {
+	return &Uploads{max: max, maxOpen: maxOpen, byID: map[string]*Upload{}}
 }
 
-func (r *Uploads) create(ids []string) []*Upload {
-	ups := make([]*Upload, len(ids))
+// create registers the upload streams an invocation declares. When they
+// would pass the open-stream bound it registers none (their items are
+// dropped) and returns them ended, with ok false.
+func (r *Uploads) create(ids []string) (ups []*Upload, open int, ok bool) {
+	ups = make([]*Upload, len(ids))
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.byID)+len(ids) > r.maxOpen {
+		for i, id := range ids {
+			ups[i] = newUpload(id, r.max)
+			ups[i].finish(errTooManyStreams)
+		}
+		return ups, len(r.byID), false
+	}
 	for i, id := range ids {
 		u := newUpload(id, r.max)
 		if r.closed {
@@ -143,7 +156,7 @@ func (r *Uploads) create(ids []string) []*Upload {
 		}
 		ups[i] = u
 	}
-	return ups
+	return ups, len(r.byID), true
 }
 
 func (r *Uploads) get(id string) *Upload {
@@ -234,7 +247,29 @@ func (in *Inbound) invocation(m protocol.Message, streamIDs []string, size int) 
 	if !in.pending.Acquire(size, in.gone) {
 		return // the connection is over: nothing will run it
 	}
-	in.root.Send(in.pid, &ClientMessage{Message: m, Uploads: in.uploads.create(streamIDs), Size: size})
+	cm := &ClientMessage{Message: m, Size: size}
+	if len(streamIDs) > 0 {
+		// Registered now, so items the client sends while the call waits
+		// are kept; bounded now, so a waiting call cannot buffer without
+		// limit either.
+		var open int
+		var ok bool
+		if cm.Uploads, open, ok = in.uploads.create(streamIDs); !ok {
+			cm.Refused = fmt.Sprintf("Failed to invoke '%s': %d upload streams are open and %d more would pass the limit of %d (MaxStreamsPerConnection).",
+				invocationTarget(m), open, len(streamIDs), in.uploads.maxOpen)
+		}
+	}
+	in.root.Send(in.pid, cm)
+}
+
+func invocationTarget(m protocol.Message) string {
+	switch m := m.(type) {
+	case *protocol.Invocation:
+		return m.Target
+	case *protocol.StreamInvocation:
+		return m.Target
+	}
+	return ""
 }
 
 // invocationSize is what an invocation holds while it waits: its strings
@@ -343,4 +378,5 @@ func (e *StreamError) Error() string {
 var (
 	errConnectionClosed = errors.New("connection closed")
 	errStreamIDReused   = errors.New("stream id reused by a new invocation")
+	errTooManyStreams   = errors.New("too many upload streams open")
 )
