@@ -113,7 +113,7 @@ func (c *connection) Receive(ctx actor.Context) {
 			if ac.id != "" && c.calls[ac.id] == ac {
 				// The id is the client's again; a later call may reuse it.
 				delete(c.calls, ac.id)
-				delete(c.ids, ac.id)
+				c.freeID(ac.id)
 			}
 		}
 	case *callReleased:
@@ -141,7 +141,6 @@ func (c *connection) Receive(ctx actor.Context) {
 func (c *connection) onStarted(ctx actor.Context) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.calls = make(map[string]*activeCall)
-	c.ids = make(map[string]bool)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
 	c.wg.Add(1)
@@ -192,6 +191,9 @@ func (c *connection) enqueue(ctx actor.Context, q *queuedCall) {
 			c.refuse(q, fmt.Sprintf("Invocation ID '%s' is already in use.", q.id))
 			return
 		}
+		if c.ids == nil {
+			c.ids = map[string]bool{} // made on a connection's first invocation with an id
+		}
 		c.ids[q.id] = true
 	}
 	c.waiting = append(c.waiting, q)
@@ -218,7 +220,7 @@ func (c *connection) startWaiting(ctx actor.Context) {
 		c.waiting = c.waiting[1:]
 		if n := q.streams(); n > 0 && c.streams+n > c.maxStreams {
 			if q.id != "" {
-				delete(c.ids, q.id)
+				c.freeID(q.id)
 			}
 			c.refuse(q, fmt.Sprintf("Failed to invoke '%s': the connection has %d streams open and the limit is %d (MaxStreamsPerConnection).", target(q.msg), c.streams, c.maxStreams))
 			continue
@@ -284,7 +286,7 @@ func (c *connection) onCallDone(m *callDone) {
 	// Completion).
 	if ac.id != "" && c.calls[ac.id] == ac {
 		delete(c.calls, ac.id)
-		delete(c.ids, ac.id)
+		c.freeID(ac.id)
 	}
 	for _, u := range m.uploads {
 		c.uploads.Remove(u)
@@ -331,4 +333,13 @@ func invocationID(m protocol.Message) string {
 		return m.InvocationID
 	}
 	return ""
+}
+
+// freeID gives an invocation id back to the client; the set goes when it
+// is empty, so an idle connection holds none.
+func (c *connection) freeID(id string) {
+	delete(c.ids, id)
+	if len(c.ids) == 0 {
+		c.ids = nil
+	}
 }

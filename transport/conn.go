@@ -257,7 +257,13 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 					if rerr == io.EOF {
 						rd = nil
 					}
-					return p, buf[used:], rd, nil
+					// A copy: the chunk buffer is not kept for the
+					// connection's life (pending lives across its reads).
+					var rest []byte
+					if used < len(buf) {
+						rest = bytes.Clone(buf[used:])
+					}
+					return p, rest, rd, nil
 				}
 				if errors.Is(err, protocol.ErrMessageTooLarge) {
 					return nil, nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
@@ -358,6 +364,9 @@ func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pen
 		var err error
 		if pending, err = s.deliver(c, session, pending); err != nil {
 			return err
+		}
+		if len(pending) == 0 {
+			pending = nil // nothing left: let the handshake's bytes go
 		}
 	}
 	for {

@@ -299,14 +299,14 @@ type Pending struct {
 	count  int
 	bytes  int
 	closed bool
-	space  chan struct{} // a Release or Close happened
+	space  chan struct{} // a Release or Close happened; made on the first wait
 }
 
 // NewPending returns a bound of maxCount invocations and maxBytes bytes
 // (both at least 1; one invocation is always let through when none waits,
 // whatever its size).
 func NewPending(maxCount, maxBytes int) *Pending {
-	return &Pending{maxCount: max(maxCount, 1), maxBytes: max(maxBytes, 1), space: make(chan struct{}, 1)}
+	return &Pending{maxCount: max(maxCount, 1), maxBytes: max(maxBytes, 1)}
 }
 
 // Acquire takes room for one invocation of size bytes, waiting while the
@@ -325,9 +325,13 @@ func (p *Pending) Acquire(size int, gone <-chan struct{}) bool {
 			p.mu.Unlock()
 			return true
 		}
+		if p.space == nil {
+			p.space = make(chan struct{}, 1)
+		}
+		space := p.space
 		p.mu.Unlock()
 		select {
-		case <-p.space:
+		case <-space:
 		case <-gone:
 			return false
 		}
@@ -339,8 +343,11 @@ func (p *Pending) Release(size int) {
 	p.mu.Lock()
 	p.count--
 	p.bytes -= size
+	space := p.space
 	p.mu.Unlock()
-	signal(p.space)
+	if space != nil {
+		signal(space)
+	}
 }
 
 // Close ends the bound: a waiting Acquire and every later one return
@@ -348,8 +355,11 @@ func (p *Pending) Release(size int) {
 func (p *Pending) Close() {
 	p.mu.Lock()
 	p.closed = true
+	space := p.space
 	p.mu.Unlock()
-	signal(p.space)
+	if space != nil {
+		signal(space)
+	}
 }
 
 // Waiting returns the count and bytes of the invocations held now.
