@@ -69,6 +69,9 @@ type chaosOptions struct {
 	// non-reader that gets one resumes reading then, within the node's
 	// grace, and must find the Close message.
 	closing func(connID string) <-chan struct{}
+	// noThroughputBound leaves the 5% bound out of the verdict (a test on
+	// a shared machine cannot hold it).
+	noThroughputBound bool
 }
 
 // chaosFlags registers the chaos mode's flags on fs.
@@ -298,7 +301,7 @@ func (res *chaosResult) judge(o options) {
 	if res.BaselineMedianPerS > 0 {
 		res.ThroughputDropRatio = 1 - res.ChaosMedianPerS/res.BaselineMedianPerS
 	}
-	if res.ThroughputDropRatio >= maxThroughputDrop {
+	if res.ThroughputDropRatio >= maxThroughputDrop && !o.chaos.noThroughputBound {
 		res.Problems = append(res.Problems, fmt.Sprintf("median delivered/s fell %.1f%% under chaos (%.0f -> %.0f); the bound is %.0f%%",
 			100*res.ThroughputDropRatio, res.BaselineMedianPerS, res.ChaosMedianPerS, 100*maxThroughputDrop))
 	}
@@ -780,7 +783,7 @@ func readUntilClose(ctx context.Context, ws *websocket.Conn) (*protocol.Close, e
 // rssPeak samples the RSS of pids every 100 ms until stop, keeping the
 // peak of each.
 type rssPeak struct {
-	pids []int
+	pids  []int
 	stopC chan struct{}
 	done  chan struct{}
 	peak  []int64
