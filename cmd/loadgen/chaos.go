@@ -38,7 +38,8 @@ import (
 //     reads what reached its buffer and reports whether the node's Close
 //     message was in it; a client that never reads cannot get it, since the
 //     frame the node was writing when it gave up never completes.
-//   - droppers join the measuring groups, read for 100 ms to 1 s, close
+//   - droppers join the measuring groups, read for a tenth of --drop-hold
+//     to --drop-hold (seeded), close
 //     their TCP connection without a WebSocket or SignalR Close, and
 //     reconnect, over and over.
 //
@@ -61,6 +62,7 @@ type chaosOptions struct {
 	maxOutbound  int
 	closeTimeout time.Duration
 	settle       time.Duration
+	dropHold     time.Duration
 
 	// Set by tests only.
 	goroutines func(ctx context.Context) ([]int, error) // replaces the pprof reads
@@ -84,6 +86,7 @@ func chaosFlags(fs *flag.FlagSet, c *chaosOptions) {
 	fs.IntVar(&c.floodBytes, "flood-bytes", 8192, "chaos: payload bytes of each of those messages")
 	fs.IntVar(&c.maxOutbound, "max-outbound-bytes", 1<<20, "chaos: the nodes' --max-outbound-bytes, which their Close message must name")
 	fs.DurationVar(&c.closeTimeout, "close-timeout", 60*time.Second, "chaos: longest wait for the node to close one non-reader")
+	fs.DurationVar(&c.dropHold, "drop-hold", 2*time.Second, "chaos: a dropper stays connected a random time between a tenth of this and this, then drops")
 	fs.DurationVar(&c.settle, "settle", 30*time.Second, "chaos: longest wait after a phase for the nodes' goroutines to return to their count before the first phase")
 }
 
@@ -108,8 +111,8 @@ func (c *chaosOptions) resolve(o *options) error {
 		return fmt.Errorf("--rounds must be at least 1 (got %d)", c.rounds)
 	case c.floodRate <= 0 || c.floodBytes < 1 || c.maxOutbound < 1:
 		return errors.New("--flood-rate, --flood-bytes and --max-outbound-bytes must be positive")
-	case c.closeTimeout <= 0 || c.settle <= 0:
-		return errors.New("--close-timeout and --settle must be positive")
+	case c.closeTimeout <= 0 || c.settle <= 0 || c.dropHold < 10:
+		return errors.New("--close-timeout, --settle and --drop-hold must be positive")
 	case o.duration <= 0:
 		return fmt.Errorf("--duration must be positive (got %s)", o.duration)
 	}
@@ -643,7 +646,8 @@ func (cs *chaosState) noteClosed(joined time.Time) {
 }
 
 // dropperCycle is one dropper connection: connect, join a measuring group,
-// read for 100 ms to 1 s, then close the TCP connection without a Close.
+// read for --drop-hold/10 to --drop-hold, then close the TCP connection
+// without a Close.
 func (cs *chaosState) dropperCycle(ctx context.Context, i int, rng *rand.Rand, stopping <-chan struct{}) {
 	url := cs.urls[i%len(cs.urls)]
 	jctx, cancel := context.WithTimeout(ctx, cs.o.joinTimeout)
@@ -671,7 +675,8 @@ func (cs *chaosState) dropperCycle(ctx context.Context, i int, rng *rand.Rand, s
 			}
 		}
 	}()
-	hold := time.NewTimer(100*time.Millisecond + time.Duration(rng.Int64N(int64(900*time.Millisecond))))
+	h := cs.o.chaos.dropHold
+	hold := time.NewTimer(h/10 + time.Duration(rng.Int64N(int64(h-h/10))))
 	select {
 	case <-hold.C:
 	case <-stopping:
