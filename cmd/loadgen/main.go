@@ -71,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	switch o.mode {
 	case "idle":
 		rep.Idle, runErr = runIdle(ctx, o, urls, progress, stderr)
+	case "chaos":
+		rep.Chaos, runErr = runChaos(ctx, o, urls, progress, stderr)
 	default:
 		var cr connectResult
 		rep.Steps, cr, runErr = runFanout(ctx, o, urls, progress, stderr)
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			rep.Problems = quickProblems(rep.Steps)
 		}
 	}
-	if rep.Idle == nil && len(rep.Steps) == 0 {
+	if rep.Idle == nil && len(rep.Steps) == 0 && rep.Chaos == nil {
 		return runErr
 	}
 	md := markdown(rep)

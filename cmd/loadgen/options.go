@@ -37,6 +37,7 @@ type options struct {
 	localAddrs         []string
 	seed               int64
 	progress           bool
+	chaos              chaosOptions
 }
 
 // Quick-mode defaults; flags given explicitly win over them.
@@ -64,6 +65,13 @@ Modes:
           seconds per 1M deliveries of --pids and --redis-pids, RSS.
   idle    C connections that only keep alive; reports node RSS growth per
           connection (--pids in the order of --url maps RSS to each node).
+  chaos   the fanout workload at one rate on the clients left after
+          --non-readers (stop reading; the node must close them) and
+          --droppers (drop TCP and reconnect, repeatedly), in --rounds of a
+          baseline phase and a chaos phase; reports per phase offered and
+          delivered msgs/s, loss, latency, node RSS and goroutines (--pprof);
+          exit 1 on loss, a non-reader left open, goroutines not back, or a
+          median throughput drop of 5% or more.
 
 The hub must offer JoinGroup(group) and SendToGroup(group, target, args...)
 (the relay hub of cmd/node does). --quick without --url starts two in-process
@@ -105,6 +113,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Var(&cliflag.List{Vals: &o.localAddrs}, "local-addrs", "local IPs to dial from, round-robin (e.g. 127.0.0.2,127.0.0.3 to pass ~28k connections per target on loopback)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed for the publishers' start offsets")
 	fs.BoolVar(&o.progress, "progress", true, "live progress line on stderr")
+	chaosFlags(fs, &o.chaos)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, usageError{err}
@@ -190,8 +199,13 @@ func parsePIDs(name string, vals []string) ([]int, error) {
 }
 
 func (o *options) validate() error {
-	if o.mode != "fanout" && o.mode != "idle" {
-		return fmt.Errorf("--mode %q: use fanout or idle", o.mode)
+	if o.mode != "fanout" && o.mode != "idle" && o.mode != "chaos" {
+		return fmt.Errorf("--mode %q: use fanout, idle or chaos", o.mode)
+	}
+	if o.mode == "chaos" {
+		if err := o.chaos.resolve(o); err != nil {
+			return err
+		}
 	}
 	if len(o.urls) == 0 && !o.quick {
 		return errors.New("--url: give at least one hub URL, e.g. --url http://127.0.0.1:8080/hubs/chat")

@@ -17,6 +17,7 @@ type report struct {
 	ConnectS  float64      `json:"connect_s,omitempty"`
 	Steps     []stepResult `json:"steps,omitempty"`
 	Idle      *idleResult  `json:"idle,omitempty"`
+	Chaos     *chaosResult `json:"chaos,omitempty"`
 	Problems  []string     `json:"problems,omitempty"`
 }
 
@@ -46,7 +47,7 @@ func newReport(o options, urls []string, started time.Time) *report {
 			NodePIDs: nonNil(o.pids), RedisPIDs: nonNil(o.redisPIDs), Negotiate: o.negotiate, Seed: o.seed, Quick: o.quick,
 		},
 	}
-	if o.mode == "fanout" {
+	if o.mode == "fanout" || o.mode == "chaos" {
 		r.Config.Groups = o.groups
 		r.Config.RatesPerS = o.rates
 		r.Config.DrainMaxS = o.drain.Seconds()
@@ -78,6 +79,9 @@ func writeJSON(path string, r *report) error {
 
 // markdown renders the results as one Markdown table.
 func markdown(r *report) string {
+	if r.Chaos != nil {
+		return chaosMarkdown(r.Chaos)
+	}
 	var b strings.Builder
 	if r.Idle != nil {
 		id := r.Idle
