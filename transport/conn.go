@@ -237,7 +237,17 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 // bytes read after the handshake and the frame they came in, if that frame
 // is not read to its end.
 func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, io.Reader, error) {
-	var buf []byte
+	// The chunk buffer comes from the readers' pool, as a frame's does (a
+	// fresh one per handshake is 8 KiB of garbage per connect), and goes
+	// back once the handshake is parsed: what follows it is copied out.
+	bp := readBuffers.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 64<<10 {
+			*bp = buf[:0]
+			readBuffers.Put(bp)
+		}
+	}()
 	for {
 		_, rd, err := ws.Reader(ctx)
 		if err != nil {
