@@ -28,7 +28,7 @@ import (
 
 // Bounds of the browser test.
 const (
-	browserPageLimit  = 40 * time.Second // chromium start -> the page's report
+	browserPageLimit  = 3 * time.Minute  // chromium start -> the page's report (each page step is bounded by browserStepMs)
 	browserStepMs     = 15000            // one step of the page (connect, one invocation, one stream)
 	browserCDPLimit   = 20 * time.Second // one DevTools call
 	browserStopLimit  = 15 * time.Second // Browser.close -> chromium exited
@@ -514,13 +514,14 @@ func (br *browser) close(t *testing.T) {
 	}
 	br.in.Close()
 	br.out.Close()
-	// Children that outlived the browser process (none, normally) are killed too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	// Children that outlived the browser process (none, normally) are killed too; only while the
+	// group has members, so that the group id is still chromium's and not reused.
 	for deadline := time.Now().Add(browserStopLimit); ; {
 		left := processesInGroup(pgid)
 		if len(left) == 0 {
 			return
 		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		if time.Now().After(deadline) {
 			t.Errorf("chromium processes left %v after it closed: %v", browserStopLimit, left)
 			return
