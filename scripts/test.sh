@@ -21,7 +21,11 @@ if ! need redis-server || ! need redis-cli; then
   # Tests start their own redis-server processes; the packaged service is not needed.
   (as_root systemctl disable --now redis-server >/dev/null 2>&1 || as_root service redis-server stop >/dev/null 2>&1 || true)
 fi
-go version; node --version; redis-server --version | head -1
+if ! need chromium; then
+  echo "chromium is missing (the interop browser test drives it headless); installing it with apt-get" >&2
+  as_root apt-get update -q && as_root apt-get install -y -q chromium
+fi
+go version; node --version; redis-server --version | head -1; chromium --version
 
 step "npm ci (pinned @microsoft/signalr client)"
 # node_modules/.hubfabric-lock records the lockfile the last npm ci installed.
