@@ -409,9 +409,9 @@ func groupName(g int) string { return "g" + strconv.Itoa(g) }
 // until ctx ends; each send runs on a goroutine counted by wg.
 func (r *run) traffic(ctx context.Context, wg *sync.WaitGroup) {
 	rng := rand.New(rand.NewPCG(uint64(r.cfg.Seed), 1))
-	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
-	tick := time.NewTicker(interval)
+	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
+	begin, started := time.Now(), 0
 	next := 0
 	for {
 		select {
@@ -419,35 +419,43 @@ func (r *run) traffic(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		case <-tick.C:
 		}
-		r.mu.Lock()
-		var pub *client.Conn
-		pi := 0
-		for k := range len(r.pubs) {
-			pi = (next + k) % len(r.pubs)
-			if pub = r.pubs[pi]; pub != nil {
-				break
-			}
+		// Open loop: start every send due by now, even if ticks were late.
+		for due := int(time.Since(begin).Seconds() * r.cfg.Rate); started < due; started++ {
+			r.startSend(rng, &next, wg)
 		}
-		next++
-		if pub == nil {
-			r.mu.Unlock()
-			continue
-		}
-		rec := &sendRec{group: rng.IntN(r.cfg.Groups), node: pi, started: time.Now()}
-		id := int64(len(r.sends))
-		r.sends = append(r.sends, rec)
-		r.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			_, err := pub.Invoke(sctx, "SendToGroup", groupName(rec.group), "m", id)
-			r.mu.Lock()
-			rec.err = err
-			r.mu.Unlock()
-		}()
 	}
+}
+
+// startSend starts one send from the next publisher that is up.
+func (r *run) startSend(rng *rand.Rand, next *int, wg *sync.WaitGroup) {
+	r.mu.Lock()
+	var pub *client.Conn
+	pi := 0
+	for k := range len(r.pubs) {
+		pi = (*next + k) % len(r.pubs)
+		if pub = r.pubs[pi]; pub != nil {
+			break
+		}
+	}
+	*next++
+	if pub == nil {
+		r.mu.Unlock()
+		return
+	}
+	rec := &sendRec{group: rng.IntN(r.cfg.Groups), node: pi, started: time.Now()}
+	id := int64(len(r.sends))
+	r.sends = append(r.sends, rec)
+	r.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, err := pub.Invoke(sctx, "SendToGroup", groupName(rec.group), "m", id)
+		r.mu.Lock()
+		rec.err = err
+		r.mu.Unlock()
+	}()
 }
 
 // owed reports whether m is owed send s.
