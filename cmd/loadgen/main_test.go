@@ -39,7 +39,7 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"no url", nil, "--url: give at least one hub URL"},
 		{"bad scheme", []string{"--url", "ftp://x/hubs/chat"}, "scheme must be http, https, ws or wss"},
 		{"no host", []string{"--url", "http:///hubs/chat"}, "no host"},
-		{"bad mode", append([]string{"--mode", "burst"}, u...), `--mode "burst": use fanout or idle`},
+		{"bad mode", append([]string{"--mode", "burst"}, u...), `--mode "burst": use fanout, idle or faults`},
 		{"zero clients", append([]string{"--clients", "0"}, u...), "--clients must be at least 1"},
 		{"more groups than clients", append([]string{"--clients", "10", "--groups", "11"}, u...), "--groups must be between 1 and --clients (10)"},
 		{"bad rate", append([]string{"--rates", "1000,fast"}, u...), `--rates "fast"`},
