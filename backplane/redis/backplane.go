@@ -65,7 +65,7 @@ type Backplane struct {
 	id      string // random, names this backplane's probe channels
 
 	stats struct {
-		published, publishErrors, gaps, probesFailed, reconnects, delivered atomic.Uint64
+		published, publishErrors, gaps, probesFailed, reconnects, delivered, audienceShort atomic.Uint64
 	}
 
 	mu      sync.Mutex
@@ -75,6 +75,11 @@ type Backplane struct {
 	mode    int                 // modeUnknown, modeSharded or modeClassic
 	shards  map[int]*shard      // by partition (0 in classic mode)
 	pending map[string]struct{} // channels subscribed before the mode was known
+
+	// The audience of each partition (presence.go), under mu.
+	expected map[int]int64     // presence subscribers a publish needs
+	holding  map[int]time.Time // since when a drop of the count is held
+	serverID map[int]string    // run_id of the partition's server at the last round
 
 	// dmu serializes Handler calls and orders events; the fields below it
 	// change only with dmu held.
@@ -121,6 +126,11 @@ type Stats struct {
 	Gaps          uint64 // EventGap reports
 	ProbesFailed  uint64 // subscription connections replaced because probes stopped arriving
 	Reconnects    uint64 // subscription connections re-established (by go-redis or by the probe)
+	// AudienceShort counts failed Publish calls (also in PublishErrors)
+	// that reached Redis while a node subscribed before a drop had not
+	// resubscribed: the messages may have reached some nodes, but the
+	// caller was told they were not delivered.
+	AudienceShort uint64
 }
 
 // Stats returns the counters; each is read atomically.
@@ -132,6 +142,7 @@ func (b *Backplane) Stats() Stats {
 		Gaps:          b.stats.gaps.Load(),
 		ProbesFailed:  b.stats.probesFailed.Load(),
 		Reconnects:    b.stats.reconnects.Load(),
+		AudienceShort: b.stats.audienceShort.Load(),
 	}
 }
 
@@ -159,6 +170,9 @@ func New(client redis.UniversalClient, opts Options) (*Backplane, error) {
 		id:        hex.EncodeToString(idb[:]),
 		shards:    make(map[int]*shard),
 		pending:   make(map[string]struct{}),
+		expected:  make(map[int]int64),
+		holding:   make(map[int]time.Time),
+		serverID:  make(map[int]string),
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		closeDone: make(chan struct{}),
@@ -242,7 +256,9 @@ func (b *Backplane) Start(ctx context.Context, h backplane.Handler) error {
 }
 
 // Publish sends msgs in one pipeline, in order: SPUBLISH in sharded mode,
-// PUBLISH otherwise. It returns nil once Redis accepted every message, and
+// PUBLISH otherwise, after counting each partition's subscribed backplanes
+// (presence.go). It returns nil once Redis accepted every message with
+// every expected backplane subscribed, and
 // otherwise an error wrapping backplane.ErrUnavailable (and ctx's error if
 // ctx ended), in which case no message should be assumed delivered. It
 // never blocks past ctx's deadline or Options.PublishTimeout. The caller may
@@ -269,6 +285,15 @@ func (b *Backplane) Publish(ctx context.Context, msgs []backplane.Message) (err 
 		return b.publishFailed(ctx, len(msgs), err)
 	}
 	pipe := b.client.Pipeline()
+	var counts map[int]*redis.MapStringIntCmd
+	if b.counted(mode) {
+		// Counted first: a message published after a full count reaches
+		// every backplane counted (presence.go).
+		counts = make(map[int]*redis.MapStringIntCmd)
+		for _, p := range b.partitionsOf(mode, msgs) {
+			counts[p] = b.queueCount(pctx, pipe, mode, p)
+		}
+	}
 	for _, m := range msgs {
 		if mode == modeSharded {
 			pipe.SPublish(pctx, b.prefix(true, b.partition(m.Channel))+m.Channel, m.Payload)
@@ -278,6 +303,11 @@ func (b *Backplane) Publish(ctx context.Context, msgs []backplane.Message) (err 
 	}
 	if _, err := pipe.Exec(pctx); err != nil {
 		return b.publishFailed(ctx, len(msgs), err)
+	}
+	if err := b.checkAudience(pctx, mode, counts); err != nil {
+		b.stats.audienceShort.Add(1)
+		b.poke() // a round tells a node gone from a node not yet back
+		return err
 	}
 	b.stats.published.Add(uint64(len(msgs)))
 	return nil

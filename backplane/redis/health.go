@@ -32,7 +32,7 @@ func (b *Backplane) health() {
 		}
 		b.round()
 		d := b.opts.ProbeInterval
-		if b.downFlag.Load() || b.currentMode() == modeUnknown {
+		if b.downFlag.Load() || b.currentMode() == modeUnknown || b.isHolding() {
 			d = min(d, downProbeInterval)
 		}
 		timer.Reset(d)
@@ -103,6 +103,15 @@ func (b *Backplane) round() {
 		}
 	}
 	b.maybeRestore()
+	if err := b.measureAudience(ctx, mode, now); err != nil {
+		b.log.Debug("counting subscribed nodes", "err", err)
+	}
+}
+
+func (b *Backplane) isHolding() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.holding) > 0
 }
 
 func (b *Backplane) markDown(err error) {

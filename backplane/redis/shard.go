@@ -21,11 +21,12 @@ import (
 // goroutine draining it, and subscribes a private probe channel first, so
 // its connection always has at least one subscription.
 type shard struct {
-	b       *Backplane
-	sharded bool
-	part    int
-	prefix  string // Redis name = prefix + logical name
-	probe   string // Redis name of the probe channel
+	b        *Backplane
+	sharded  bool
+	part     int
+	prefix   string // Redis name = prefix + logical name
+	probe    string // Redis name of the probe channel
+	presence string // Redis name of the partition's presence channel (presence.go)
 
 	// subMu serializes subscribe commands and the replacement of ps, so a
 	// command is never sent to a PubSub being replaced.
@@ -54,6 +55,7 @@ func newShard(b *Backplane, sharded bool, part int) *shard {
 		part:      part,
 		prefix:    prefix,
 		probe:     prefix + "__hubfabric_probe:" + b.id + ":" + strconv.Itoa(part),
+		presence:  b.presenceName(sharded, part),
 		desired:   make(map[string]struct{}),
 		confirmed: make(map[string]struct{}),
 		waiters:   make(map[string][]chan struct{}),
@@ -70,7 +72,9 @@ func (s *shard) startLocked(ctx context.Context, replaced bool) error {
 		s.mu.Unlock()
 		return backplane.ErrClosed
 	}
-	var names []string
+	// The presence channel goes with the channels, in one command, so a
+	// connection counted on it is subscribed to all of them.
+	names := []string{s.presence}
 	for c := range s.desired {
 		names = append(names, s.prefix+c)
 	}
@@ -85,14 +89,10 @@ func (s *shard) startLocked(ctx context.Context, replaced bool) error {
 	var err error
 	if s.sharded {
 		ps = s.b.client.SSubscribe(ctx, s.probe)
-		if len(names) > 0 {
-			err = ps.SSubscribe(ctx, names...)
-		}
+		err = ps.SSubscribe(ctx, names...)
 	} else {
 		ps = s.b.client.Subscribe(ctx, s.probe)
-		if len(names) > 0 {
-			err = ps.Subscribe(ctx, names...)
-		}
+		err = ps.Subscribe(ctx, names...)
 	}
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(channelBuffer), redis.WithChannelSendTimeout(noDrop))
 	done := make(chan struct{})
@@ -265,6 +265,9 @@ func (s *shard) read(ch <-chan any, replaced bool, done chan struct{}) {
 				s.probeArrived(m.Payload)
 				continue
 			}
+			if m.Channel == s.presence {
+				continue // nobody publishes there; counted only
+			}
 			c, ok := strings.CutPrefix(m.Channel, s.prefix)
 			if !ok {
 				continue
@@ -346,6 +349,9 @@ func (s *shard) restoredSince(seq uint64) bool {
 		return false
 	}
 	if _, ok := s.confirmed[s.probe]; !ok {
+		return false
+	}
+	if _, ok := s.confirmed[s.presence]; !ok {
 		return false
 	}
 	for c := range s.desired {

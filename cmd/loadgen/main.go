@@ -48,6 +48,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	if o.mode == faultsMode {
+		return runFaults(ctx, o, stdout, stderr)
+	}
 	urls := o.urls
 	if len(urls) == 0 { // --quick without --url
 		qc, err := startQuickCluster(ctx, 2)

@@ -100,7 +100,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "fanout: longest wait after each step for outstanding deliveries (ends early when all arrived)")
 	fs.Var(&cliflag.List{Vals: &pids}, "pids", "node PIDs for CPU and RSS from /proc (comma list; in --url order to get per-node idle figures)")
 	fs.Var(&cliflag.List{Vals: &redisPIDs}, "redis-pids", "Redis PIDs for CPU and RSS from /proc (comma list)")
-	fs.StringVar(&o.mode, "mode", "fanout", "workload: fanout or idle")
+	fs.StringVar(&o.mode, "mode", "fanout", "workload: fanout, idle or faults (see faults.go: in-process nodes on its own redis-server)")
 	fs.StringVar(&o.jsonPath, "json", "", "write results as JSON to this file (- for stdout)")
 	fs.StringVar(&o.markdownPath, "markdown", "", "write the results table as Markdown to this file (it is always printed on stdout too)")
 	fs.BoolVar(&o.quick, "quick", false, "small fanout self-check: 40 clients, 4 groups, 200 msgs/s, 0.5 s warm-up, 2 s window unless set; exit 1 on loss, duplicates or reorders")
@@ -199,15 +199,15 @@ func parsePIDs(name string, vals []string) ([]int, error) {
 }
 
 func (o *options) validate() error {
-	if o.mode != "fanout" && o.mode != "idle" && o.mode != "chaos" {
-		return fmt.Errorf("--mode %q: use fanout, idle or chaos", o.mode)
+	if o.mode != "fanout" && o.mode != "idle" && o.mode != "chaos" && o.mode != faultsMode {
+		return fmt.Errorf("--mode %q: use fanout, idle, chaos or faults", o.mode)
 	}
 	if o.mode == "chaos" {
 		if err := o.chaos.resolve(o); err != nil {
 			return err
 		}
 	}
-	if len(o.urls) == 0 && !o.quick {
+	if len(o.urls) == 0 && !o.quick && o.mode != faultsMode {
 		return errors.New("--url: give at least one hub URL, e.g. --url http://127.0.0.1:8080/hubs/chat")
 	}
 	for _, raw := range o.urls {

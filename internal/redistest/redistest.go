@@ -353,3 +353,43 @@ func StartSentinel(t testing.TB, masterName string) (sentinel, master *Server) {
 		time.Sleep(20 * time.Millisecond) // polling an external process
 	}
 }
+
+// Launch starts redis-server as StartStandalone does, in dir, outside a
+// test (for cmd/loadgen): the caller stops it with Kill. A missing binary
+// is an error with the install hint.
+func Launch(dir string, extraArgs ...string) (*Server, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, errors.New(installHint)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port: port, dir: dir, args: extraArgs}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start starts a stopped server again on the same port with the same
+// arguments, returning once it answers PING (Restart, without a test).
+func (s *Server) Start() error { return s.start() }
+
+// Pause stops the running server's process with SIGSTOP: it holds its
+// connections but answers nothing until Resume.
+func (s *Server) Pause() error { return s.sendSignal(syscall.SIGSTOP) }
+
+// Resume continues a paused server with SIGCONT.
+func (s *Server) Resume() error { return s.sendSignal(syscall.SIGCONT) }
+
+func (s *Server) sendSignal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return fmt.Errorf("server %s is not running", s.Addr)
+	}
+	return s.cmd.Process.Signal(sig)
+}
