@@ -80,7 +80,7 @@ func newNodeMetrics(n *Node, reg prometheus.Registerer) (*nodeMetrics, error) {
 		}, []string{"hub", "method", "outcome"}),
 		queueBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "hubfabric_outbound_queue_bytes",
-			Help:    "Bytes waiting in a connection's outbound queue, sampled each time its writer takes a frame, by hub.",
+			Help:    "Bytes waiting in a connection's outbound queue, sampled each time its writer takes a frame and when it overflows, by hub.",
 			Buckets: queueBuckets,
 		}, []string{"hub"}),
 		publish: prometheus.NewHistogram(prometheus.HistogramOpts{

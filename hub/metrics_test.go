@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -200,7 +201,7 @@ func TestMetricsCountWhatTheNodeDoes(t *testing.T) {
 		}
 	}
 	if big == 0 {
-		t.Errorf("no queue sample above 16 KiB after a flood of 16 KiB records: %v", h)
+		t.Errorf("no queue sample above 16 KiB after an overflow of 16 KiB records: %v", h)
 	}
 
 	// The same through the text exposition cmd/node serves.
@@ -295,4 +296,16 @@ func TestMetricsRegistryHoldsOneNodeAndIsFreedOnShutdown(t *testing.T) {
 	if g := gather(t, reg); len(g) != 0 {
 		t.Fatalf("after Shutdown the registry still has %d families", len(g))
 	}
+}
+
+// benchMetrics runs the benchmarks on a node with metrics, to compare with
+// and without: go test ./hub -run '^$' -bench . -bench.metrics
+var benchMetrics = flag.Bool("bench.metrics", false, "benchmarks register the node's metrics on a registry")
+
+// benchConfig is cfg with Metrics set when -bench.metrics is.
+func benchConfig(cfg hub.Config) hub.Config {
+	if *benchMetrics {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	return cfg
 }

@@ -82,7 +82,11 @@ func (o *outbound) enqueue(record []byte) error {
 		return ErrConnectionClosed
 	}
 	if o.queued+len(record) > o.maxBytes && o.queued > 0 {
+		queued := o.queued
 		o.mu.Unlock()
+		if o.stats != nil && o.stats.QueueBytes != nil {
+			o.stats.QueueBytes.Observe(float64(queued)) // the backlog that closes the client
+		}
 		if o.overflow != nil {
 			o.overflow()
 		}

@@ -29,8 +29,9 @@ type Conn struct {
 	// SlowCloses counts connections closed because their outbound queue
 	// overflowed.
 	SlowCloses atomic.Uint64
-	// QueueBytes observes, each time a connection's writer takes a frame,
-	// the bytes that were waiting in its outbound queue. Nil for none.
+	// QueueBytes observes the bytes waiting in a connection's outbound
+	// queue each time its writer takes a frame, and when an enqueue
+	// overflows it. Nil for none.
 	QueueBytes Observer
 }
 
