@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
 )
 
@@ -87,6 +89,8 @@ type bridge struct {
 	subBusy  bool
 
 	wg sync.WaitGroup
+
+	box *metrics.MailboxRef // nil without metrics; forgotten when the bridge stops
 }
 
 // newBridgeProps returns the bridge's Props. hubs is the node's hub actors
@@ -94,9 +98,10 @@ type bridge struct {
 // every incarnation of the bridge reads the same map.
 func newBridgeProps(cfg *fabric.NodeConfig, hubs map[string]*actor.PID) *actor.Props {
 	audience, _ := cfg.Backplane.(backplane.Audience)
-	return cfg.Seams.Props(func() actor.Actor {
-		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, hubs: hubs, acks: map[uint64]*pendingAck{}}
-	})
+	box := cfg.Mailboxes.Ref(MailboxBridge)
+	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
+		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, hubs: hubs, acks: map[uint64]*pendingAck{}, box: box}
+	}), box)
 }
 
 // answer sends msg to to, if anybody waits there (a message sent without a
@@ -138,6 +143,7 @@ func (b *bridge) Receive(ctx actor.Context) {
 		}
 	case *actor.Stopped:
 		b.cfg.Seams.Runtime.Join(&b.wg)
+		b.box.Remove()
 	}
 }
 
@@ -191,7 +197,14 @@ func (b *bridge) flush(ctx actor.Context) {
 			msgs[i] = batch[i].msg
 		}
 		pctx, cancel := context.WithTimeout(context.Background(), b.cfg.BackplaneTimeout)
+		var start time.Time
+		if b.cfg.PublishDuration != nil {
+			start = time.Now()
+		}
 		err := b.cfg.Backplane.Publish(pctx, msgs)
+		if b.cfg.PublishDuration != nil {
+			b.cfg.PublishDuration.Observe(time.Since(start).Seconds())
+		}
 		cancel()
 		root.Send(self, &flushDone{batch: batch, err: err})
 	})

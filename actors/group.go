@@ -4,6 +4,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 )
 
 // group is the actor of one group on one node: it holds the group's local
@@ -12,6 +13,7 @@ import (
 // subscription is in effect, so a member gets every later group message
 // while the backplane is healthy.
 type group struct {
+	box    *metrics.MailboxRef // nil without metrics; forgotten when the group stops
 	hub    string
 	name   string
 	bridge *actor.PID
@@ -61,9 +63,10 @@ type groupEmpty struct {
 }
 
 func newGroupProps(hubName, name string, bridge *actor.PID, cfg *fabric.NodeConfig) *actor.Props {
-	return cfg.Seams.Props(func() actor.Actor {
-		return &group{hub: hubName, name: name, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}}
-	})
+	box := cfg.Mailboxes.Ref(MailboxGroup)
+	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
+		return &group{hub: hubName, name: name, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}, box: box}
+	}), box)
 }
 
 // Receive dispatches.
@@ -86,6 +89,8 @@ func (g *group) Receive(ctx actor.Context) {
 		if id, ok := g.byPID[m.Who.Id]; ok {
 			g.remove(ctx, id)
 		}
+	case *actor.Stopped:
+		g.box.Remove()
 	}
 }
 

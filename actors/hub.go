@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 )
 
 // hub is the actor of one hub on one node. It is the parent of the hub's
@@ -15,6 +16,7 @@ import (
 // connection, user id -> local connections, group name -> group actor. Its
 // route method is the one place that decides who gets a send.
 type hub struct {
+	box    *metrics.MailboxRef // nil without metrics; forgotten when the hub stops
 	name   string
 	cfg    *fabric.NodeConfig
 	bridge *actor.PID
@@ -96,8 +98,10 @@ type remoteGroupCommand struct{ req *GroupRequest }
 var errConnectAbandoned = errors.New("the connection was not attached in time and was closed")
 
 func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.Props {
-	return cfg.Seams.Props(func() actor.Actor {
+	box := cfg.Mailboxes.Ref(MailboxHub)
+	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
 		return &hub{
+			box:    box,
 			name:   name,
 			cfg:    cfg,
 			bridge: bridge,
@@ -108,7 +112,7 @@ func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.
 			gByPID: map[string]string{},
 			dying:  map[string]*dyingGroup{},
 		}
-	})
+	}), box)
 }
 
 // Receive dispatches.
@@ -156,6 +160,8 @@ func (h *hub) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		h.onTerminated(ctx, m.Who)
 		h.answerIfEmpty(ctx)
+	case *actor.Stopped:
+		h.box.Remove()
 	}
 }
 

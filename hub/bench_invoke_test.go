@@ -11,7 +11,7 @@ import (
 // parse, the connection actor, the method goroutine, binding, the
 // Completion's encoding and write, and the client's read.
 func BenchmarkInvokeEcho(b *testing.B) {
-	tn := startNode(b, hub.Config{}, map[string]any{"chat": echoHub{}})
+	tn := startNode(b, benchConfig(hub.Config{}), map[string]any{"chat": echoHub{}})
 	c, _, err := dialRaw(b, tn.url, "chat", "", nil)
 	if err != nil {
 		b.Fatal(err)

@@ -25,7 +25,7 @@ func BenchmarkFanOut(b *testing.B) {
 }
 
 func benchFanOut(b *testing.B, proto protocol.HubProtocol, members int) {
-	tn := startNode(b, hub.Config{MaxOutboundBytes: 64 << 20}, map[string]any{"room": &roomHub{}})
+	tn := startNode(b, benchConfig(hub.Config{MaxOutboundBytes: 64 << 20}), map[string]any{"room": &roomHub{}})
 	hc, err := tn.node.HubContext("room")
 	if err != nil {
 		b.Fatal(err)
@@ -114,7 +114,7 @@ func countRecords(p protocol.HubProtocol, frame []byte) int {
 // protocol, route through the hub actor, hand to the backplane bridge, with
 // no recipients.
 func BenchmarkSend(b *testing.B) {
-	tn := startNode(b, hub.Config{}, map[string]any{"room": &roomHub{}})
+	tn := startNode(b, benchConfig(hub.Config{}), map[string]any{"room": &roomHub{}})
 	hc, err := tn.node.HubContext("room")
 	if err != nil {
 		b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
@@ -105,6 +106,18 @@ type Config struct {
 	// OnBackplaneEvent is called for every backplane health event (down,
 	// restored, gap), after it was logged and counted.
 	OnBackplaneEvent func(backplane.Event)
+	// Metrics, when set, is where New registers the node's Prometheus
+	// metrics (hubfabric_*: connections, messages, invocations, outbound
+	// queues, backplane, actor mailboxes; the README lists them). Counting
+	// is atomics and label children resolved at Register, and the gauges
+	// are read when scraped, so the hot paths take no lock and look up no
+	// label. Shutdown unregisters them. One node per Registerer: for
+	// several nodes in one process wrap it, e.g. with
+	// prometheus.WrapRegistererWith(prometheus.Labels{"node": id}, reg);
+	// New fails when the metrics are already registered. Scraping is safe
+	// at any time, concurrently with everything else. Default nil: nothing
+	// is registered and nothing is counted.
+	Metrics prometheus.Registerer
 
 	// seams replace goroutines, timers and actor Props in the testkit;
 	// set through fabric.Hooks.SetSeams.

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/protocol"
@@ -124,7 +125,16 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 	default:
 		return
 	}
+	// With metrics, the call is counted under its method once it is known
+	// (until then, and for names the hub lacks, under UnknownMethod).
+	mm := rt.unknown
+	var start time.Time
+	if mm != nil {
+		start = time.Now()
+	}
+	failed := false
 	fail := func(msg string) {
+		failed = true
 		rt.connLog(info).Debug("hub call failed", "method", target, "invocation_id", id, "err", msg)
 		if id != "" {
 			_ = call.Reply(&protocol.Completion{InvocationID: id, Error: msg})
@@ -141,8 +151,14 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		if failure != nil {
 			fail(rt.errorText(target, failure))
 		}
+		if mm != nil {
+			mm.observe(start, failed)
+		}
 	}()
 	m := rt.methods[strings.ToLower(target)]
+	if m != nil && m.metrics != nil {
+		mm = m.metrics
+	}
 	if m == nil {
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. HubException: Method does not exist.", target))
 		return

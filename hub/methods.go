@@ -25,6 +25,7 @@ type method struct {
 	result   reflect.Type // nil for void
 	stream   bool         // returns <-chan T
 	hasErr   bool
+	metrics  *methodMetrics // nil without Config.Metrics
 }
 
 // reserved names are lifecycle hooks, not callable methods.

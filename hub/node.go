@@ -41,6 +41,7 @@ import (
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/conn"
 	"github.com/hubfabric/hubfabric/internal/fabric"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 	"github.com/hubfabric/hubfabric/transport"
@@ -82,6 +83,7 @@ type Node struct {
 	ownsSys  bool
 	root     *actor.RootContext
 	counters fabric.Counters
+	metrics  *nodeMetrics // nil without Config.Metrics
 
 	mu   sync.Mutex // guards hubs until Start; they never change after it
 	hubs map[string]*hubRuntime
@@ -104,6 +106,11 @@ type hubRuntime struct {
 	methods map[string]*method
 	node    *Node
 	pid     *actor.PID // set by Start before the node counts as started
+
+	// With Config.Metrics: the hub's connection counters and the children
+	// of unknown method names; nil without.
+	stats   *metrics.Conn
+	unknown *methodMetrics
 }
 
 // New checks cfg (see Config.Validate) and returns a Node with no hubs.
@@ -126,6 +133,16 @@ func New(cfg Config) (*Node, error) {
 		n.ownsSys = true
 	}
 	n.root = n.system.Root
+	if cfg.Metrics != nil {
+		m, err := newNodeMetrics(n, cfg.Metrics)
+		if err != nil {
+			if n.ownsSys {
+				n.system.Shutdown()
+			}
+			return nil, err
+		}
+		n.metrics = m
+	}
 	return n, nil
 }
 
@@ -152,7 +169,11 @@ func (n *Node) Register(name string, impl any) error {
 	if _, dup := n.hubs[name]; dup {
 		return fmt.Errorf("hub: hub %q registered twice", name)
 	}
-	n.hubs[name] = &hubRuntime{name: name, impl: impl, methods: methods, node: n}
+	rt := &hubRuntime{name: name, impl: impl, methods: methods, node: n}
+	if n.metrics != nil {
+		n.metrics.instrument(rt)
+	}
+	n.hubs[name] = rt
 	return nil
 }
 
@@ -214,8 +235,15 @@ func (n *Node) Start(ctx context.Context) error {
 // once Shutdown has begun.
 func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 	names := make([]string, 0, len(n.hubs))
-	for name := range n.hubs {
+	var stats map[string]*metrics.Conn
+	for name, rt := range n.hubs {
 		names = append(names, name)
+		if rt.stats != nil {
+			if stats == nil {
+				stats = map[string]*metrics.Conn{}
+			}
+			stats[name] = rt.stats
+		}
 	}
 	// The transport checks its options first, so bad settings fail before
 	// any actor starts.
@@ -233,6 +261,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		MaxMessageSize:    c.MaxMessageSize,
 		MaxOutboundBytes:  c.MaxOutboundBytes,
 		Logger:            n.log.With("component", "transport"),
+		Stats:             stats,
 	})
 	if err != nil {
 		return nil, err
@@ -240,7 +269,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 	if n.state.Load() == stateStopped {
 		return nil, ErrNodeClosed
 	}
-	tree, err := actors.SpawnNode(n.root, &fabric.NodeConfig{
+	ncfg := &fabric.NodeConfig{
 		NodeID: c.NodeID, Hubs: names, Backplane: c.Backplane,
 		BackplaneTimeout: c.BackplaneTimeout, GroupAckTimeout: c.GroupAckTimeout, MaxBatch: defaultMaxPublishBatch,
 		MaxParallelInvocations: c.MaxParallelInvocations, StreamBufferCapacity: c.StreamBufferCapacity,
@@ -249,7 +278,12 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		MaxGroupsPerConnection:  c.MaxGroupsPerConnection, MaxGroupNameBytes: c.MaxGroupNameBytes,
 		Seams: c.seams, Logger: n.log.With("component", "bridge"), Counters: &n.counters,
 		OnBackplaneEvent: n.onBackplaneEvent,
-	})
+	}
+	if n.metrics != nil {
+		ncfg.PublishDuration = n.metrics.publish
+		ncfg.Mailboxes = n.metrics.mailboxes
+	}
+	tree, err := actors.SpawnNode(n.root, ncfg)
 	if tree != nil {
 		n.tree.Store(tree) // Shutdown stops whatever was spawned
 	}
@@ -532,6 +566,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 	}
 	if n.ownsSys {
 		n.system.Shutdown()
+	}
+	if n.metrics != nil {
+		n.metrics.unregister()
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("hub: shutdown: %w", errors.Join(errs...))

@@ -338,10 +338,11 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 		sock.typ = websocket.MessageBinary
 	}
 	var session Session
+	stats := s.opts.Stats[hub]
 	c, err := conn.Open(ctx, sock, conn.Options{
 		ID: connID, Protocol: p, MaxOutboundBytes: s.opts.MaxOutboundBytes,
 		KeepAlive: s.opts.KeepAliveInterval, ClientTimeout: s.opts.ClientTimeout,
-		Runtime: seam.Real{}, Logger: log,
+		Runtime: seam.Real{}, Logger: log, Stats: stats,
 	}, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {
 		var err error
 		session, err = s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
@@ -354,6 +355,10 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 			ws.CloseNow()
 		}
 		return
+	}
+	if stats != nil {
+		stats.Connections.Add(1)
+		defer stats.Connections.Add(-1)
 	}
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
@@ -468,6 +473,9 @@ func (s *Server) reserveChunk(buf []byte) []byte {
 // a Close message saying why, and is returned as the error.
 func (s *Server) deliver(c *conn.Conn, session Session, buf []byte) ([]byte, error) {
 	msgs, n, err := c.Protocol().ParseMessages(buf, s.opts.MaxMessageSize)
+	if st := c.Stats(); st != nil && len(msgs) > 0 {
+		st.Received.Add(uint64(len(msgs)))
+	}
 	for _, m := range msgs {
 		if _, ok := m.(*protocol.Ping); ok {
 			continue

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -87,6 +88,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Stats are the counters of each hub's connections, by hub name (open
+	// connections, messages received and sent, slow-client closes, queued
+	// bytes). Default nil: nothing is counted.
+	Stats map[string]*metrics.Conn
 }
 
 func (o Options) withDefaults() (Options, error) {

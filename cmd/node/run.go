@@ -14,6 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/hubfabric/hubfabric/auth"
 	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
 	"github.com/hubfabric/hubfabric/hub"
@@ -297,6 +301,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		}
 		cfg.Authenticator = a
 	}
+	// The node's metrics, with the Go runtime's and the process's, on
+	// GET /metrics of the main address.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Metrics = reg
 	node, err := hub.New(cfg)
 	if err != nil {
 		return err
@@ -308,6 +317,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/hubs/", node.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(lh.WithAttrs([]slog.Attr{slog.String("component", "metrics")}), slog.LevelWarn)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
@@ -33,7 +34,7 @@ type Socket interface {
 }
 
 // Options configure a connection. Every field is required except Logger
-// (nil discards).
+// (nil discards) and Stats (nil counts nothing).
 type Options struct {
 	ID       string
 	Protocol protocol.HubProtocol
@@ -48,6 +49,10 @@ type Options struct {
 	// Runtime starts the writer goroutine and the timers, and is the clock.
 	Runtime seam.Runtime
 	Logger  *slog.Logger
+	// Stats, when set, counts the records written, the slow-client closes
+	// and the queued bytes of this connection into its hub's totals (the
+	// same *metrics.Conn for every connection of a hub).
+	Stats *metrics.Conn
 }
 
 func (o Options) check() error {
@@ -79,6 +84,7 @@ type Conn struct {
 	session Session
 
 	closeOnce     sync.Once
+	slow          atomic.Bool // the outbound queue overflowed
 	closeErr      atomic.Pointer[error]
 	lastRead      atomic.Int64 // unix nanos; 0 until the client's first message
 	handingOff    atomic.Int32 // >0 while the reader hands a message on (HandOff)
@@ -104,7 +110,11 @@ func Open(ctx context.Context, sock Socket, opts Options, connect func(context.C
 	}
 	c := &Conn{opts: opts, log: log}
 	c.out = newOutbound(sock, opts.Runtime, opts.MaxOutboundBytes, protocol.AppendHandshakeResponse(nil, ""))
+	c.out.stats = opts.Stats
 	c.out.overflow = func() {
+		if opts.Stats != nil && c.slow.CompareAndSwap(false, true) {
+			opts.Stats.SlowCloses.Add(1) // once, though racing enqueues may all overflow
+		}
 		log.Warn("closing slow client", "queued_bytes_limit", opts.MaxOutboundBytes)
 		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", opts.MaxOutboundBytes), true)
 	}
@@ -122,6 +132,9 @@ func Open(ctx context.Context, sock Socket, opts Options, connect func(context.C
 
 // ID is the connection id.
 func (c *Conn) ID() string { return c.opts.ID }
+
+// Stats is Options.Stats: where the connection's hub counts, nil for none.
+func (c *Conn) Stats() *metrics.Conn { return c.opts.Stats }
 
 // Protocol is the hub protocol chosen in the handshake.
 func (c *Conn) Protocol() protocol.HubProtocol { return c.opts.Protocol }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/internal/seam"
 )
 
@@ -51,7 +52,8 @@ type outbound struct {
 	kill      seam.Timer // forces the socket shut if a write hangs after Close
 	buf       []byte     // coalescing buffer, used only by the writer
 	overflow  func()
-	writer    func() // writeLoop as a func value, made once: started per burst
+	writer    func()        // writeLoop as a func value, made once: started per burst
+	stats     *metrics.Conn // nil: no metrics
 }
 
 // closeGrace is how long a write already in progress may go on after Close
@@ -80,7 +82,11 @@ func (o *outbound) enqueue(record []byte) error {
 		return ErrConnectionClosed
 	}
 	if o.queued+len(record) > o.maxBytes && o.queued > 0 {
+		queued := o.queued
 		o.mu.Unlock()
+		if o.stats != nil && o.stats.QueueBytes != nil {
+			o.stats.QueueBytes.Observe(float64(queued)) // the backlog that closes the client
+		}
 		if o.overflow != nil {
 			o.overflow()
 		}
@@ -183,8 +189,18 @@ func (o *outbound) writeLoop() {
 			o.mu.Unlock()
 			return
 		}
+		queued, records := o.queued, len(o.queue)
 		frame := o.takeLocked()
+		records -= len(o.queue)
 		o.mu.Unlock()
+		if st := o.stats; st != nil {
+			// Once per frame, not per record: a backlogged connection
+			// coalesces many records into one write.
+			st.Sent.Add(uint64(records))
+			if st.QueueBytes != nil {
+				st.QueueBytes.Observe(float64(queued))
+			}
+		}
 		// No deadline context: with one, coder/websocket arms and disarms a
 		// timer per write (5% of a node's CPU at 5,000 publishes/s). Close
 		// bounds a hung write instead.

@@ -18,6 +18,7 @@ import (
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
@@ -178,6 +179,13 @@ type NodeConfig struct {
 	Seams                  seam.Seams
 	Logger                 *slog.Logger
 	Counters               *Counters
+	// PublishDuration observes how long each batch publish to the backplane
+	// took, in seconds; nil for none.
+	PublishDuration metrics.Observer
+	// Mailboxes tracks the mailboxes of the hub, group and bridge actors,
+	// for their depths; nil for none (the actors use the default mailbox
+	// untracked).
+	Mailboxes *metrics.Mailboxes
 	// OnBackplaneEvent is called for every backplane health event after it
 	// was logged and counted; nil for none.
 	OnBackplaneEvent func(backplane.Event)
