@@ -61,7 +61,7 @@ fi
 
 step "fuzz targets, briefly (a new target must be listed here)"
 # Each decoder of outside bytes has a fuzz target; each runs for
-# FUZZTIME (default 3s) from its seeds and testdata/fuzz corpus. A target
+# FUZZTIME (default 2s) from its seeds and testdata/fuzz corpus. A target
 # found in the code but not listed, or listed but gone, fails the step.
 fuzz_targets="
 actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecords
@@ -77,7 +77,7 @@ if [ "$found" != "$listed" ]; then
   echo "the fuzz targets in the code (right) differ from those listed in scripts/test.sh (left)" >&2; exit 1
 fi
 for pt in $fuzz_targets; do
-  go test -run '^$' -fuzz "^${pt##*:}\$" -fuzztime "${FUZZTIME:-3s}" "./${pt%%:*}" >/tmp/hubfabric-fuzz.$$.log 2>&1 ||
+  go test -run '^$' -fuzz "^${pt##*:}\$" -fuzztime "${FUZZTIME:-2s}" "./${pt%%:*}" >/tmp/hubfabric-fuzz.$$.log 2>&1 ||
     { cat /tmp/hubfabric-fuzz.$$.log; rm -f /tmp/hubfabric-fuzz.$$.log; echo "fuzz target ${pt##*:} (./${pt%%:*}) failed" >&2; exit 1; }
   echo "ok ${pt##*:} $(grep -o 'execs: [0-9]*' /tmp/hubfabric-fuzz.$$.log | tail -1)"
 done
