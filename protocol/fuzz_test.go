@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -113,6 +114,19 @@ func FuzzParseHandshakeRequest(f *testing.F) {
 			again, n2, err := ParseHandshakeRequest(enc, 0)
 			if err != nil || n2 != len(enc) || again != req {
 				t.Fatalf("round trip %+v -> %q -> %+v, %v", req, enc, again, err)
+			}
+		}
+		// The transport parses after every chunk it reads (readHandshake):
+		// every prefix must be incomplete, or fail as the whole does, or
+		// give what the whole gives.
+		for k := range len(data) {
+			preq, pn, perr := ParseHandshakeRequest(data[:k], 1<<12)
+			switch {
+			case errors.Is(perr, ErrIncomplete):
+			case perr == nil && (err != nil || preq != req || pn != n):
+				t.Fatalf("prefix %q parses to %+v (%d bytes), the whole %q to %+v (%d bytes), %v", data[:k], preq, pn, data, req, n, err)
+			case perr != nil && err == nil:
+				t.Fatalf("prefix %q fails with %v, the whole %q parses", data[:k], perr, data)
 			}
 		}
 		resp, n, err := ParseHandshakeResponse(data)

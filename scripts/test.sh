@@ -63,6 +63,30 @@ if go list -deps ./cmd/node | grep -q '/testkit$'; then
   echo "cmd/node imports the testkit (simulator, redis-server runner): keep it in cmd/scenario" >&2; exit 1
 fi
 
+step "fuzz targets, briefly (a new target must be listed here)"
+# Each decoder of outside bytes has a fuzz target; each runs for
+# FUZZTIME (default 2s) from its seeds and testdata/fuzz corpus. A target
+# found in the code but not listed, or listed but gone, fails the step.
+fuzz_targets="
+actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecords
+auth:FuzzHS256
+backplane/redis:FuzzParseConnectionString
+protocol:FuzzParseJSON protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
+transport:FuzzTokenClaim transport:FuzzReadFrame transport:FuzzReadHandshake transport:FuzzCheckOrigin transport:FuzzNegotiate
+"
+found=$(grep -rhoE --include='*_test.go' --exclude-dir=node_modules '^func Fuzz[A-Za-z0-9_]+' . | sed 's/^func //' | sort)
+listed=$(for pt in $fuzz_targets; do echo "${pt##*:}"; done | sort)
+if [ "$found" != "$listed" ]; then
+  diff <(echo "$listed") <(echo "$found") || true
+  echo "the fuzz targets in the code (right) differ from those listed in scripts/test.sh (left)" >&2; exit 1
+fi
+for pt in $fuzz_targets; do
+  go test -run '^$' -fuzz "^${pt##*:}\$" -fuzztime "${FUZZTIME:-2s}" "./${pt%%:*}" >/tmp/hubfabric-fuzz.$$.log 2>&1 ||
+    { cat /tmp/hubfabric-fuzz.$$.log; rm -f /tmp/hubfabric-fuzz.$$.log; echo "fuzz target ${pt##*:} (./${pt%%:*}) failed" >&2; exit 1; }
+  echo "ok ${pt##*:} $(grep -o 'execs: [0-9]*' /tmp/hubfabric-fuzz.$$.log | tail -1)"
+done
+rm -f /tmp/hubfabric-fuzz.$$.log
+
 step "go test -race"
 go test -race -count=1 -timeout 15m ./... 2>&1 | tee /tmp/hubfabric-test.$$.log
 status=${PIPESTATUS[0]}

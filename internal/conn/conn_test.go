@@ -629,3 +629,29 @@ func TestRealRuntime(t *testing.T) {
 		t.Fatalf("session Closed(%v), want once with nil", errs)
 	}
 }
+
+// A Close right after Open, before the writer has taken the greeting from
+// the queue (a malformed record in the handshake's frame, shutdown
+// beginning during connect), still writes the handshake answer first, then
+// the Close: before, closing discarded the queue, greeting included, and
+// the client read a Close where it expected its handshake answer.
+func TestCloseBeforeGreetingWrittenKeepsGreeting(t *testing.T) {
+	t.Parallel()
+	for _, p := range protocols {
+		t.Run(p.Name(), func(t *testing.T) {
+			t.Parallel()
+			rt := newFakeRuntime(t)
+			rt.setHold(true) // the writer Open starts waits
+			sock := newFakeSocket()
+			c, _ := openConn(t, sock, testOptions(p, rt), nil)
+			c.Close("bad record", false)
+			rt.setHold(false)
+			c.Wait()
+			greeting := protocol.AppendHandshakeResponse(nil, "")
+			closeRec := encode(t, p, &protocol.Close{Error: "bad record"})
+			if got := sock.snapshot().stream(); !bytes.Equal(got, append(greeting, closeRec...)) {
+				t.Fatalf("wrote %q, want the handshake answer %q then the Close %q", got, greeting, closeRec)
+			}
+		})
+	}
+}

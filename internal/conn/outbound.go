@@ -44,6 +44,7 @@ type outbound struct {
 	queued    int
 	writing   bool
 	held      bool   // records wait until Release
+	greetWait bool   // released, but the greeting is still in the queue (not taken by the writer)
 	greeting  []byte // the handshake answer, written before anything else
 	closing   bool
 	closeRec  []byte // the Close record to send before closing, if any
@@ -117,6 +118,7 @@ func (o *outbound) release() {
 		return
 	}
 	o.held = false
+	o.greetWait = true
 	o.queue = append([][]byte{o.greeting}, o.queue...)
 	o.queued += len(o.greeting)
 	o.writing = true
@@ -220,6 +222,7 @@ func (o *outbound) writeLoop() {
 // takeLocked removes up to maxCoalescedFrame bytes of whole records from
 // the queue and returns them as one frame.
 func (o *outbound) takeLocked() []byte {
+	o.greetWait = false // the greeting is the queue's first record
 	if len(o.queue) == 1 || len(o.queue[0]) >= maxCoalescedFrame {
 		rec := o.queue[0]
 		o.queue[0] = nil
@@ -249,12 +252,13 @@ func (o *outbound) compactLocked() {
 }
 
 // lastFrameLocked takes the connection's last frame: the greeting when it
-// was closed before Release (the client still needs it first), then
+// was closed before Release, or after Release but before the writer took
+// the greeting from the queue (the client still needs it first), then
 // closeRecord. After it, refuse can no longer change what is sent.
 func (o *outbound) lastFrameLocked(closeRecord []byte) []byte {
 	o.lastTaken = true
 	var frame []byte
-	if o.held {
+	if o.held || o.greetWait {
 		frame = append(frame, o.greeting...)
 	}
 	return append(frame, closeRecord...)
