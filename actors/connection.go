@@ -166,7 +166,8 @@ func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage
 		return
 	}
 	if cm.Refused != "" {
-		c.refuse(&queuedCall{msg: cm.Message, id: invocationID(cm.Message), uploads: cm.Uploads, size: cm.Size}, cm.Refused)
+		id, _ := fabric.InvocationOf(cm.Message)
+		c.refuse(&queuedCall{msg: cm.Message, id: id, uploads: cm.Uploads, size: cm.Size}, cm.Refused)
 		return
 	}
 	switch m := cm.Message.(type) {
@@ -177,7 +178,9 @@ func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage
 	case *protocol.CancelInvocation:
 		if ac := c.calls[m.InvocationID]; ac != nil {
 			ac.cancel()
+			return
 		}
+		c.cancelWaiting(m.InvocationID)
 	case *protocol.Close:
 		// The client closes its socket next; ClientClosed follows.
 	}
@@ -200,8 +203,9 @@ func (c *connection) enqueue(ctx actor.Context, q *queuedCall) {
 	c.startWaiting(ctx)
 }
 
-// refuse answers a call that will not run with an error Completion (when
-// the client waits for one) and lets go of what it holds.
+// refuse answers a call that will not run with a Completion carrying msg
+// (when the client waits for one; "" for a plain end) and lets go of what
+// it holds.
 func (c *connection) refuse(q *queuedCall, msg string) {
 	c.pending.Release(q.size)
 	for _, u := range q.uploads {
@@ -209,6 +213,20 @@ func (c *connection) refuse(q *queuedCall, msg string) {
 	}
 	if q.id != "" {
 		_ = c.info.Outlet.Send(&protocol.Completion{InvocationID: q.id, Error: msg})
+	}
+}
+
+// cancelWaiting ends a call the client cancelled before it started (it
+// waited for a slot, or for OnConnected): it never runs, and it is
+// answered as a cancelled stream is, with a Completion.
+func (c *connection) cancelWaiting(id string) {
+	for i, q := range c.waiting {
+		if q.id == id {
+			c.waiting = append(c.waiting[:i], c.waiting[i+1:]...)
+			c.freeID(id)
+			c.refuse(q, "")
+			return
+		}
 	}
 }
 
@@ -222,7 +240,8 @@ func (c *connection) startWaiting(ctx actor.Context) {
 			if q.id != "" {
 				c.freeID(q.id)
 			}
-			c.refuse(q, fmt.Sprintf("Failed to invoke '%s': the connection has %d streams open and the limit is %d (MaxStreamsPerConnection).", target(q.msg), c.streams, c.maxStreams))
+			_, target := fabric.InvocationOf(q.msg)
+			c.refuse(q, fmt.Sprintf("Failed to invoke '%s': the connection has %d streams open and the limit is %d (MaxStreamsPerConnection).", target, c.streams, c.maxStreams))
 			continue
 		}
 		c.start(ctx, q)
@@ -311,28 +330,6 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		c.invoker.Disconnected(context.Background(), c.info, err)
 		root.Send(self, &disconnectDone{})
 	})
-}
-
-// target is the method an invocation names.
-func target(m protocol.Message) string {
-	switch m := m.(type) {
-	case *protocol.Invocation:
-		return m.Target
-	case *protocol.StreamInvocation:
-		return m.Target
-	}
-	return ""
-}
-
-// invocationID is the id an invocation names.
-func invocationID(m protocol.Message) string {
-	switch m := m.(type) {
-	case *protocol.Invocation:
-		return m.InvocationID
-	case *protocol.StreamInvocation:
-		return m.InvocationID
-	}
-	return ""
 }
 
 // freeID gives an invocation id back to the client; the set goes when it

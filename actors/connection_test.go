@@ -31,7 +31,7 @@ func newGatedCalls(ids ...string) *gatedCalls {
 func (g *gatedCalls) proceed(id string) { close(g.gates[id]) }
 
 func (g *gatedCalls) invoke(ctx context.Context, call *fabric.Call) {
-	id := invocationID(call.Message)
+	id, _ := fabric.InvocationOf(call.Message)
 	if id == "1" {
 		select {
 		case <-g.mark:

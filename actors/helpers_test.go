@@ -222,7 +222,7 @@ type fakeInvoker struct {
 func (f *fakeInvoker) Connected(context.Context, *fabric.ConnectionInfo) error { return nil }
 
 func (f *fakeInvoker) Invoke(ctx context.Context, _ *fabric.ConnectionInfo, call *fabric.Call) {
-	id := invocationID(call.Message)
+	id, _ := fabric.InvocationOf(call.Message)
 	f.update(func() {
 		f.started = append(f.started, id)
 		f.active++

@@ -524,3 +524,34 @@ func TestErrorValueThatPanicsIsCaught(t *testing.T) {
 		t.Fatalf("got %+v after the panicking error", comp)
 	}
 }
+
+// TestCancelOfAWaitingCall: a stream the client cancels while it still
+// waits for a slot never runs and is answered with a Completion at once.
+// The cancel was dropped before (only running calls were looked up), so
+// the stream started later and ran until the connection closed.
+func TestCancelOfAWaitingCall(t *testing.T) {
+	g := gated{open: make(chan struct{}), linger: make(chan struct{})}
+	close(g.linger)
+	tn := startNode(t, hub.Config{}, map[string]any{"g": g})
+	c, _, err := dialRaw(t, tn.url, "g", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake(protocol.JSON)
+	c.send(&protocol.Invocation{InvocationID: "b", Target: "Block"}) // holds the one slot
+	c.send(&protocol.StreamInvocation{InvocationID: "s", Target: "Linger"})
+	c.send(&protocol.CancelInvocation{InvocationID: "s"})
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "s" || comp.Error != "" {
+		t.Fatalf("first message %+v, want s ended while b still runs", comp)
+	}
+	close(g.open)
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "b" {
+		t.Fatalf("got %+v, want b's Completion", comp)
+	}
+	// The id is free again.
+	c.send(&protocol.StreamInvocation{InvocationID: "s", Target: "Linger"})
+	c.send(&protocol.CancelInvocation{InvocationID: "s"})
+	if comp, ok := c.next().(*protocol.Completion); !ok || comp.InvocationID != "s" || comp.Error != "" {
+		t.Fatalf("got %+v, want the reused id run and cancelled", comp)
+	}
+}

@@ -476,12 +476,16 @@ func (s *Server) deliver(c *conn.Conn, session Session, buf []byte) ([]byte, err
 	if st := c.Stats(); st != nil && len(msgs) > 0 {
 		st.Received.Add(uint64(len(msgs)))
 	}
-	for _, m := range msgs {
-		if _, ok := m.(*protocol.Ping); ok {
-			continue
+	if len(msgs) > 0 {
+		// Receive may wait for the node (a full invocation bound or upload
+		// buffer): that is not the client's silence. Marked once per batch.
+		c.HandOff()
+		for _, m := range msgs {
+			if _, ok := m.(*protocol.Ping); ok {
+				continue
+			}
+			session.Receive(m)
 		}
-		c.HandOff() // Receive may wait for the node: not the client's silence
-		session.Receive(m)
 		c.HandedOff()
 	}
 	if err != nil {

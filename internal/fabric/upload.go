@@ -255,21 +255,24 @@ func (in *Inbound) invocation(m protocol.Message, streamIDs []string, size int) 
 		var open int
 		var ok bool
 		if cm.Uploads, open, ok = in.uploads.create(streamIDs); !ok {
+			_, target := InvocationOf(m)
 			cm.Refused = fmt.Sprintf("Failed to invoke '%s': %d upload streams are open and %d more would pass the limit of %d (MaxStreamsPerConnection).",
-				invocationTarget(m), open, len(streamIDs), in.uploads.maxOpen)
+				target, open, len(streamIDs), in.uploads.maxOpen)
 		}
 	}
 	in.root.Send(in.pid, cm)
 }
 
-func invocationTarget(m protocol.Message) string {
+// InvocationOf returns the invocation id and target of an Invocation or a
+// StreamInvocation, and "" for any other message.
+func InvocationOf(m protocol.Message) (id, target string) {
 	switch m := m.(type) {
 	case *protocol.Invocation:
-		return m.Target
+		return m.InvocationID, m.Target
 	case *protocol.StreamInvocation:
-		return m.Target
+		return m.InvocationID, m.Target
 	}
-	return ""
+	return "", ""
 }
 
 // invocationSize is what an invocation holds while it waits: its strings
