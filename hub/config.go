@@ -100,6 +100,17 @@ type Config struct {
 	// more tightly itself (backplane/redis: Options.PublishTimeout, 2 s, and
 	// Options.ConnectTimeout for subscriptions, 5 s). Default 5 s.
 	BackplaneTimeout time.Duration
+	// DisableLongPolling and DisableServerSentEvents turn those transports
+	// off: negotiate no longer offers them and their requests get 404.
+	// Default false: negotiate offers WebSockets, then Server-Sent Events
+	// (JSON only), then long polling (JSON and MessagePack), and the
+	// official clients fall back in that order.
+	DisableLongPolling      bool
+	DisableServerSentEvents bool
+	// PollTimeout is how long a long poll waits for something to send
+	// before it is answered empty and the client polls again (the client
+	// gives up on a poll after 100 s). Default 90 s, as ASP.NET.
+	PollTimeout time.Duration
 	// DetailedErrors sends the text of non-hub errors to clients. Default
 	// false, as in SignalR: clients see a generic message.
 	DetailedErrors bool
@@ -164,6 +175,8 @@ const (
 	DefaultMaxGroupsPerConnection = 1000
 	// DefaultMaxGroupNameBytes is Config.MaxGroupNameBytes's default, in bytes.
 	DefaultMaxGroupNameBytes = 1024
+	// DefaultPollTimeout is Config.PollTimeout's default.
+	DefaultPollTimeout = 90 * time.Second
 )
 
 // Bounds on waits for the node's own actors, which always answer unless
@@ -198,7 +211,7 @@ func (c Config) Validate() error {
 		{"BackplaneTimeout", int64(c.BackplaneTimeout)}, {"TokenTTL", int64(c.TokenTTL)},
 		{"MaxPendingInvocations", int64(c.MaxPendingInvocations)}, {"MaxPendingInvocationBytes", int64(c.MaxPendingInvocationBytes)},
 		{"MaxStreamsPerConnection", int64(c.MaxStreamsPerConnection)}, {"MaxGroupsPerConnection", int64(c.MaxGroupsPerConnection)},
-		{"MaxGroupNameBytes", int64(c.MaxGroupNameBytes)},
+		{"MaxGroupNameBytes", int64(c.MaxGroupNameBytes)}, {"PollTimeout", int64(c.PollTimeout)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("hub: Config.%s must not be negative (got %d); zero means the default", f.name, f.v)
@@ -242,6 +255,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxGroupNameBytes, DefaultMaxGroupNameBytes)
 	setDefault(&c.GroupAckTimeout, DefaultGroupAckTimeout)
 	setDefault(&c.BackplaneTimeout, defaultBackplaneTimeout)
+	setDefault(&c.PollTimeout, DefaultPollTimeout)
 	c.seams = c.seams.OrReal()
 	return c
 }

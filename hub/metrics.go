@@ -27,6 +27,13 @@ const (
 // (SignalR's name for the transport).
 const transportWebSockets = "websockets"
 
+// transportLongPolling and transportServerSentEvents label the
+// connections of the HTTP transports.
+const (
+	transportLongPolling      = "longpolling"
+	transportServerSentEvents = "serversentevents"
+)
+
 // Buckets of the histograms, in seconds and bytes.
 var (
 	invocationBuckets = prometheus.ExponentialBuckets(100e-6, 4, 9) // 100 µs .. 6.6 s
@@ -194,6 +201,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, rt := range hubs {
 		st := rt.stats
 		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(st.Connections.Load()), rt.name, transportWebSockets)
+		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(st.LongPolling.Load()), rt.name, transportLongPolling)
+		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(st.ServerSentEvents.Load()), rt.name, transportServerSentEvents)
 		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(st.Received.Load()), rt.name)
 		ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(st.Sent.Load()), rt.name)
 		ch <- prometheus.MustNewConstMetric(descSlow, prometheus.CounterValue, float64(st.SlowCloses.Load()), rt.name)

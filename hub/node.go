@@ -260,8 +260,12 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		HandshakeTimeout:  c.HandshakeTimeout,
 		MaxMessageSize:    c.MaxMessageSize,
 		MaxOutboundBytes:  c.MaxOutboundBytes,
+		PollTimeout:       c.PollTimeout,
 		Logger:            n.log.With("component", "transport"),
-		Stats:             stats,
+
+		DisableLongPolling:      c.DisableLongPolling,
+		DisableServerSentEvents: c.DisableServerSentEvents,
+		Stats:                   stats,
 	})
 	if err != nil {
 		return nil, err

@@ -36,8 +36,8 @@ func (w wsSocket) Close() error    { return w.ws.Close(websocket.StatusNormalClo
 func (w wsSocket) CloseNow() error { return w.ws.CloseNow() }
 
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string) {
-	if r.Method != http.MethodGet {
-		http.Error(w, "connect with a WebSocket GET; this server offers no other transport", http.StatusMethodNotAllowed)
+	if r.Method != http.MethodGet || !websocketRequested(r) {
+		s.serveHTTPTransport(w, r, hub)
 		return
 	}
 	if _, err := checkOrigin(r, s.opts.AllowedOrigins); err != nil {
@@ -60,10 +60,6 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 			s.active.Done()
 		}
 	}()
-	if !websocketRequested(r) {
-		http.Error(w, "only the WebSockets transport is supported", http.StatusBadRequest)
-		return
-	}
 	var connID string
 	if token == "" { // skipNegotiation
 		connID = newConnectionID()

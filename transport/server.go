@@ -88,6 +88,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// DisableLongPolling and DisableServerSentEvents turn those transports
+	// off: negotiate does not offer them and their requests get 404.
+	// Default: both on, after WebSockets.
+	DisableLongPolling      bool
+	DisableServerSentEvents bool
+	// PollTimeout is how long a long poll waits for something to send
+	// before it is answered empty (the client polls again). Required when
+	// long polling is on.
+	PollTimeout time.Duration
 	// Stats are the counters of each hub's connections, by hub name (open
 	// connections, messages received and sent, slow-client closes, queued
 	// bytes). Default nil: nothing is counted.
@@ -112,6 +121,9 @@ func (o Options) withDefaults() (Options, error) {
 		if f.v <= 0 {
 			return o, fmt.Errorf("transport: Options.%s must be positive (got %d)", f.name, f.v)
 		}
+	}
+	if !o.DisableLongPolling && o.PollTimeout <= 0 {
+		return o, fmt.Errorf("transport: Options.PollTimeout must be positive (got %d)", o.PollTimeout)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -144,6 +156,9 @@ type Server struct {
 	mu       sync.Mutex
 	stopping bool
 	active   sync.WaitGroup
+
+	httpConns httpConns     // long-polling and SSE connections owned here
+	stopCh    chan struct{} // closed by StopAccepting
 }
 
 // NewServer validates opts and returns a Server.
@@ -152,7 +167,7 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, hubs: make(map[string]bool), tokens: newTokens(opts.TokenSecret, opts.TokenTTL, opts.Now), log: opts.Logger}
+	s := &Server{opts: opts, hubs: make(map[string]bool), tokens: newTokens(opts.TokenSecret, opts.TokenTTL, opts.Now), log: opts.Logger, stopCh: make(chan struct{})}
 	for _, h := range opts.Hubs {
 		s.hubs[h] = true
 	}
@@ -191,6 +206,9 @@ func (s *Server) Wait(ctx context.Context) error {
 // 503. It is idempotent.
 func (s *Server) StopAccepting() {
 	s.mu.Lock()
+	if !s.stopping {
+		close(s.stopCh)
+	}
 	s.stopping = true
 	s.mu.Unlock()
 }
@@ -302,18 +320,30 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	} else {
 		token, id := s.tokens.mint(version == 0, identity.UserID)
 		resp = protocol.NegotiateResponse{
-			NegotiateVersion: version,
-			ConnectionID:     id,
-			ConnectionToken:  token,
-			AvailableTransports: []protocol.AvailableTransport{
-				{Transport: "WebSockets", TransferFormats: []string{"Text", "Binary"}},
-			},
+			NegotiateVersion:    version,
+			ConnectionID:        id,
+			ConnectionToken:     token,
+			AvailableTransports: s.availableTransports(),
 		}
 	}
 	body := protocol.AppendNegotiateResponse(nil, resp)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	_, _ = w.Write(body)
+}
+
+// availableTransports is what negotiate offers, in SignalR's order of
+// preference: WebSockets, then Server-Sent Events (text only), then long
+// polling.
+func (s *Server) availableTransports() []protocol.AvailableTransport {
+	ts := []protocol.AvailableTransport{{Transport: transportWebSockets, TransferFormats: []string{"Text", "Binary"}}}
+	if !s.opts.DisableServerSentEvents {
+		ts = append(ts, protocol.AvailableTransport{Transport: transportServerSentEvents, TransferFormats: []string{"Text"}})
+	}
+	if !s.opts.DisableLongPolling {
+		ts = append(ts, protocol.AvailableTransport{Transport: transportLongPolling, TransferFormats: []string{"Text", "Binary"}})
+	}
+	return ts
 }
 
 // maxNegotiateBody bounds a negotiate request's body. SignalR clients send

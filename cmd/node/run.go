@@ -52,6 +52,11 @@ type options struct {
 	maxGroups        int
 	maxGroupName     int
 
+	// HTTP transports besides WebSockets (hub.Config).
+	longPolling      bool
+	serverSentEvents bool
+	pollTimeout      time.Duration
+
 	// HTTP server limits (http.Server).
 	httpReadTimeout    time.Duration
 	httpIdleTimeout    time.Duration
@@ -105,6 +110,9 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.IntVar(&o.maxStreams, "max-streams-per-connection", hub.DefaultMaxStreamsPerConnection, "server and upload streams one client may have open; an invocation past it fails with an error naming the limit")
 	fs.IntVar(&o.maxGroups, "max-groups-per-connection", hub.DefaultMaxGroupsPerConnection, "groups one connection may be in; an add past it fails with an error naming the limit")
 	fs.IntVar(&o.maxGroupName, "max-group-name-bytes", hub.DefaultMaxGroupNameBytes, "bytes of a group name; longer ones are refused in group changes and sends")
+	fs.BoolVar(&o.longPolling, "long-polling", true, "offer the LongPolling transport (JSON and MessagePack); --long-polling=false turns it off")
+	fs.BoolVar(&o.serverSentEvents, "server-sent-events", true, "offer the ServerSentEvents transport (JSON only); --server-sent-events=false turns it off")
+	fs.DurationVar(&o.pollTimeout, "poll-timeout", hub.DefaultPollTimeout, "how long a long poll waits for something to send before it is answered empty (the client gives up after 100s)")
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", defaultHTTPReadTimeout, "bound on reading one HTTP request, headers and body (WebSockets are not cut by it)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", defaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept open")
 	fs.IntVar(&o.httpMaxHeaderBytes, "http-max-header-bytes", defaultHTTPMaxHeaderBytes, "bytes of one HTTP request's headers, request line included")
@@ -173,6 +181,7 @@ func (o *options) validate(level string) error {
 		{"group-ack-timeout", o.groupAckTimeout}, {"shutdown-timeout", o.shutdownTimeout},
 		{"keep-alive-interval", o.keepAlive}, {"client-timeout", o.clientTimeout}, {"handshake-timeout", o.handshakeTimeout},
 		{"http-read-timeout", o.httpReadTimeout}, {"http-idle-timeout", o.httpIdleTimeout},
+		{"poll-timeout", o.pollTimeout},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("--%s must be positive (got %s)", d.name, d.v)
@@ -254,6 +263,7 @@ func (o *options) hubConfig(log *slog.Logger) hub.Config {
 		KeepAliveInterval: o.keepAlive, ClientTimeout: o.clientTimeout, HandshakeTimeout: o.handshakeTimeout,
 		MaxPendingInvocations: o.maxPending, MaxPendingInvocationBytes: o.maxPendingBytes,
 		MaxStreamsPerConnection: o.maxStreams, MaxGroupsPerConnection: o.maxGroups, MaxGroupNameBytes: o.maxGroupName,
+		DisableLongPolling: !o.longPolling, DisableServerSentEvents: !o.serverSentEvents, PollTimeout: o.pollTimeout,
 	}
 	if o.tokenSecret != "" {
 		cfg.TokenSecret = []byte(o.tokenSecret)

@@ -20,6 +20,10 @@ type Observer interface{ Observe(float64) }
 type Conn struct {
 	// Connections is the number of open WebSocket connections.
 	Connections atomic.Int64
+	// LongPolling and ServerSentEvents are the open connections of those
+	// transports.
+	LongPolling      atomic.Int64
+	ServerSentEvents atomic.Int64
 	// Received counts hub messages (records, Pings included) parsed from
 	// clients.
 	Received atomic.Uint64
