@@ -94,8 +94,8 @@ type Options struct {
 	DisableLongPolling      bool
 	DisableServerSentEvents bool
 	// PollTimeout is how long a long poll waits for something to send
-	// before it is answered empty (the client polls again). Required when
-	// long polling is on.
+	// before it is answered empty (the client polls again). Default 90 s
+	// (package hub passes its Config's).
 	PollTimeout time.Duration
 	// Stats are the counters of each hub's connections, by hub name (open
 	// connections, messages received and sent, slow-client closes, queued
@@ -122,8 +122,11 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("transport: Options.%s must be positive (got %d)", f.name, f.v)
 		}
 	}
-	if !o.DisableLongPolling && o.PollTimeout <= 0 {
-		return o, fmt.Errorf("transport: Options.PollTimeout must be positive (got %d)", o.PollTimeout)
+	if o.PollTimeout < 0 {
+		return o, fmt.Errorf("transport: Options.PollTimeout must not be negative (got %d)", o.PollTimeout)
+	}
+	if o.PollTimeout == 0 {
+		o.PollTimeout = defaultPollTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -331,6 +334,9 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	_, _ = w.Write(body)
 }
+
+// defaultPollTimeout is Options.PollTimeout's default, ASP.NET's.
+const defaultPollTimeout = 90 * time.Second
 
 // availableTransports is what negotiate offers, in SignalR's order of
 // preference: WebSockets, then Server-Sent Events (text only), then long
