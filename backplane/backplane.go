@@ -127,3 +127,16 @@ type Audience interface {
 	// it does not block.
 	OthersSubscribed(channel string) bool
 }
+
+// SharedSecrets is an optional ability of a Backplane: nodes on the same
+// transport and channel prefix agree on a secret value through it, without
+// configuration. A node uses it for its connection-token key when none was
+// given, so a client may negotiate with one node and connect to another.
+type SharedSecrets interface {
+	// SharedSecret returns the secret stored under name, storing proposal
+	// first if there is none (the first proposal wins, atomically, and
+	// every later caller gets that one). Safe for concurrent use; it
+	// blocks until ctx ends at most, and fails with an error wrapping
+	// ErrUnavailable when the transport cannot be reached.
+	SharedSecret(ctx context.Context, name string, proposal []byte) ([]byte, error)
+}

@@ -30,8 +30,9 @@ var errStartedTwice = errors.New("backplane: Start called twice")
 // The zero value is not usable; call NewMemoryBus. A MemoryBus holds no
 // goroutines and needs no closing; its backplanes are closed individually.
 type MemoryBus struct {
-	mu   sync.RWMutex
-	subs map[string]map[*Memory]struct{} // channel -> subscribed backplanes
+	mu      sync.RWMutex
+	subs    map[string]map[*Memory]struct{} // channel -> subscribed backplanes
+	secrets map[string][]byte               // SharedSecret's values, under mu
 }
 
 // NewMemoryBus returns an empty bus.

@@ -43,9 +43,14 @@ type Config struct {
 	// syntax), for negotiate and the WebSocket upgrade alike; the Origin
 	// must be an http or https origin of a host only. Default: none.
 	AllowedOrigins []string
-	// TokenSecret keys connection tokens; give every node of a cluster the
-	// same secret so a client may negotiate with one node and connect to
-	// another. Default: random per node.
+	// TokenSecret keys connection tokens; nodes that share it accept each
+	// other's tokens, so a client may negotiate with one node and connect
+	// to another (any transport). Default: when the backplane can share a
+	// secret (backplane.SharedSecrets: Redis, and Memory backplanes of one
+	// bus), the nodes on it agree on one at Start, the first node's random
+	// key, kept in Redis under the channel prefix (redisbp
+	// Backplane.SecretKey); otherwise, or when the backplane cannot be
+	// reached at Start, random per node. A given secret always wins.
 	TokenSecret []byte
 	// TokenTTL is how long a negotiated connection token may be used to
 	// connect. Default 5 min.
@@ -129,6 +134,10 @@ type Config struct {
 	// at any time, concurrently with everything else. Default nil: nothing
 	// is registered and nothing is counted.
 	Metrics prometheus.Registerer
+
+	// tokenSecretRandom: TokenSecret was not given; withDefaults made a
+	// random one, which Start replaces by the backplane's shared one.
+	tokenSecretRandom bool
 
 	// seams replace goroutines, timers and actor Props in the testkit;
 	// set through fabric.Hooks.SetSeams.
@@ -239,6 +248,7 @@ func (c Config) withDefaults() Config {
 	if len(c.TokenSecret) == 0 {
 		c.TokenSecret = make([]byte, defaultTokenSecretBytes)
 		_, _ = rand.Read(c.TokenSecret)
+		c.tokenSecretRandom = true
 	}
 	setDefault(&c.TokenTTL, defaultTokenTTL)
 	setDefault(&c.KeepAliveInterval, DefaultKeepAliveInterval)

@@ -248,6 +248,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 	// The transport checks its options first, so bad settings fail before
 	// any actor starts.
 	c := n.cfg
+	c.TokenSecret = n.tokenSecret(ctx)
 	srv, err := transport.NewServer(transport.Options{
 		Hubs:              names,
 		Connect:           n.connect,
