@@ -58,6 +58,8 @@ type pendingPublish struct {
 	msg   backplane.Message
 	reply *actor.PID // answered with a *SendResponse; nil: nobody waits
 	ackID uint64     // a group command waiting for this publish
+	// relayID is a forwarded HTTP request waiting for this publish.
+	relayID uint64
 }
 
 type pendingAck struct {
@@ -87,6 +89,8 @@ type bridge struct {
 
 	subQueue []*subscribeRequest
 	subBusy  bool
+
+	relay *relayState // forwarded HTTP-transport requests (relay.go); nil until the first
 
 	wg sync.WaitGroup
 
@@ -135,7 +139,10 @@ func (b *bridge) Receive(ctx actor.Context) {
 		b.onInbound(ctx, m)
 	case *groupCommandDone:
 		b.onGroupCommandDone(ctx, m)
+	case relayMessage:
+		b.onRelay(ctx, m)
 	case *actor.Stopping:
+		b.stopRelays(ctx)
 		for id, a := range b.acks {
 			a.timer.Stop()
 			answer(ctx, a.reply, &GroupResponse{Err: errors.New("the node is shutting down")})
@@ -224,6 +231,9 @@ func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 		answer(ctx, p.reply, resp)
 		if p.ackID != 0 && m.err != nil {
 			b.settleAck(ctx, p.ackID, ErrNotDeliveredRemotely)
+		}
+		if p.relayID != 0 && m.err != nil {
+			b.settleRelay(ctx, p.relayID, nil, ErrNotDeliveredRemotely)
 		}
 	}
 	if len(b.pending) > 0 {
@@ -321,6 +331,8 @@ func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
 		b.settleAck(ctx, body.GroupAck.Id, err)
 	case *fabricv1.Envelope_GroupCommand:
 		b.onRemoteGroupCommand(ctx, m.hub, m.env.OriginNode, body.GroupCommand)
+	case *fabricv1.Envelope_HttpRequest, *fabricv1.Envelope_HttpResponse:
+		b.onRelayInbound(ctx, m.env.OriginNode, m.env)
 	}
 }
 

@@ -95,6 +95,24 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 			return
 		}
 		h.root.Send(h.bridge, &inbound{env: env})
+	case *fabricv1.Envelope_HttpRequest:
+		req := body.HttpRequest
+		k := req.Kind
+		fits := req.Id != 0 && req.Token != "" && req.ConnectionId != "" && h.hubs[req.Hub] != nil &&
+			(k == fabricv1.HttpRequestKind_HTTP_REQUEST_KIND_POLL || k == fabricv1.HttpRequestKind_HTTP_REQUEST_KIND_SEND ||
+				k == fabricv1.HttpRequestKind_HTTP_REQUEST_KIND_DELETE) &&
+			(isNode || (route.Kind == RouteConnection && route.Name == req.ConnectionId && hub == req.Hub))
+		if !fits {
+			h.drop(channel, "an http request that does not fit its channel", nil)
+			return
+		}
+		h.root.Send(h.bridge, &inbound{hub: req.Hub, env: env})
+	case *fabricv1.Envelope_HttpResponse:
+		if !isNode || body.HttpResponse.Id == 0 {
+			h.drop(channel, "an http response on a hub channel or without an id", nil)
+			return
+		}
+		h.root.Send(h.bridge, &inbound{env: env})
 	default:
 		h.drop(channel, "an envelope without a known body", nil)
 	}

@@ -262,6 +262,8 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		MaxMessageSize:    c.MaxMessageSize,
 		MaxOutboundBytes:  c.MaxOutboundBytes,
 		PollTimeout:       c.PollTimeout,
+		NodeID:            c.NodeID,
+		Relay:             relay{n},
 		Logger:            n.log.With("component", "transport"),
 
 		DisableLongPolling:      c.DisableLongPolling,
@@ -283,6 +285,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		MaxGroupsPerConnection:  c.MaxGroupsPerConnection, MaxGroupNameBytes: c.MaxGroupNameBytes,
 		Seams: c.seams, Logger: n.log.With("component", "bridge"), Counters: &n.counters,
 		OnBackplaneEvent: n.onBackplaneEvent,
+		ServeHTTP:        serveForwarded(srv),
 	}
 	if n.metrics != nil {
 		ncfg.PublishDuration = n.metrics.publish

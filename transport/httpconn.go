@@ -73,6 +73,9 @@ type httpConn struct {
 	endOnce   sync.Once
 	// sse is the event stream's writer (SSE only).
 	sse *sseWriter
+	// release ends the subscription of the connection's channel (Relay.Own);
+	// nil without a relay.
+	release func()
 }
 
 // lpSocket is a long-polling connection as the connection code's Socket:
@@ -141,7 +144,7 @@ func (t *httpConns) remove(h *httpConn) {
 // newHTTPConn claims token and registers a new connection of transport
 // for it; the caller answers the HTTP request. It returns the HTTP status
 // and text of a refusal otherwise.
-func (s *Server) newHTTPConn(r *http.Request, hub, token, transport string, identity auth.Identity) (*httpConn, int, string) {
+func (s *Server) newHTTPConn(ctx context.Context, r *http.Request, hub, token, transport string, identity auth.Identity) (*httpConn, int, string) {
 	if token == "" {
 		return nil, http.StatusBadRequest, "Connection ID required"
 	}
@@ -155,6 +158,17 @@ func (s *Server) newHTTPConn(r *http.Request, hub, token, transport string, iden
 	h := &httpConn{
 		s: s, hub: hub, token: token, connID: connID, identity: identity, transport: transport, request: r,
 		frames: make(chan []byte), closed: make(chan struct{}), ended: make(chan struct{}), finished: make(chan struct{}),
+	}
+	if s.opts.Relay != nil {
+		// Requests for the connection that land on other nodes come here
+		// over its channel: subscribed before the client hears back.
+		release, err := s.opts.Relay.Own(ctx, hub, connID)
+		if err != nil {
+			s.tokens.release(token)
+			s.log.Warn("http connection refused: its channel could not be subscribed", "conn_id", connID, "err", err)
+			return nil, http.StatusServiceUnavailable, "the connection could not be made reachable from other nodes: " + err.Error()
+		}
+		h.release = release
 	}
 	s.httpConns.put(h)
 	// The connection goes on in a goroutine the server owns (s.active),
@@ -209,6 +223,9 @@ func (h *httpConn) run() {
 	case <-h.s.stopCh:
 	}
 	h.s.httpConns.remove(h)
+	if h.release != nil {
+		h.release()
+	}
 }
 
 // endedGrace is how long an ended connection still answers polls with 204.
@@ -455,9 +472,9 @@ func (s *Server) serveHTTPTransport(w http.ResponseWriter, r *http.Request, hub 
 		}
 		s.servePoll(w, r, hub, token, identity)
 	case http.MethodPost:
-		s.serveSend(w, r, token, identity)
+		s.serveSend(w, r, hub, token, identity)
 	case http.MethodDelete:
-		s.serveDelete(w, token, identity)
+		s.serveDelete(w, r, hub, token, identity)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, r.Method+" is not a SignalR transport request", http.StatusMethodNotAllowed)
@@ -491,8 +508,11 @@ func (s *Server) lookup(token string, identity auth.Identity) (*httpConn, int, s
 func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, hub, token string, identity auth.Identity) {
 	h, status, msg := s.lookup(token, identity)
 	if h == nil && status == http.StatusNotFound {
+		if s.forward(w, r, RelayPoll, hub, token, identity, nil) {
+			return // the token's home node owns it
+		}
 		// The first poll creates the connection and returns at once.
-		if _, status, msg = s.newHTTPConn(r, hub, token, transportLongPolling, identity); status == 0 {
+		if _, status, msg = s.newHTTPConn(r.Context(), r, hub, token, transportLongPolling, identity); status == 0 {
 			w.Header().Set("Cache-Control", "no-cache")
 			w.WriteHeader(http.StatusOK)
 			return
@@ -525,15 +545,21 @@ func writePollResult(w http.ResponseWriter, res pollResult) {
 	_, _ = w.Write(res.body)
 }
 
-func (s *Server) serveSend(w http.ResponseWriter, r *http.Request, token string, identity auth.Identity) {
+func (s *Server) serveSend(w http.ResponseWriter, r *http.Request, hub, token string, identity auth.Identity) {
 	h, status, msg := s.lookup(token, identity)
-	if status != 0 {
+	if status != 0 && status != http.StatusNotFound {
 		http.Error(w, msg, status)
 		return
 	}
-	body, status, msg := s.readSendBody(w, r)
-	if status != 0 {
-		http.Error(w, msg, status)
+	body, bstatus, bmsg := s.readSendBody(w, r)
+	if bstatus != 0 {
+		http.Error(w, bmsg, bstatus)
+		return
+	}
+	if h == nil {
+		if !s.forward(w, r, RelaySend, hub, token, identity, body) {
+			http.Error(w, msg, status)
+		}
 		return
 	}
 	status, msg = h.send(r.Context(), body)
@@ -566,16 +592,28 @@ func (s *Server) readSendBody(w http.ResponseWriter, r *http.Request) ([]byte, i
 	return buf.Bytes(), 0, ""
 }
 
-func (s *Server) serveDelete(w http.ResponseWriter, token string, identity auth.Identity) {
+func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, hub, token string, identity auth.Identity) {
 	h, status, msg := s.lookup(token, identity)
+	if h == nil && status == http.StatusNotFound && s.forward(w, r, RelayDelete, hub, token, identity, nil) {
+		return
+	}
 	if status != 0 {
 		http.Error(w, msg, status)
 		return
 	}
-	if h.transport != transportLongPolling {
-		http.Error(w, "Cannot terminate this connection using the DELETE endpoint.", http.StatusBadRequest)
+	if status, msg = h.delete(); status >= 400 {
+		http.Error(w, msg, status)
 		return
 	}
+	w.WriteHeader(status)
+}
+
+// delete ends a long-polling connection (DELETE): 202, or 400 for another
+// transport.
+func (h *httpConn) delete() (int, string) {
+	if h.transport != transportLongPolling {
+		return http.StatusBadRequest, "Cannot terminate this connection using the DELETE endpoint."
+	}
 	h.end(nil) // it stays known for endedGrace: a late poll gets 204, a late send is dropped
-	w.WriteHeader(http.StatusAccepted)
+	return http.StatusAccepted, ""
 }

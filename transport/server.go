@@ -88,6 +88,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// NodeID is this node's id on the backplane; with Relay it goes into
+	// the tokens this node mints, as their home node (the owner of a
+	// long-polling connection). Default "": no home, one node.
+	NodeID string
+	// Relay forwards HTTP-transport requests for connections other nodes
+	// own. Default nil: a node serves only the connections it has.
+	Relay Relay
 	// DisableLongPolling and DisableServerSentEvents turn those transports
 	// off: negotiate does not offer them and their requests get 404.
 	// Default: both on, after WebSockets.
@@ -171,6 +178,9 @@ func NewServer(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, hubs: make(map[string]bool), tokens: newTokens(opts.TokenSecret, opts.TokenTTL, opts.Now), log: opts.Logger, stopCh: make(chan struct{})}
+	if opts.Relay != nil {
+		s.tokens.home = opts.NodeID
+	}
 	for _, h := range opts.Hubs {
 		s.hubs[h] = true
 	}

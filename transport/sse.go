@@ -77,7 +77,7 @@ func (s *Server) serveEventStream(w http.ResponseWriter, r *http.Request, hub, t
 		http.Error(w, "a connection with that ID is already active", http.StatusConflict)
 		return
 	}
-	h, status, msg := s.newHTTPConn(r, hub, token, transportServerSentEvents, identity)
+	h, status, msg := s.newHTTPConn(r.Context(), r, hub, token, transportServerSentEvents, identity)
 	if status != 0 {
 		http.Error(w, msg, status)
 		return

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,6 +18,12 @@ import (
 //	bytes 0-3   issue time, Unix seconds, big endian
 //	bytes 4-9   random
 //	bytes 10-15 HMAC-SHA256(secret, bytes 0-9 + user id), truncated
+//
+// A node that knows its id (Options.NodeID) appends "." and its id,
+// base64url, to the tokens it mints, and the MAC covers that id too: the
+// token's home node, which owns the connection when the client uses long
+// polling (any node that gets one of its polls, sends or deletes forwards
+// it there). Tokens without a home are 22 characters.
 //
 // Any node that shares the secret can check a token and derive its
 // connection id, so a negotiate answered by one node and a WebSocket opened
@@ -42,6 +49,7 @@ var b64 = base64.RawURLEncoding.Strict()
 // expire, the tokens used on this node, so a token connects at most once.
 type tokens struct {
 	secret []byte
+	home   string // this node's id, put into minted tokens; "" for none
 	ttl    time.Duration
 	now    func() time.Time
 
@@ -80,9 +88,57 @@ func (t *tokens) mint(legacy bool, userID string) (token, connID string) {
 	if legacy {
 		raw[4] |= 1
 	}
-	copy(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC], userID))
+	copy(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], t.home), userID))
 	token = b64.EncodeToString(raw[:])
-	return token, t.connectionID(raw[:], token)
+	if t.home != "" {
+		token += "." + b64.EncodeToString([]byte(t.home))
+	}
+	return token, t.connectionID(t.signed(raw[:], t.home), token)
+}
+
+// signed is what a token's MAC covers: its first bytes and, for a token
+// with a home node, the node's id.
+func (t *tokens) signed(raw []byte, home string) []byte {
+	if home == "" {
+		return raw
+	}
+	return append(append(append([]byte(nil), raw...), '.'), home...)
+}
+
+// maxTokenLen bounds a token before it is decoded: 22 characters and a
+// home node id of up to 255 bytes.
+var maxTokenLen = b64.EncodedLen(tokenBytes) + 1 + b64.EncodedLen(255)
+
+// check verifies token for userID and returns its connection id and home
+// node ("" for none), without claiming it.
+func (t *tokens) check(token, userID string) (connID, home string, err error) {
+	if len(token) > maxTokenLen {
+		return "", "", errTokenInvalid // checked first: a long query is not decoded
+	}
+	base, homePart, hasHome := strings.Cut(token, ".")
+	if len(base) != b64.EncodedLen(tokenBytes) {
+		return "", "", errTokenInvalid
+	}
+	raw, err := b64.DecodeString(base)
+	if err != nil || len(raw) != tokenBytes {
+		return "", "", errTokenInvalid
+	}
+	if hasHome {
+		h, err := b64.DecodeString(homePart)
+		if err != nil || len(h) == 0 {
+			return "", "", errTokenInvalid
+		}
+		home = string(h)
+	}
+	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], home), userID)[:tokenMAC]) {
+		return "", "", errTokenInvalid
+	}
+	issued := time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
+	now := t.now()
+	if now.Sub(issued) > t.ttl || issued.Sub(now) > time.Minute {
+		return "", "", errTokenExpired
+	}
+	return t.connectionID(t.signed(raw, home), token), home, nil
 }
 
 func (t *tokens) connectionID(raw []byte, token string) string {
@@ -98,21 +154,13 @@ func (t *tokens) connectionID(raw []byte, token string) string {
 // claim checks token for userID and marks it active on this node. It
 // returns the connection id, or an error saying why the token is refused.
 func (t *tokens) claim(token, userID string) (string, error) {
-	if len(token) != b64.EncodedLen(tokenBytes) {
-		return "", errTokenInvalid // checked first: a long query is not decoded
+	connID, _, err := t.check(token, userID)
+	if err != nil {
+		return "", err
 	}
-	raw, err := b64.DecodeString(token)
-	if err != nil || len(raw) != tokenBytes {
-		return "", errTokenInvalid
-	}
-	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(raw[:tokenBytes-tokenMAC], userID)[:tokenMAC]) {
-		return "", errTokenInvalid
-	}
+	raw, _ := b64.DecodeString(token[:b64.EncodedLen(tokenBytes)])
 	issued := time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
 	now := t.now()
-	if now.Sub(issued) > t.ttl || issued.Sub(now) > time.Minute {
-		return "", errTokenExpired
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if u, ok := t.used[token]; ok {
@@ -123,7 +171,7 @@ func (t *tokens) claim(token, userID string) (string, error) {
 	}
 	t.used[token] = tokenUse{expires: issued.Add(t.ttl + time.Minute), active: true}
 	t.sweepLocked(now)
-	return t.connectionID(raw, token), nil
+	return connID, nil
 }
 
 // release marks a claimed token as no longer active; it stays refused

@@ -20,6 +20,7 @@ import (
 	"github.com/hubfabric/hubfabric/internal/conn"
 	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/internal/seam"
+	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -189,6 +190,12 @@ type NodeConfig struct {
 	// OnBackplaneEvent is called for every backplane health event after it
 	// was logged and counted; nil for none.
 	OnBackplaneEvent func(backplane.Event)
+	// ServeHTTP serves a long-polling or SSE request another node
+	// forwarded (it may wait, a poll up to the poll timeout; ctx ends when
+	// the node stops) and returns the answer, or nil when this node does
+	// not own the connection (the owner answers). Nil: such requests are
+	// ignored.
+	ServeHTTP func(ctx context.Context, req *fabricv1.HttpRequest) *fabricv1.HttpResponse
 }
 
 // Tree is a spawned node: its bridge and hub actors, the handler to start

@@ -79,6 +79,63 @@ func (GroupAction) EnumDescriptor() ([]byte, []int) {
 	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{0}
 }
 
+// HttpRequestKind is the kind of an HttpRequest.
+type HttpRequestKind int32
+
+const (
+	// HTTP_REQUEST_KIND_UNSPECIFIED is invalid.
+	HttpRequestKind_HTTP_REQUEST_KIND_UNSPECIFIED HttpRequestKind = 0
+	// HTTP_REQUEST_KIND_POLL is a long poll (GET).
+	HttpRequestKind_HTTP_REQUEST_KIND_POLL HttpRequestKind = 1
+	// HTTP_REQUEST_KIND_SEND is a POST of the client's messages.
+	HttpRequestKind_HTTP_REQUEST_KIND_SEND HttpRequestKind = 2
+	// HTTP_REQUEST_KIND_DELETE ends a long-polling connection.
+	HttpRequestKind_HTTP_REQUEST_KIND_DELETE HttpRequestKind = 3
+)
+
+// Enum value maps for HttpRequestKind.
+var (
+	HttpRequestKind_name = map[int32]string{
+		0: "HTTP_REQUEST_KIND_UNSPECIFIED",
+		1: "HTTP_REQUEST_KIND_POLL",
+		2: "HTTP_REQUEST_KIND_SEND",
+		3: "HTTP_REQUEST_KIND_DELETE",
+	}
+	HttpRequestKind_value = map[string]int32{
+		"HTTP_REQUEST_KIND_UNSPECIFIED": 0,
+		"HTTP_REQUEST_KIND_POLL":        1,
+		"HTTP_REQUEST_KIND_SEND":        2,
+		"HTTP_REQUEST_KIND_DELETE":      3,
+	}
+)
+
+func (x HttpRequestKind) Enum() *HttpRequestKind {
+	p := new(HttpRequestKind)
+	*p = x
+	return p
+}
+
+func (x HttpRequestKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HttpRequestKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_fabric_v1_envelope_proto_enumTypes[1].Descriptor()
+}
+
+func (HttpRequestKind) Type() protoreflect.EnumType {
+	return &file_fabric_v1_envelope_proto_enumTypes[1]
+}
+
+func (x HttpRequestKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HttpRequestKind.Descriptor instead.
+func (HttpRequestKind) EnumDescriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{1}
+}
+
 // Envelope wraps every payload a node publishes on the backplane. Nodes ignore
 // envelopes whose origin_node is their own, since the backplane echoes a
 // node's publications back to it and local recipients were already served.
@@ -93,6 +150,8 @@ type Envelope struct {
 	//	*Envelope_Invocation
 	//	*Envelope_GroupCommand
 	//	*Envelope_GroupAck
+	//	*Envelope_HttpRequest
+	//	*Envelope_HttpResponse
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -169,6 +228,24 @@ func (x *Envelope) GetGroupAck() *GroupAck {
 	return nil
 }
 
+func (x *Envelope) GetHttpRequest() *HttpRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HttpRequest); ok {
+			return x.HttpRequest
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetHttpResponse() *HttpResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HttpResponse); ok {
+			return x.HttpResponse
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -189,11 +266,26 @@ type Envelope_GroupAck struct {
 	GroupAck *GroupAck `protobuf:"bytes,4,opt,name=group_ack,json=groupAck,proto3,oneof"`
 }
 
+type Envelope_HttpRequest struct {
+	// http_request is a long-polling or Server-Sent Events request for a
+	// connection that another node owns, forwarded to it.
+	HttpRequest *HttpRequest `protobuf:"bytes,10,opt,name=http_request,json=httpRequest,proto3,oneof"`
+}
+
+type Envelope_HttpResponse struct {
+	// http_response answers an http_request.
+	HttpResponse *HttpResponse `protobuf:"bytes,11,opt,name=http_response,json=httpResponse,proto3,oneof"`
+}
+
 func (*Envelope_Invocation) isEnvelope_Body() {}
 
 func (*Envelope_GroupCommand) isEnvelope_Body() {}
 
 func (*Envelope_GroupAck) isEnvelope_Body() {}
+
+func (*Envelope_HttpRequest) isEnvelope_Body() {}
+
+func (*Envelope_HttpResponse) isEnvelope_Body() {}
 
 // Invocation is a hub message pre-serialized once per hub protocol, so each
 // receiving node writes the same framed bytes to its clients as-is.
@@ -396,11 +488,199 @@ func (x *GroupAck) GetError() string {
 	return ""
 }
 
+// HttpRequest is a request of the long-polling or Server-Sent Events
+// transport that reached a node which does not own its connection. It is
+// published on the owner's channel: the home node named in the connection
+// token (long polling) or the connection's channel (Server-Sent Events,
+// whose owner is the node holding the event stream). The owner answers
+// with an HttpResponse carrying the same id on the origin node's channel.
+type HttpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the request on its origin node, to match the answer.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// hub is the hub's name.
+	Hub string `protobuf:"bytes,2,opt,name=hub,proto3" json:"hub,omitempty"`
+	// connection_id is the connection the request is for.
+	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// token is the connection token the client sent; the owner checks it.
+	Token string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	// kind is what the client asked for.
+	Kind HttpRequestKind `protobuf:"varint,5,opt,name=kind,proto3,enum=fabric.v1.HttpRequestKind" json:"kind,omitempty"`
+	// body is a send's body (the client's framed messages).
+	Body []byte `protobuf:"bytes,6,opt,name=body,proto3" json:"body,omitempty"`
+	// user_id is the user the origin node authenticated.
+	UserId string `protobuf:"bytes,7,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// claims_json are that user's claims, as a JSON object.
+	ClaimsJson    []byte `protobuf:"bytes,8,opt,name=claims_json,json=claimsJson,proto3" json:"claims_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpRequest) Reset() {
+	*x = HttpRequest{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpRequest) ProtoMessage() {}
+
+func (x *HttpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpRequest.ProtoReflect.Descriptor instead.
+func (*HttpRequest) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HttpRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *HttpRequest) GetHub() string {
+	if x != nil {
+		return x.Hub
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetKind() HttpRequestKind {
+	if x != nil {
+		return x.Kind
+	}
+	return HttpRequestKind_HTTP_REQUEST_KIND_UNSPECIFIED
+}
+
+func (x *HttpRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *HttpRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetClaimsJson() []byte {
+	if x != nil {
+		return x.ClaimsJson
+	}
+	return nil
+}
+
+// HttpResponse answers an HttpRequest: the HTTP answer the origin node
+// gives its client.
+type HttpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the id of the HttpRequest being answered.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// status is the HTTP status code.
+	Status uint32 `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
+	// body is a poll's body (frames for the client).
+	Body []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// text is the text of an error status.
+	Text          string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpResponse) Reset() {
+	*x = HttpResponse{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpResponse) ProtoMessage() {}
+
+func (x *HttpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpResponse.ProtoReflect.Descriptor instead.
+func (*HttpResponse) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HttpResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *HttpResponse) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *HttpResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *HttpResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 var File_fabric_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x18fabric/v1/envelope.proto\x12\tfabric.v1\"\xe0\x01\n" +
+	"\x18fabric/v1/envelope.proto\x12\tfabric.v1\"\xdd\x02\n" +
 	"\bEnvelope\x12\x1f\n" +
 	"\vorigin_node\x18\x01 \x01(\tR\n" +
 	"originNode\x127\n" +
@@ -408,7 +688,10 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"invocation\x18\x02 \x01(\v2\x15.fabric.v1.InvocationH\x00R\n" +
 	"invocation\x12>\n" +
 	"\rgroup_command\x18\x03 \x01(\v2\x17.fabric.v1.GroupCommandH\x00R\fgroupCommand\x122\n" +
-	"\tgroup_ack\x18\x04 \x01(\v2\x13.fabric.v1.GroupAckH\x00R\bgroupAckB\x06\n" +
+	"\tgroup_ack\x18\x04 \x01(\v2\x13.fabric.v1.GroupAckH\x00R\bgroupAck\x12;\n" +
+	"\fhttp_request\x18\n" +
+	" \x01(\v2\x16.fabric.v1.HttpRequestH\x00R\vhttpRequest\x12>\n" +
+	"\rhttp_response\x18\v \x01(\v2\x17.fabric.v1.HttpResponseH\x00R\fhttpResponseB\x06\n" +
 	"\x04body\"z\n" +
 	"\n" +
 	"Invocation\x126\n" +
@@ -422,11 +705,31 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\rconnection_id\x18\x04 \x01(\tR\fconnectionId\"0\n" +
 	"\bGroupAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*Z\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xe8\x01\n" +
+	"\vHttpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
+	"\x03hub\x18\x02 \x01(\tR\x03hub\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\x12.\n" +
+	"\x04kind\x18\x05 \x01(\x0e2\x1a.fabric.v1.HttpRequestKindR\x04kind\x12\x12\n" +
+	"\x04body\x18\x06 \x01(\fR\x04body\x12\x17\n" +
+	"\auser_id\x18\a \x01(\tR\x06userId\x12\x1f\n" +
+	"\vclaims_json\x18\b \x01(\fR\n" +
+	"claimsJson\"^\n" +
+	"\fHttpResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\rR\x06status\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text*Z\n" +
 	"\vGroupAction\x12\x1c\n" +
 	"\x18GROUP_ACTION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10GROUP_ACTION_ADD\x10\x01\x12\x17\n" +
-	"\x13GROUP_ACTION_REMOVE\x10\x02B9Z7github.com/hubfabric/hubfabric/proto/fabric/v1;fabricv1b\x06proto3"
+	"\x13GROUP_ACTION_REMOVE\x10\x02*\x8a\x01\n" +
+	"\x0fHttpRequestKind\x12!\n" +
+	"\x1dHTTP_REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16HTTP_REQUEST_KIND_POLL\x10\x01\x12\x1a\n" +
+	"\x16HTTP_REQUEST_KIND_SEND\x10\x02\x12\x1c\n" +
+	"\x18HTTP_REQUEST_KIND_DELETE\x10\x03B9Z7github.com/hubfabric/hubfabric/proto/fabric/v1;fabricv1b\x06proto3"
 
 var (
 	file_fabric_v1_envelope_proto_rawDescOnce sync.Once
@@ -440,25 +743,31 @@ func file_fabric_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_fabric_v1_envelope_proto_rawDescData
 }
 
-var file_fabric_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fabric_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_fabric_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_fabric_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_fabric_v1_envelope_proto_goTypes = []any{
 	(GroupAction)(0),     // 0: fabric.v1.GroupAction
-	(*Envelope)(nil),     // 1: fabric.v1.Envelope
-	(*Invocation)(nil),   // 2: fabric.v1.Invocation
-	(*GroupCommand)(nil), // 3: fabric.v1.GroupCommand
-	(*GroupAck)(nil),     // 4: fabric.v1.GroupAck
+	(HttpRequestKind)(0), // 1: fabric.v1.HttpRequestKind
+	(*Envelope)(nil),     // 2: fabric.v1.Envelope
+	(*Invocation)(nil),   // 3: fabric.v1.Invocation
+	(*GroupCommand)(nil), // 4: fabric.v1.GroupCommand
+	(*GroupAck)(nil),     // 5: fabric.v1.GroupAck
+	(*HttpRequest)(nil),  // 6: fabric.v1.HttpRequest
+	(*HttpResponse)(nil), // 7: fabric.v1.HttpResponse
 }
 var file_fabric_v1_envelope_proto_depIdxs = []int32{
-	2, // 0: fabric.v1.Envelope.invocation:type_name -> fabric.v1.Invocation
-	3, // 1: fabric.v1.Envelope.group_command:type_name -> fabric.v1.GroupCommand
-	4, // 2: fabric.v1.Envelope.group_ack:type_name -> fabric.v1.GroupAck
-	0, // 3: fabric.v1.GroupCommand.action:type_name -> fabric.v1.GroupAction
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 0: fabric.v1.Envelope.invocation:type_name -> fabric.v1.Invocation
+	4, // 1: fabric.v1.Envelope.group_command:type_name -> fabric.v1.GroupCommand
+	5, // 2: fabric.v1.Envelope.group_ack:type_name -> fabric.v1.GroupAck
+	6, // 3: fabric.v1.Envelope.http_request:type_name -> fabric.v1.HttpRequest
+	7, // 4: fabric.v1.Envelope.http_response:type_name -> fabric.v1.HttpResponse
+	0, // 5: fabric.v1.GroupCommand.action:type_name -> fabric.v1.GroupAction
+	1, // 6: fabric.v1.HttpRequest.kind:type_name -> fabric.v1.HttpRequestKind
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_fabric_v1_envelope_proto_init() }
@@ -470,14 +779,16 @@ func file_fabric_v1_envelope_proto_init() {
 		(*Envelope_Invocation)(nil),
 		(*Envelope_GroupCommand)(nil),
 		(*Envelope_GroupAck)(nil),
+		(*Envelope_HttpRequest)(nil),
+		(*Envelope_HttpResponse)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fabric_v1_envelope_proto_rawDesc), len(file_fabric_v1_envelope_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   4,
+			NumEnums:      2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
