@@ -197,6 +197,22 @@ func (h *httpConn) run() {
 				h.end(errors.New("no handshake within " + h.s.opts.HandshakeTimeout.String()))
 			}
 			continue
+		case <-h.s.stopCh:
+			// Shutting down: a connection without a handshake has no hub
+			// to close it; one with a handshake is closed by its hub.
+			h.mu.Lock()
+			open := h.c != nil
+			h.mu.Unlock()
+			if open {
+				select {
+				case <-h.ended:
+				case <-h.closed:
+					h.end(nil)
+				}
+				break
+			}
+			h.closeSocket()
+			h.end(errors.New("server is shutting down"))
 		case <-h.ended:
 		case <-h.closed:
 			// The server closed the connection (Close, client timeout):
@@ -304,14 +320,22 @@ func (h *httpConn) send(ctx context.Context, body []byte) (int, string) {
 
 // refuseHandshake answers a bad handshake with its error and ends the
 // connection.
+//
+// The answer waits for the client's next poll (long polling), up to the
+// handshake timeout, on a goroutine the server owns: the POST that
+// carried the handshake is answered at once.
 func (h *httpConn) refuseHandshake(ctx context.Context, wire string) {
 	h.s.log.Info("handshake refused", "hub", h.hub, "conn_id", h.connID, "reason", wire)
 	sock := h.socket()
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	_ = sock.WriteFrame(wctx, protocol.AppendHandshakeResponse(nil, wire))
-	cancel()
-	h.closeSocket()
-	h.end(errors.New(wire))
+	h.s.active.Add(1)
+	go func() {
+		defer h.s.active.Done()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.s.opts.HandshakeTimeout)
+		_ = sock.WriteFrame(wctx, protocol.AppendHandshakeResponse(nil, wire))
+		cancel()
+		h.closeSocket()
+		h.end(errors.New(wire))
+	}()
 }
 
 func (h *httpConn) socket() conn.Socket {
