@@ -112,7 +112,7 @@ func TestNegotiateDetails(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []hub.Config{{MaxMessageSize: -1}, {KeepAliveInterval: -time.Second}, {GroupAckTimeout: -1}, {BackplaneTimeout: -time.Millisecond}, {TokenTTL: -time.Second}, {MaxParallelInvocations: -2}, {StreamBufferCapacity: -1},
-		{MaxPendingInvocations: -1}, {MaxPendingInvocationBytes: -1}, {MaxStreamsPerConnection: -1}, {MaxGroupsPerConnection: -1}, {MaxGroupNameBytes: -1}} {
+		{MaxPendingInvocations: -1}, {MaxPendingInvocationBytes: -1}, {MaxStreamsPerConnection: -1}, {MaxGroupsPerConnection: -1}, {MaxGroupNameBytes: -1}, {PollTimeout: -time.Second}} {
 		if _, err := hub.New(cfg); err == nil || !strings.Contains(err.Error(), "must not be negative") {
 			t.Fatalf("hub.New(%+v) = %v, want an error about a negative setting", cfg, err)
 		}

@@ -43,9 +43,11 @@ type ConnectRequest struct {
 	Protocol     protocol.HubProtocol
 	// Conn is the connection's outbound side (the actors' Outlet).
 	Conn *conn.Conn
-	// Request is the WebSocket upgrade request, for its headers, URL and
-	// remote address. Its HTTP handler returns once the upgrade is done, so
-	// its Context may already be done; use the ctx given to Connect instead.
+	// Request is the WebSocket upgrade request, or the long poll or event
+	// stream that created the connection, for its headers, URL and remote
+	// address; nil for a long-polling connection created by a poll another
+	// node forwarded. Its HTTP handler may have returned, so its Context
+	// may already be done; use the ctx given to Connect instead.
 	Request *http.Request
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hubfabric/hubfabric/client"
+	"github.com/hubfabric/hubfabric/hub"
 )
 
 // runMainEnv makes the test binary run main instead of the tests, for
@@ -73,6 +74,8 @@ func TestBadFlagsAreClearErrors(t *testing.T) {
 		{"zero http read timeout", []string{"--http-read-timeout", "0"}, nil, "--http-read-timeout must be positive"},
 		{"zero http idle timeout", []string{"--http-idle-timeout", "0"}, nil, "--http-idle-timeout must be positive"},
 		{"zero max header bytes", []string{"--http-max-header-bytes", "0"}, nil, "--http-max-header-bytes must be positive"},
+		{"zero poll timeout", []string{"--poll-timeout", "0s"}, nil, "--poll-timeout must be positive"},
+		{"bad long-polling switch in env", nil, map[string]string{"HUBFABRIC_LONG_POLLING": "maybe"}, "invalid HUBFABRIC_LONG_POLLING"},
 		{"bad limit in env", nil, map[string]string{"HUBFABRIC_MAX_MESSAGE_SIZE": "big"}, "invalid HUBFABRIC_MAX_MESSAGE_SIZE"},
 		{"channel prefix reaching into another app", []string{"--redis", "localhost:6379", "--channel-prefix", "hubfabric:h:chat:g:x"}, nil,
 			`--channel-prefix: channel prefix "hubfabric:h:chat:g:x": use letters, digits, '.', '_', '-' and end it with one ':'`},
@@ -311,3 +314,27 @@ func TestReadyzAnswersWhileRedisIsDownAtStartup(t *testing.T) {
 
 // noEnv is an empty environment.
 func noEnv(string) (string, bool) { return "", false }
+
+// TestTransportSwitches: --long-polling, --server-sent-events (or their
+// environment variables) and --poll-timeout reach hub.Config; by default
+// both transports are on with ASP.NET's 90 s poll timeout.
+func TestTransportSwitches(t *testing.T) {
+	var stderr bytes.Buffer
+	o, err := parseOptions(nil, func(string) (string, bool) { return "", false }, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := o.hubConfig(nil)
+	if cfg.DisableLongPolling || cfg.DisableServerSentEvents || cfg.PollTimeout != hub.DefaultPollTimeout {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	env := map[string]string{"HUBFABRIC_SERVER_SENT_EVENTS": "false"}
+	o, err = parseOptions([]string{"--long-polling=false", "--poll-timeout", "5s"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = o.hubConfig(nil)
+	if !cfg.DisableLongPolling || !cfg.DisableServerSentEvents || cfg.PollTimeout != 5*time.Second {
+		t.Fatalf("switched off: DisableLongPolling %v, DisableServerSentEvents %v, PollTimeout %s", cfg.DisableLongPolling, cfg.DisableServerSentEvents, cfg.PollTimeout)
+	}
+}
