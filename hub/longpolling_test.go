@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/protocol"
@@ -138,4 +140,49 @@ func TestLongPollingAcrossNodes(t *testing.T) {
 			t.Fatalf("poll after DELETE: %d %q, want 204", status, b)
 		}
 	}
+}
+
+// TestConnectionsGaugeByTransport: hubfabric_connections counts a
+// long-polling and an SSE connection under their transport labels while
+// they are open, and not after.
+func TestConnectionsGaugeByTransport(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tn := startNode(t, metricsConfig(reg), map[string]any{"chat": metricsHub{}})
+	_, lp, _ := negotiate(t, tn.url, "chat", nil)
+	lpURL := tn.url + "chat?id=" + lp.ConnectionToken
+	httpDo(t, http.MethodGet, lpURL, nil)
+	httpDo(t, http.MethodPost, lpURL, []byte(`{"protocol":"json","version":1}`+"\x1e"))
+	if status, b := httpDo(t, http.MethodGet, lpURL, nil); status != http.StatusOK || string(b) != "{}\x1e" {
+		t.Fatalf("handshake answer: %d %q", status, b)
+	}
+	_, sse, _ := negotiate(t, tn.url, "chat", nil)
+	sseURL := tn.url + "chat?id=" + sse.ConnectionToken
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sseURL, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	httpDo(t, http.MethodPost, sseURL, []byte(`{"protocol":"json","version":1}`+"\x1e"))
+	want := ":\r\ndata: {}\x1e\r\n\r\n"
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != want {
+		t.Fatalf("event stream: %q, %v", got, err)
+	}
+	g := gather(t, reg)
+	g.want(t, 1, "hubfabric_connections", "hub", "chat", "transport", "longpolling")
+	g.want(t, 1, "hubfabric_connections", "hub", "chat", "transport", "serversentevents")
+	g.want(t, 0, "hubfabric_connections", "hub", "chat", "transport", "websockets")
+	if status, _ := httpDo(t, http.MethodDelete, lpURL, nil); status != http.StatusAccepted {
+		t.Fatalf("DELETE: %d", status)
+	}
+	if status, _ := httpDo(t, http.MethodGet, lpURL, nil); status != http.StatusNoContent {
+		t.Fatalf("poll after DELETE: %d", status)
+	}
+	// The 204 comes once the connection is torn down: it is no longer
+	// counted.
+	gather(t, reg).want(t, 0, "hubfabric_connections", "hub", "chat", "transport", "longpolling")
 }

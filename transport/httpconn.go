@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hubfabric/hubfabric/auth"
@@ -58,6 +59,7 @@ type httpConn struct {
 	c       *conn.Conn
 	session Session
 	endErr  error
+	counted *atomic.Int64 // the open-connections gauge this connection is in
 
 	// frames carries the writer's frames to the polls (long polling); each
 	// is a copy, owned by the poll that takes it.
@@ -222,11 +224,14 @@ func (h *httpConn) run() {
 		break
 	}
 	h.mu.Lock()
-	c, err := h.c, h.endErr
+	c, err, counted := h.c, h.endErr, h.counted
 	h.mu.Unlock()
 	if c != nil {
 		c.End(err)
 		c.Wait()
+	}
+	if counted != nil {
+		counted.Add(-1)
 	}
 	h.closeSocket()
 	close(h.finished)
@@ -376,16 +381,16 @@ func (h *httpConn) open(ctx context.Context, p protocol.HubProtocol) (*conn.Conn
 		h.end(err)
 		return nil, nil, err
 	}
+	var counter *atomic.Int64
 	if stats != nil {
-		counter := &stats.LongPolling
+		counter = &stats.LongPolling
 		if h.transport == transportServerSentEvents {
 			counter = &stats.ServerSentEvents
 		}
-		counter.Add(1)
-		go func() { <-c.Done(); counter.Add(-1) }()
+		counter.Add(1) // run takes it back when the connection is over
 	}
 	h.mu.Lock()
-	h.c, h.session = c, session
+	h.c, h.session, h.counted = c, session, counter
 	h.mu.Unlock()
 	if s.isStopping() {
 		c.Close("Server is shutting down.", true)
@@ -411,6 +416,9 @@ func (h *httpConn) longPoll(ctx context.Context) pollResult {
 	h.poll = mine
 	c := h.c
 	h.mu.Unlock()
+	if hook := h.s.pollHook; hook != nil {
+		hook(h.token)
+	}
 	defer func() {
 		h.mu.Lock()
 		if h.poll == mine {
@@ -439,9 +447,7 @@ func (h *httpConn) longPoll(ctx context.Context) pollResult {
 			break
 		}
 		return pollResult{status: http.StatusOK, body: f}
-	case <-h.closed:
-		return pollResult{status: http.StatusNoContent}
-	case <-h.ended:
+	case <-h.finished: // over and torn down (closed, ended)
 		return pollResult{status: http.StatusNoContent}
 	case <-mine:
 		return pollResult{status: http.StatusNoContent}

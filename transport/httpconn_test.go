@@ -178,6 +178,13 @@ func TestNoPollWithinClientTimeoutCloses(t *testing.T) {
 func TestHTTPTransportBadInput(t *testing.T) {
 	t.Parallel()
 	hs := newHTTPServer(t, func(o *Options) { o.MaxMessageSize = 1000 })
+	polling := make(chan string, 64)
+	hs.s.pollHook = func(tok string) {
+		select {
+		case polling <- tok:
+		default:
+		}
+	}
 	unknown := hs.token()
 	hs.expect("GET", "", nil, http.StatusBadRequest, "Connection ID required\n")
 	hs.expect("GET", "id=garbage", nil, http.StatusNotFound, msgNoConnection+": connection token is not valid\n")
@@ -192,9 +199,12 @@ func TestHTTPTransportBadInput(t *testing.T) {
 	hs.expect("POST", "id="+tok, []byte(`{"type":6}`+rs), http.StatusOK, "")
 
 	// Two polls at once: the older is ended with 204.
+	for len(polling) > 0 { // the polls of open
+		<-polling
+	}
 	first := make(chan int, 1)
 	go func() { status, _ := hs.do("GET", "id="+tok, nil); first <- status }()
-	waitPolling(t, hs.s, tok)
+	waitPolling(t, polling, tok)
 	var second int
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -225,24 +235,21 @@ func TestHTTPTransportBadInput(t *testing.T) {
 	hs.expect("GET", "id="+bad, nil, http.StatusNoContent, "")
 }
 
-// waitPolling waits until tok's connection has a poll outstanding.
-func waitPolling(t *testing.T, s *Server, tok string) {
+// waitPolling waits until a poll of tok's connection is outstanding
+// (polling is the server's pollHook channel).
+func waitPolling(t *testing.T, polling <-chan string, tok string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
 	for {
-		h := s.httpConns.get(tok)
-		if h != nil {
-			h.mu.Lock()
-			p := h.poll
-			h.mu.Unlock()
-			if p != nil {
+		select {
+		case got := <-polling:
+			if got == tok {
 				return
 			}
-		}
-		if time.Now().After(deadline) {
+		case <-timer.C:
 			t.Fatal("no poll outstanding within 10s")
 		}
-		time.Sleep(time.Millisecond) //nolint:forbidigo // polling a state no event announces, bounded
 	}
 }
 

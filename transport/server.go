@@ -169,8 +169,9 @@ type Server struct {
 	stopping bool
 	active   sync.WaitGroup
 
-	httpConns httpConns     // long-polling and SSE connections owned here
-	stopCh    chan struct{} // closed by StopAccepting
+	httpConns httpConns          // long-polling and SSE connections owned here
+	stopCh    chan struct{}      // closed by StopAccepting
+	pollHook  func(token string) // tests: called when a poll starts waiting
 }
 
 // NewServer validates opts and returns a Server.
