@@ -60,6 +60,8 @@ type httpConn struct {
 	session Session
 	endErr  error
 	counted *atomic.Int64 // the open-connections gauge this connection is in
+	// tornDown: run has taken c for its teardown (under mu).
+	tornDown bool
 
 	// frames carries the writer's frames to the polls (long polling); each
 	// is a copy, owned by the poll that takes it.
@@ -225,6 +227,7 @@ func (h *httpConn) run() {
 	}
 	h.mu.Lock()
 	c, err, counted := h.c, h.endErr, h.counted
+	h.tornDown = true // a handshake that completes from now on ends itself
 	h.mu.Unlock()
 	if c != nil {
 		c.End(err)
@@ -390,8 +393,21 @@ func (h *httpConn) open(ctx context.Context, p protocol.HubProtocol) (*conn.Conn
 		counter.Add(1) // run takes it back when the connection is over
 	}
 	h.mu.Lock()
-	h.c, h.session, h.counted = c, session, counter
+	torn := h.tornDown
+	if !torn {
+		h.c, h.session, h.counted = c, session, counter
+	}
 	h.mu.Unlock()
+	if torn {
+		// The connection ended while the hub attached it: nobody else
+		// will end it.
+		c.End(nil)
+		c.Wait()
+		if counter != nil {
+			counter.Add(-1)
+		}
+		return nil, nil, errSocketClosed
+	}
 	if s.isStopping() {
 		c.Close("Server is shutting down.", true)
 	}
@@ -447,7 +463,12 @@ func (h *httpConn) longPoll(ctx context.Context) pollResult {
 			break
 		}
 		return pollResult{status: http.StatusOK, body: f}
-	case <-h.finished: // over and torn down (closed, ended)
+	case <-h.ended:
+		// The client ended it (DELETE) or it timed out: no more frames
+		// (the server's last Close included); answered once torn down.
+		<-h.finished
+		return pollResult{status: http.StatusNoContent}
+	case <-h.finished: // the server closed it, after its last frame
 		return pollResult{status: http.StatusNoContent}
 	case <-mine:
 		return pollResult{status: http.StatusNoContent}
