@@ -51,6 +51,9 @@ func (h *serviceHub) OnConnected(c *hub.Context) error {
 	if s.up != nil {
 		s.up.event(c, h.name, c.ConnectionID, c.UserID, c.Claims, "connections", "connected", nil)
 	}
+	if s.connectedHook != nil {
+		s.connectedHook(h.name, c.ConnectionID)
+	}
 	return nil
 }
 
@@ -65,7 +68,7 @@ func (h *serviceHub) OnDisconnected(c *hub.Context, cause error) {
 		s.log.Warn("service: could not forget a connection in the store", "hub", h.name, "err", err)
 	}
 	if s.up != nil {
-		s.up.event(sctx, h.name, c.ConnectionID, c.UserID, c.Claims, "connections", "disconnected", cause)
+		s.up.event(s.closeCtx, h.name, c.ConnectionID, c.UserID, c.Claims, "connections", "disconnected", cause)
 	}
 }
 

@@ -58,13 +58,17 @@ type Service struct {
 	nodeID   string
 	bp       backplane.Backplane // the wrapped backplane, for commands
 	hubs     map[string]*serviceHub
-	lower    map[string]string                  // lower-case hub name -> name, for /client/?hub=
-	local    map[string]map[string]*localConn   // hub -> conn id -> connection on this node
-	ctx      map[string]*hub.HubContext         // set by Start
+	lower    map[string]string                // lower-case hub name -> name, for /client/?hub=
+	local    map[string]map[string]*localConn // hub -> conn id -> connection on this node
+	ctx      map[string]*hub.HubContext       // set by Start
 	started  bool
 	closed   bool
 	closeCtx context.Context
 	cancel   context.CancelFunc
+
+	// connectedHook, if set (by tests, before Start), is called when
+	// OnConnected has recorded a connection and joined its user's groups.
+	connectedHook func(hub, conn string)
 }
 
 type localConn struct {

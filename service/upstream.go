@@ -135,7 +135,9 @@ func userClaims(claims map[string]any) string {
 			out = append(out, claimJSON{Type: k, Value: s})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type || out[i].Type == out[j].Type && out[i].Value < out[j].Value })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Type < out[j].Type || out[i].Type == out[j].Type && out[i].Value < out[j].Value
+	})
 	b, _ := json.Marshal(out)
 	return string(b)
 }
