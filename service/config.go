@@ -68,8 +68,8 @@ type Config struct {
 	// UpstreamTimeout bounds each upstream request. Default 20 s.
 	UpstreamTimeout time.Duration
 	// UpstreamConcurrency bounds the upstream requests in flight from this
-	// node; a request that finds no free slot within UpstreamTimeout fails.
-	// Default 64.
+	// node; a request that finds no free slot within a quarter of
+	// UpstreamTimeout fails with an error saying so. Default 64.
 	UpstreamConcurrency int
 	// Logger receives the service's logs. Default: discard.
 	Logger *slog.Logger

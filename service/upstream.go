@@ -152,11 +152,17 @@ func (u *upstream) post(ctx context.Context, hubName, connID, user string, claim
 	defer cancel()
 	stop := context.AfterFunc(u.ctx, cancel)
 	defer stop()
+	// A slot is waited for a quarter of the timeout at most: when every
+	// slot is taken by slow requests, later ones fail soon, saying so.
+	wait := time.NewTimer(u.timeout / 4)
+	defer wait.Stop()
 	select {
 	case u.slots <- struct{}{}:
 		defer func() { <-u.slots }()
+	case <-wait.C:
+		return nil, fmt.Errorf("%w: no free upstream slot within %s (%d requests in flight)", errUpstream, u.timeout/4, cap(u.slots))
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: no free upstream slot within %s (%d requests in flight)", errUpstream, u.timeout, cap(u.slots))
+		return nil, fmt.Errorf("%w: no free upstream slot (%d requests in flight): %v", errUpstream, cap(u.slots), ctx.Err())
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
