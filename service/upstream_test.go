@@ -106,7 +106,7 @@ func TestUpstream(t *testing.T) {
 			h := connected.header
 			for k, want := range map[string]string{
 				"X-ASRS-Connection-Id": id, "X-ASRS-Hub": "chat", "X-ASRS-Category": "connections", "X-ASRS-Event": "connected",
-				"X-ASRS-User-Id": "alice",
+				"X-ASRS-User-Id":   "alice",
 				"X-ASRS-Signature": "sha256=" + hmacHex(testKey, id) + ",sha256=" + hmacHex("second-key-for-rotation", id),
 			} {
 				if got := h.Get(k); got != want {
