@@ -90,7 +90,9 @@ func TestServiceModeNode(t *testing.T) {
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(cctx, base+"/client/?hub=chat", &client.Options{
-		AccessToken: func(context.Context) (string, error) { return sign(jwt.MapClaims{"aud": base + "/client/?hub=chat", "nameid": "u1"}), nil },
+		AccessToken: func(context.Context) (string, error) {
+			return sign(jwt.MapClaims{"aud": base + "/client/?hub=chat", "nameid": "u1"}), nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
