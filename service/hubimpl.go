@@ -38,7 +38,10 @@ func (h *serviceHub) OnConnected(c *hub.Context) error {
 		if err != nil {
 			s.log.Warn("service: could not read the user's groups", "hub", h.name, "err", err)
 		}
-		for _, g := range groups {
+		for g, until := range groups {
+			if !until.IsZero() {
+				s.scheduleExpiry(h.name, c.UserID, g, until)
+			}
 			if err := c.Groups.Add(c, c.ConnectionID, g); err != nil {
 				s.log.Warn("service: could not join the user's group", "hub", h.name, "group", g, "err", err)
 				continue

@@ -431,7 +431,7 @@ func (s *Service) do(r *http.Request, o op, hc *hub.HubContext) (int, any, *rest
 		return exists(len(m) > 0, err, "Warning.User.NotExisted", "the user")
 	case "userInGroup":
 		gs, err := st.UserGroups(sctx, o.hub, o.user)
-		in := contains(gs, o.group)
+		_, in := gs[o.group]
 		if err == nil && !in {
 			in, err = s.userConnInGroup(sctx, o.hub, o.user, o.group)
 		}
@@ -478,6 +478,9 @@ func (s *Service) do(r *http.Request, o op, hc *hub.HubContext) (int, any, *rest
 		if err := st.AddUserToGroup(sctx, o.hub, o.user, o.group, ttl); err != nil {
 			return 0, nil, storeErr(err)
 		}
+		if ttl > 0 {
+			s.scheduleExpiry(o.hub, o.user, o.group, time.Now().Add(ttl))
+		}
 		conns, err := st.UserConnections(sctx, o.hub, o.user)
 		if err != nil {
 			return 0, nil, storeErr(err)
@@ -501,7 +504,7 @@ func (s *Service) do(r *http.Request, o op, hc *hub.HubContext) (int, any, *rest
 		if err != nil {
 			return 0, nil, storeErr(err)
 		}
-		for _, g := range groups {
+		for g := range groups {
 			if _, err := st.RemoveUserFromGroup(sctx, o.hub, o.user, g); err != nil {
 				return 0, nil, storeErr(err)
 			}
@@ -627,15 +630,6 @@ func (s *Service) userConnInGroup(ctx context.Context, hubName, user, group stri
 		}
 	}
 	return false, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedKeys(m map[string]string) []string {

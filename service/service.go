@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -66,9 +67,15 @@ type Service struct {
 	closeCtx context.Context
 	cancel   context.CancelFunc
 
+	timers   map[*time.Timer]struct{} // user-group expiries (expiry.go)
+	expiring sync.WaitGroup           // expiries running
+
 	// connectedHook, if set (by tests, before Start), is called when
 	// OnConnected has recorded a connection and joined its user's groups.
 	connectedHook func(hub, conn string)
+	// expiredHook, if set (by tests, before Start), is called when an
+	// expiry timer has done its work.
+	expiredHook func(hub, user, group string)
 }
 
 type localConn struct {
@@ -85,7 +92,7 @@ func New(cfg Config) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, verifier: newVerifier(cfg.AccessKeys, cfg.Endpoint),
-		hubs: map[string]*serviceHub{}, lower: map[string]string{}, local: map[string]map[string]*localConn{},
+		hubs: map[string]*serviceHub{}, timers: map[*time.Timer]struct{}{}, lower: map[string]string{}, local: map[string]map[string]*localConn{},
 		closeCtx: ctx, cancel: cancel,
 	}
 	if cfg.Upstream != "" {
@@ -164,8 +171,13 @@ func (s *Service) Start(ctx context.Context, node *hub.Node) error {
 func (s *Service) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	for t := range s.timers {
+		t.Stop()
+	}
+	clear(s.timers)
 	s.mu.Unlock()
 	s.cancel()
+	s.expiring.Wait()
 	if s.up != nil {
 		s.up.close()
 	}

@@ -50,8 +50,9 @@ type Store interface {
 	// RemoveUserFromGroup forgets user's membership of group; ok is false
 	// when there was none.
 	RemoveUserFromGroup(ctx context.Context, hub, user, group string) (ok bool, err error)
-	// UserGroups returns the groups user is in (not expired).
-	UserGroups(ctx context.Context, hub, user string) ([]string, error)
+	// UserGroups returns the groups user is in (not expired), each with
+	// the time its membership expires (the zero time: never).
+	UserGroups(ctx context.Context, hub, user string) (map[string]time.Time, error)
 	// Counts returns the number of connections and of distinct users
 	// (with at least one connection) of hub.
 	Counts(ctx context.Context, hub string) (connections, users int64, err error)
@@ -261,17 +262,16 @@ func (m *MemoryStore) RemoveUserFromGroup(_ context.Context, hub, user, group st
 }
 
 // UserGroups implements Store.
-func (m *MemoryStore) UserGroups(_ context.Context, hub, user string) ([]string, error) {
+func (m *MemoryStore) UserGroups(_ context.Context, hub, user string) (map[string]time.Time, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	var out []string
+	out := map[string]time.Time{}
 	for g, until := range m.hub(hub).userGroups[user] {
 		if until.IsZero() || until.After(now) {
-			out = append(out, g)
+			out[g] = until
 		}
 	}
-	sort.Strings(out)
 	return out, nil
 }
 

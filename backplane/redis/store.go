@@ -206,21 +206,29 @@ func (s *Store) RemoveUserFromGroup(ctx context.Context, hub, user, group string
 	return score.Val() > float64(s.now().UnixMilli()), nil
 }
 
-// UserGroups returns user's groups that have not expired; expired ones are
-// dropped on the way.
-func (s *Store) UserGroups(ctx context.Context, hub, user string) ([]string, error) {
+// UserGroups returns user's groups that have not expired, with their
+// expiry (zero: never); expired ones are dropped on the way.
+func (s *Store) UserGroups(ctx context.Context, hub, user string) (map[string]time.Time, error) {
 	k := s.key(hub, "ug", user)
 	now := strconv.FormatInt(s.now().UnixMilli(), 10)
-	var groups *redis.StringSliceCmd
+	var groups *redis.ZSliceCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRemRangeByScore(ctx, k, "-inf", now)
-		groups = p.ZRangeByScore(ctx, k, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
+		groups = p.ZRangeByScoreWithScores(ctx, k, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return groups.Val(), nil
+	out := make(map[string]time.Time, len(groups.Val()))
+	for _, z := range groups.Val() {
+		var until time.Time
+		if !math.IsInf(z.Score, 1) {
+			until = time.UnixMilli(int64(z.Score))
+		}
+		out[z.Member.(string)] = until
+	}
+	return out, nil
 }
 
 // Counts returns hub's connections and distinct users.
