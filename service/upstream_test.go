@@ -206,7 +206,7 @@ func TestUpstreamConcurrencyBound(t *testing.T) {
 	slow := make(chan error, 1)
 	go func() { _, err := alice.conn.Invoke(ctx, "slow"); slow <- err }()
 	<-up.inFlight
-	if _, err := bob.conn.Invoke(ctx, "echo", 1); err == nil || !strings.Contains(err.Error(), "no free upstream slot") {
+	if _, err := bob.conn.Invoke(ctx, "echo", 1); err == nil || !strings.Contains(err.Error(), "no free upstream slot within 250ms") {
 		t.Fatalf("bob's call with the only slot taken: %v, want an error naming the bound", err)
 	}
 	if err := <-slow; err == nil {
