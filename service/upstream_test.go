@@ -165,6 +165,14 @@ func TestUpstream(t *testing.T) {
 			if ev := up.next(t); ev.path != "/api/chat/connections/disconnected" || ev.header.Get("X-ASRS-Connection-Id") != bob.conn.ConnectionID() {
 				t.Fatalf("last event %s for %s, want bob's disconnected", ev.path, ev.header.Get("X-ASRS-Connection-Id"))
 			}
+			// A connection closed by the server: its disconnected event carries
+			// the error.
+			expect(t, "DELETE", n.url+"/api/hubs/chat/connections/"+id+v+"&reason=kicked", "", 204)
+			ev := up.next(t)
+			var detail struct{ Error string }
+			if ev.path != "/api/chat/connections/disconnected" || json.Unmarshal(ev.body, &detail) != nil || !strings.Contains(detail.Error, "kicked") {
+				t.Fatalf("alice's disconnected event: %s %q", ev.path, ev.body)
+			}
 		})
 	}
 }
