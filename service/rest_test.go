@@ -189,3 +189,37 @@ func TestRESTTwoNodesRedisCluster(t *testing.T) {
 	a, b := redisNodes(t, strings.Join(c.Addrs, ","))
 	exerciseREST(t, a, b)
 }
+
+// TestRESTUserOnThreeNodes: a send to a user whose connections sit on three
+// nodes reaches each of them once; so does a group send and a close.
+func TestRESTUserOnThreeNodes(t *testing.T) {
+	bus := backplane.NewMemoryBus()
+	store := NewMemoryStore()
+	var nodes []*testNode
+	var conns []*testClient
+	for range 3 {
+		n := startNode(t, bus.NewBackplane(), store, nil)
+		nodes = append(nodes, n)
+		conns = append(conns, connect(t, n, "multi", "json"), connect(t, n, "multi", "messagepack"))
+	}
+	api := nodes[0].url + "/api/hubs/chat"
+	expect(t, "POST", api+"/users/multi/:send"+v, body("msg", "once"), 202)
+	expect(t, "PUT", api+"/users/multi/groups/everywhere"+v, "", 200)
+	expect(t, "POST", api+"/groups/everywhere/:send"+v, body("msg", "group-once"), 202)
+	expect(t, "POST", api+"/users/multi/:send"+v, body("msg", "end"), 202)
+	for _, c := range conns {
+		c.want(t, "once")
+		c.want(t, "group-once")
+		c.want(t, "end") // nothing twice in between
+	}
+	var pres struct{ ConnectionCount, UserCount int64 }
+	if err := json.Unmarshal([]byte(expect(t, "GET", nodes[2].url+"/api/hubfabric/hubs/chat/presence"+v, "", 200)), &pres); err != nil || pres.ConnectionCount != 6 || pres.UserCount != 1 {
+		t.Fatalf("presence: %+v, %v", pres, err)
+	}
+	expect(t, "POST", api+"/users/multi/:closeConnections"+v+"&reason=all-gone", "", 204)
+	for _, c := range conns {
+		if err := c.closed(t); err == nil || !strings.Contains(err.Error(), "all-gone") {
+			t.Fatalf("closed with %v", err)
+		}
+	}
+}

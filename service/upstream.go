@@ -219,7 +219,7 @@ func (u *upstream) event(ctx context.Context, hubName, connID, user string, clai
 		ct = "application/json"
 	}
 	if _, err := u.post(ctx, hubName, connID, user, claims, category, event, ct, body); err != nil {
-		u.log.Warn("service: upstream event failed", "hub", hubName, "conn_id", connID, "event", event, "err", err)
+		u.log.Debug("service: upstream event failed", "hub", hubName, "conn_id", connID, "event", event, "err", err)
 	}
 }
 
