@@ -227,6 +227,10 @@ func (u *upstream) event(ctx context.Context, hubName, connID, user string, clai
 // invocation encoded in the client's protocol (JSON or MessagePack, without
 // the record framing); the answer's body is the result.
 func (u *upstream) invoke(c *hub.Context, hubName string, inv hub.Invocation) (any, error) {
+	if inv.Target == "." || inv.Target == ".." {
+		// PathEscape keeps dots: "{event}" = ".." would climb the upstream's path.
+		return nil, hub.Errorf("method name %q cannot be forwarded upstream", inv.Target)
+	}
 	if !u.matches(hubName, "messages", inv.Target) {
 		return nil, hub.Errorf("method %q is not forwarded upstream (no upstream pattern matches it)", inv.Target)
 	}

@@ -35,6 +35,7 @@ type fakeUpstream struct {
 
 type upEvent struct {
 	path   string
+	raw    string // the escaped path
 	header http.Header
 	body   []byte
 }
@@ -43,7 +44,7 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 	f := &fakeUpstream{arrived: make(chan upEvent, 100), inFlight: make(chan struct{}, 100)}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		ev := upEvent{path: r.URL.Path, header: r.Header.Clone(), body: b}
+		ev := upEvent{path: r.URL.Path, raw: r.URL.EscapedPath(), header: r.Header.Clone(), body: b}
 		f.mu.Lock()
 		f.events = append(f.events, ev)
 		f.mu.Unlock()
@@ -190,6 +191,30 @@ func TestUpstreamDeadAndMissing(t *testing.T) {
 	defer cancel()
 	if _, err := alice.conn.Invoke(ctx, "anything"); err == nil || !strings.Contains(err.Error(), "request failed") || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("dead upstream: %v, want an error saying the request was refused", err)
+	}
+	// Method names are path segments of the upstream URL: no path tricks.
+	up := newFakeUpstream(t)
+	u := startNode(t, backplane.NewMemory(), NewMemoryStore(), func(c *Config) {
+		c.Upstream = up.srv.URL + "/api/{hub}/{category}/{event}"
+		c.UpstreamCategories = "messages"
+	})
+	carol := connect(t, u, "carol", "json")
+	for _, name := range []string{"..", "."} {
+		if _, err := carol.conn.Invoke(ctx, name); err == nil || !strings.Contains(err.Error(), "cannot be forwarded") {
+			t.Fatalf("method %q: %v, want a refusal", name, err)
+		}
+	}
+	if r, err := client.InvokeAs[string](ctx, carol.conn, "echo", "a/../b"); err != nil || r != "a/../b" {
+		t.Fatalf("echo: %q %v", r, err)
+	}
+	if _, err := carol.conn.Invoke(ctx, "x/../../echo"); err != nil {
+		t.Fatalf("a name with slashes: %v", err)
+	}
+	for _, want := range []string{"/api/chat/messages/echo", "/api/chat/messages/x%2F..%2F..%2Fecho"} {
+		ev := up.next(t)
+		if got := ev.raw; got != want {
+			t.Fatalf("upstream path %q, want %q", got, want)
+		}
 	}
 	// Without an upstream an invocation fails, loudly.
 	m := startNode(t, backplane.NewMemory(), NewMemoryStore(), nil)
