@@ -45,20 +45,20 @@ type Invocation struct {
 // dispatch runs a Dispatcher for an invocation that no method matched.
 // ok is false when the invocation cannot be dispatched (the hub has no
 // Dispatcher, or the invocation streams).
-func (rt *hubRuntime) dispatch(info *fabric.ConnectionInfo, call *fabric.Call, hc func() *Context, id, target string, args []any, streaming bool) (result any, err error, ok bool) {
+func (rt *hubRuntime) dispatch(info *fabric.ConnectionInfo, call *fabric.Call, hc func() *Context, id, target string, args []any, streaming bool) (result any, ok bool, err error) {
 	d, is := rt.impl.(Dispatcher)
 	if !is || streaming || len(call.Uploads) > 0 {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	inv := Invocation{ID: id, Target: target, Protocol: info.Outlet.Protocol(), Arguments: make([]protocol.RawValue, 0, len(args))}
 	for _, a := range args {
 		raw, isRaw := a.(protocol.RawValue)
 		if !isRaw {
-			return nil, fmt.Errorf("argument of type %T is not a raw value", a), true
+			return nil, true, fmt.Errorf("argument of type %T is not a raw value", a)
 		}
 		inv.Arguments = append(inv.Arguments, raw)
 	}
 	defer rt.recoverInto(&err, info, target)
 	result, err = d.Dispatch(hc(), inv)
-	return result, err, true
+	return result, true, err
 }

@@ -162,7 +162,7 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 	if m == nil {
 		// A Dispatcher takes names the hub has no method for (dispatch.go).
 		hcOf := func() *Context { return newContext(ctx, rt, info) }
-		if res, err, ok := rt.dispatch(info, call, hcOf, id, target, args, streaming); ok {
+		if res, ok, err := rt.dispatch(info, call, hcOf, id, target, args, streaming); ok {
 			call.Release()
 			if failure = err; failure == nil && id != "" {
 				if err := call.Reply(&protocol.Completion{InvocationID: id, HasResult: true, Result: res}); err != nil {
