@@ -58,6 +58,7 @@ func (rt *hubRuntime) dispatch(info *fabric.ConnectionInfo, call *fabric.Call, h
 		}
 		inv.Arguments = append(inv.Arguments, raw)
 	}
+	ok = true // also when Dispatch panics: the panic is the call's failure
 	defer rt.recoverInto(&err, info, target)
 	result, err = d.Dispatch(hc(), inv)
 	return result, true, err

@@ -66,7 +66,7 @@ func TestDispatcher(t *testing.T) {
 			if _, err := c.Invoke(ctx, "fail"); !errors.As(err, &he) || !strings.Contains(he.Message, "dispatch refused fail") {
 				t.Fatalf("fail: %v", err)
 			}
-			if _, err := c.Invoke(ctx, "boom"); !errors.As(err, &he) {
+			if _, err := c.Invoke(ctx, "boom"); !errors.As(err, &he) || strings.Contains(he.Message, "does not exist") {
 				t.Fatalf("boom: %v, want an error Completion", err)
 			}
 			st, err := c.Stream(ctx, "unknownStream")
