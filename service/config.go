@@ -22,6 +22,13 @@ const (
 	DefaultUpstreamConcurrency = 64
 	// DefaultStoreTimeout is Config.StoreTimeout's default.
 	DefaultStoreTimeout = 5 * time.Second
+	// DefaultHeartbeatInterval is Config.HeartbeatInterval's default.
+	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultHeartbeatTTL is Config.HeartbeatTTL's default: five
+	// heartbeats.
+	DefaultHeartbeatTTL = 10 * time.Second
+	// DefaultSweepBatch is Config.SweepBatch's default.
+	DefaultSweepBatch = 1000
 	// MaxNameBytes bounds connection ids and user ids in REST paths (group
 	// names are bounded by hub.Config.MaxGroupNameBytes).
 	MaxNameBytes = 1024
@@ -71,6 +78,19 @@ type Config struct {
 	// node; a request that finds no free slot within a quarter of
 	// UpstreamTimeout fails with an error saying so. Default 64.
 	UpstreamConcurrency int
+	// HeartbeatInterval is how often the node refreshes its liveness in
+	// the Store (for each hub) and sweeps the connections of nodes whose
+	// heartbeat lapsed. Default 2 s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTTL is how long a heartbeat keeps the node live: a node
+	// that crashed, was killed or lost the Store for longer stops being
+	// listed (its connections leave existence checks, presence counts and
+	// group member lists) and is swept. At least twice HeartbeatInterval.
+	// Default 10 s.
+	HeartbeatTTL time.Duration
+	// SweepBatch bounds the connections of dead nodes one sweep round (per
+	// hub, per HeartbeatInterval) removes. Default 1000.
+	SweepBatch int
 	// Logger receives the service's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -97,6 +117,12 @@ func (c Config) Validate() error {
 		if err := checkUpstream(c.Upstream); err != nil {
 			return err
 		}
+	}
+	if c.HeartbeatInterval < 0 || c.HeartbeatTTL < 0 || c.SweepBatch < 0 {
+		return errors.New("service: the heartbeat interval, its ttl and the sweep batch must not be negative; zero means the default")
+	}
+	if d := c.withDefaults(); d.HeartbeatTTL < 2*d.HeartbeatInterval {
+		return fmt.Errorf("service: heartbeat ttl %s must be at least twice the heartbeat interval %s, so that one late heartbeat does not make a live node look dead", d.HeartbeatTTL, d.HeartbeatInterval)
 	}
 	return nil
 }
@@ -142,6 +168,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UpstreamConcurrency == 0 {
 		c.UpstreamConcurrency = DefaultUpstreamConcurrency
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.HeartbeatTTL == 0 {
+		c.HeartbeatTTL = DefaultHeartbeatTTL
+	}
+	if c.SweepBatch == 0 {
+		c.SweepBatch = DefaultSweepBatch
 	}
 	for _, p := range []*string{&c.UpstreamHubs, &c.UpstreamCategories, &c.UpstreamEvents} {
 		if *p == "" {

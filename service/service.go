@@ -69,6 +69,13 @@ type Service struct {
 
 	timers   map[*time.Timer]struct{} // user-group expiries (expiry.go)
 	expiring sync.WaitGroup           // expiries running
+	looping  sync.WaitGroup           // the heartbeat loop (liveness.go)
+	hbStop   chan struct{}            // closed by stopHeartbeat
+	hbOnce   sync.Once
+
+	// beatHook, if set (by tests, before Start), is called after each
+	// heartbeat round.
+	beatHook func()
 
 	// connectedHook, if set (by tests, before Start), is called when
 	// OnConnected has recorded a connection and joined its user's groups.
@@ -93,7 +100,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, verifier: newVerifier(cfg.AccessKeys, cfg.Endpoint),
 		hubs: map[string]*serviceHub{}, timers: map[*time.Timer]struct{}{}, lower: map[string]string{}, local: map[string]map[string]*localConn{},
-		closeCtx: ctx, cancel: cancel,
+		closeCtx: ctx, cancel: cancel, hbStop: make(chan struct{}),
 	}
 	if cfg.Upstream != "" {
 		s.up = newUpstream(cfg)
@@ -128,7 +135,8 @@ func (s *Service) Register(node *hub.Node, name string) error {
 }
 
 // Start connects the service to its started node: it forgets connections
-// an earlier run of this node id left in the Store and subscribes the
+// an earlier run of this node id left in the Store, sends the node's first
+// heartbeat, starts the heartbeat loop (liveness.go) and subscribes the
 // service channels. The node's Backplane must be the one Backplane
 // returned.
 func (s *Service) Start(ctx context.Context, node *hub.Node) error {
@@ -155,11 +163,20 @@ func (s *Service) Start(ctx context.Context, node *hub.Node) error {
 	s.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
+	resync := map[string]bool{}
 	for name := range hcs {
 		if err := s.cfg.Store.Forget(sctx, name, node.ID()); err != nil {
 			s.log.Warn("service: could not forget the connections of an earlier run of this node", "hub", name, "err", err)
 		}
+		if _, err := s.cfg.Store.Heartbeat(sctx, name, node.ID(), s.cfg.HeartbeatTTL); err != nil {
+			s.log.Warn("service: first heartbeat failed; retried every heartbeat interval", "hub", name, "err", err)
+		}
+		// The first round lists again any connection that arrived
+		// between node.Start and the Forget above.
+		resync[name] = true
 	}
+	s.looping.Add(1)
+	go s.liveness(s.closeCtx, resync)
 	if err := bp.Subscribe(ctx, nodeServiceChannel(node.ID()), channelAll); err != nil && !errors.Is(err, backplane.ErrUnavailable) {
 		return fmt.Errorf("service: subscribe: %w", err)
 	}
@@ -177,12 +194,17 @@ func (s *Service) Close() error {
 	clear(s.timers)
 	s.mu.Unlock()
 	s.cancel()
+	s.looping.Wait()
 	s.expiring.Wait()
 	if s.up != nil {
 		s.up.close()
 	}
 	return nil
 }
+
+// stopHeartbeat ends the heartbeat loop as a crash would (tests): nothing
+// is removed, the node's heartbeat just lapses.
+func (s *Service) stopHeartbeat() { s.hbOnce.Do(func() { close(s.hbStop) }) }
 
 // hubContext returns the sender of a hub the service serves.
 func (s *Service) hubContext(name string) (*hub.HubContext, bool) {

@@ -20,9 +20,15 @@ import (
 // blocking ones give up when ctx ends. An error means the step may not
 // have happened; callers report it (503) and do not retry silently.
 //
-// A node that dies without removing its connections leaves them listed
-// until Forget is called for it: a node calls it for its own id when it
-// starts (a restart with the same --node-id clears what it left).
+// Node liveness: a node calls Heartbeat for each hub every
+// Config.HeartbeatInterval with Config.HeartbeatTTL, before it adds
+// connections and for as long as it runs. Reads (Connection,
+// UserConnections, ConnectionGroups, GroupConnections, Counts, and
+// AddToGroup's check) leave out the connections of a node whose heartbeat
+// lapsed, as if it had none; Sweep, run by every live node, removes them
+// in bounded batches. A node whose Heartbeat reports it was not live (it
+// was cut off for longer than the TTL) adds its connections again. Forget
+// removes what an earlier run of a node id left, at once.
 type Store interface {
 	// AddConnection records conn of user (may be "") on node.
 	AddConnection(ctx context.Context, hub, conn, user, node string) error
@@ -58,11 +64,26 @@ type Store interface {
 	Counts(ctx context.Context, hub string) (connections, users int64, err error)
 	// Forget removes every connection of hub recorded on node.
 	Forget(ctx context.Context, hub, node string) error
+	// Heartbeat marks node live on hub for ttl from now; wasLive reports
+	// whether it was live just before (false on the first heartbeat and
+	// after a lapse, when a sweep may have removed its connections).
+	Heartbeat(ctx context.Context, hub, node string, ttl time.Duration) (wasLive bool, err error)
+	// Sweep removes up to limit connections of hub recorded on nodes whose
+	// heartbeat lapsed (with their user entries and group memberships)
+	// and forgets such a node once it has none; it returns how many it
+	// removed. Safe to run on several nodes at once; a node that
+	// heartbeats again is no longer swept.
+	Sweep(ctx context.Context, hub string, limit int) (removed int, err error)
+	// NodeConnections returns the connections of hub recorded on node,
+	// whether or not node is live.
+	NodeConnections(ctx context.Context, hub, node string) ([]string, error)
 }
 
 // MemoryStore is a Store in this process's memory: for a single node (the
-// in-memory backplane). It is safe for concurrent use; its zero value is
-// not usable, use NewMemoryStore.
+// in-memory backplane). It keeps the whole contract, heartbeats included
+// (on its own clock), although one process's nodes cannot die without it.
+// It is safe for concurrent use; its zero value is not usable, use
+// NewMemoryStore.
 type MemoryStore struct {
 	mu   sync.Mutex
 	hubs map[string]*memHub
@@ -79,6 +100,7 @@ type memHub struct {
 	groups     map[string]map[string]bool // group -> conns
 	users      map[string]map[string]bool // user -> conns
 	userGroups map[string]map[string]time.Time
+	alive      map[string]time.Time // node -> heartbeat lapses (zero: lapsed)
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -91,7 +113,7 @@ func NewMemoryStore() *MemoryStore {
 func (m *MemoryStore) hub(name string) *memHub {
 	h := m.hubs[name]
 	if h == nil {
-		h = &memHub{conns: map[string]*memConn{}, groups: map[string]map[string]bool{}, users: map[string]map[string]bool{}, userGroups: map[string]map[string]time.Time{}}
+		h = &memHub{conns: map[string]*memConn{}, groups: map[string]map[string]bool{}, users: map[string]map[string]bool{}, userGroups: map[string]map[string]time.Time{}, alive: map[string]time.Time{}}
 		m.hubs[name] = h
 	}
 	return h
@@ -124,6 +146,9 @@ func (m *MemoryStore) AddConnection(_ context.Context, hub, conn, user, node str
 	defer m.mu.Unlock()
 	h := m.hub(hub)
 	m.removeLocked(h, conn)
+	if _, ok := h.alive[node]; !ok {
+		h.alive[node] = time.Time{} // listed once it heartbeats
+	}
 	h.conns[conn] = &memConn{user: user, node: node, groups: map[string]bool{}}
 	if user != "" {
 		addTo(h.users, user, conn)
@@ -157,8 +182,9 @@ func (m *MemoryStore) RemoveConnection(_ context.Context, hub, conn string) erro
 func (m *MemoryStore) Connection(_ context.Context, hub, conn string) (string, string, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := m.hub(hub).conns[conn]
-	if c == nil {
+	h := m.hub(hub)
+	c := h.conns[conn]
+	if c == nil || !m.liveLocked(h, c.node) {
 		return "", "", false, nil
 	}
 	return c.user, c.node, true, nil
@@ -167,7 +193,7 @@ func (m *MemoryStore) Connection(_ context.Context, hub, conn string) (string, s
 func (m *MemoryStore) nodesOf(h *memHub, conns map[string]bool) map[string]string {
 	out := make(map[string]string, len(conns))
 	for id := range conns {
-		if c := h.conns[id]; c != nil {
+		if c := h.conns[id]; c != nil && m.liveLocked(h, c.node) {
 			out[id] = c.node
 		}
 	}
@@ -188,7 +214,7 @@ func (m *MemoryStore) AddToGroup(_ context.Context, hub, group, conn string) (bo
 	defer m.mu.Unlock()
 	h := m.hub(hub)
 	c := h.conns[conn]
-	if c == nil {
+	if c == nil || !m.liveLocked(h, c.node) {
 		return false, nil
 	}
 	c.groups[group] = true
@@ -211,8 +237,9 @@ func (m *MemoryStore) RemoveFromGroup(_ context.Context, hub, group, conn string
 func (m *MemoryStore) ConnectionGroups(_ context.Context, hub, conn string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := m.hub(hub).conns[conn]
-	if c == nil {
+	h := m.hub(hub)
+	c := h.conns[conn]
+	if c == nil || !m.liveLocked(h, c.node) {
 		return nil, nil
 	}
 	return sortedSet(c.groups), nil
@@ -280,7 +307,68 @@ func (m *MemoryStore) Counts(_ context.Context, hub string) (int64, int64, error
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := m.hub(hub)
-	return int64(len(h.conns)), int64(len(h.users)), nil
+	var conns int64
+	users := map[string]bool{}
+	for _, c := range h.conns {
+		if m.liveLocked(h, c.node) {
+			conns++
+			if c.user != "" {
+				users[c.user] = true
+			}
+		}
+	}
+	return conns, int64(len(users)), nil
+}
+
+func (m *MemoryStore) liveLocked(h *memHub, node string) bool {
+	return h.alive[node].After(m.now())
+}
+
+// Heartbeat implements Store.
+func (m *MemoryStore) Heartbeat(_ context.Context, hub, node string, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.hub(hub)
+	was := m.liveLocked(h, node)
+	h.alive[node] = m.now().Add(ttl)
+	return was, nil
+}
+
+// Sweep implements Store.
+func (m *MemoryStore) Sweep(_ context.Context, hub string, limit int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.hub(hub)
+	removed := 0
+	for id, c := range h.conns {
+		if removed >= limit {
+			return removed, nil
+		}
+		if !m.liveLocked(h, c.node) {
+			m.removeLocked(h, id)
+			removed++
+		}
+	}
+	for node := range h.alive {
+		if !m.liveLocked(h, node) {
+			delete(h.alive, node) // none of its connections is left
+		}
+	}
+	return removed, nil
+}
+
+// NodeConnections implements Store.
+func (m *MemoryStore) NodeConnections(_ context.Context, hub, node string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for id, c := range m.hub(hub).conns {
+		if c.node == node {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // Forget implements Store.
