@@ -37,6 +37,13 @@ func (n *testNode) connectedCh(id string) chan struct{} {
 
 func startNode(t testing.TB, bp backplane.Backplane, store Store, tweak func(*Config)) *testNode {
 	t.Helper()
+	return startNodeHooked(t, bp, store, tweak, nil)
+}
+
+// startNodeHooked is startNode with hook called on the Service before it
+// starts (to set test hooks).
+func startNodeHooked(t testing.TB, bp backplane.Backplane, store Store, tweak func(*Config), hook func(*Service)) *testNode {
+	t.Helper()
 	cfg := Config{AccessKeys: []string{testKey, "second-key-for-rotation"}, Store: store}
 	if tweak != nil {
 		tweak(&cfg)
@@ -51,6 +58,9 @@ func startNode(t testing.TB, bp backplane.Backplane, store Store, tweak func(*Co
 	}
 	tn := &testNode{node: node, svc: svc}
 	svc.connectedHook = func(_, id string) { close(tn.connectedCh(id)) }
+	if hook != nil {
+		hook(svc)
+	}
 	if err := svc.Register(node, "chat"); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,4 +229,18 @@ func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		<-tick.C
 	}
+}
+
+// TestRedisClusterStore runs the contracts on a 3-master cluster: the
+// scripts touch keys of one hash tag only, so they stay on one slot.
+func TestRedisClusterStore(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	bp, err := redisbp.NewFromString(strings.Join(c.Addrs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bp.Close() })
+	st := redisbp.NewStore(bp)
+	storeContract(t, st, nil)
+	livenessContract(t, st, 300*time.Millisecond, func(gone func() bool) { pollUntil(t, 10*time.Second, "the lapsed node's connection leaves", gone) }, true)
 }
