@@ -112,3 +112,26 @@ func TestOutageRelists(t *testing.T) {
 		t.Fatalf("presence after the outage = %d %d, want 1 1", c, u)
 	}
 }
+
+func TestHeartbeatConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{HeartbeatInterval: -time.Second}, "must not be negative"},
+		{Config{SweepBatch: -1}, "must not be negative"},
+		{Config{HeartbeatTTL: 3 * time.Second}, "heartbeat ttl 3s must be at least twice the heartbeat interval 2s"},
+		{Config{HeartbeatInterval: 6 * time.Second}, "heartbeat ttl 10s must be at least twice the heartbeat interval 6s"},
+	} {
+		tc.cfg.AccessKeys = []string{"k"}
+		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	if err := (Config{AccessKeys: []string{"k"}, HeartbeatInterval: time.Second, HeartbeatTTL: 2 * time.Second}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if d := (Config{}).withDefaults(); d.HeartbeatInterval != DefaultHeartbeatInterval || d.HeartbeatTTL != DefaultHeartbeatTTL || d.SweepBatch != DefaultSweepBatch {
+		t.Fatalf("defaults: %v %v %v", d.HeartbeatInterval, d.HeartbeatTTL, d.SweepBatch)
+	}
+}

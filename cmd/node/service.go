@@ -24,6 +24,9 @@ type serviceOptions struct {
 	upstreamTimeout     time.Duration
 	upstreamConcurrency int
 	maxBodyBytes        int
+	heartbeatInterval   time.Duration
+	heartbeatTTL        time.Duration
+	sweepBatch          int
 	endpoint            string // from the connection string
 }
 
@@ -40,6 +43,9 @@ func (so *serviceOptions) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&so.upstreamTimeout, "upstream-timeout", service.DefaultUpstreamTimeout, "service mode: bound on one upstream request, waiting for a slot included")
 	fs.IntVar(&so.upstreamConcurrency, "upstream-concurrency", service.DefaultUpstreamConcurrency, "service mode: upstream requests in flight from one node")
 	fs.IntVar(&so.maxBodyBytes, "max-rest-body-bytes", service.DefaultMaxBodyBytes, "service mode: bytes of one REST API request body (413 beyond)")
+	fs.DurationVar(&so.heartbeatInterval, "store-heartbeat-interval", service.DefaultHeartbeatInterval, "service mode: how often a node refreshes its liveness in the registry and sweeps dead nodes' connections")
+	fs.DurationVar(&so.heartbeatTTL, "store-heartbeat-ttl", service.DefaultHeartbeatTTL, "service mode: how long a node's connections stay listed after its last heartbeat (at least twice --store-heartbeat-interval)")
+	fs.IntVar(&so.sweepBatch, "store-sweep-batch", service.DefaultSweepBatch, "service mode: dead nodes' connections one sweep round removes, per hub")
 }
 
 // enabled reports whether service mode is on.
@@ -74,6 +80,15 @@ func (so *serviceOptions) validate(o *options) error {
 	if so.maxBodyBytes <= 0 {
 		return fmt.Errorf("--max-rest-body-bytes must be positive (got %d)", so.maxBodyBytes)
 	}
+	if so.heartbeatInterval <= 0 {
+		return fmt.Errorf("--store-heartbeat-interval must be positive (got %s)", so.heartbeatInterval)
+	}
+	if so.heartbeatTTL < 2*so.heartbeatInterval {
+		return fmt.Errorf("--store-heartbeat-ttl (%s) must be at least twice --store-heartbeat-interval (%s), so that one late heartbeat does not make a live node look dead", so.heartbeatTTL, so.heartbeatInterval)
+	}
+	if so.sweepBatch <= 0 {
+		return fmt.Errorf("--store-sweep-batch must be positive (got %d)", so.sweepBatch)
+	}
 	if err := so.config(nil, 0).Validate(); err != nil {
 		return err
 	}
@@ -85,6 +100,7 @@ func (so *serviceOptions) config(log *slog.Logger, maxGroupName int) service.Con
 		AccessKeys: so.accessKeys, Endpoint: so.endpoint, MaxBodyBytes: int64(so.maxBodyBytes), MaxGroupNameBytes: maxGroupName,
 		Upstream: so.upstream, UpstreamHubs: so.upstreamHubs, UpstreamCategories: so.upstreamCategories, UpstreamEvents: so.upstreamEvents,
 		UpstreamTimeout: so.upstreamTimeout, UpstreamConcurrency: so.upstreamConcurrency, Logger: log,
+		HeartbeatInterval: so.heartbeatInterval, HeartbeatTTL: so.heartbeatTTL, SweepBatch: so.sweepBatch,
 	}
 }
 

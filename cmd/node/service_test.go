@@ -36,6 +36,10 @@ func TestServiceFlags(t *testing.T) {
 		{"zero upstream timeout", []string{"--access-key", "k", "--upstream-timeout", "0s"}, nil, "--upstream-timeout must be positive"},
 		{"zero upstream concurrency", []string{"--access-key", "k", "--upstream-concurrency", "0"}, nil, "--upstream-concurrency must be positive"},
 		{"zero body bytes", []string{"--access-key", "k", "--max-rest-body-bytes", "0"}, nil, "--max-rest-body-bytes must be positive"},
+		{"zero heartbeat interval", []string{"--access-key", "k", "--store-heartbeat-interval", "0s"}, nil, "--store-heartbeat-interval must be positive"},
+		{"heartbeat ttl too short", []string{"--access-key", "k", "--store-heartbeat-interval", "2s", "--store-heartbeat-ttl", "3s"}, nil, "--store-heartbeat-ttl (3s) must be at least twice --store-heartbeat-interval (2s)"},
+		{"heartbeat ttl too short in env", []string{"--access-key", "k"}, map[string]string{"HUBFABRIC_STORE_HEARTBEAT_TTL": "1s"}, "--store-heartbeat-ttl (1s) must be at least twice"},
+		{"zero sweep batch", []string{"--access-key", "k", "--store-sweep-batch", "0"}, nil, "--store-sweep-batch must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -47,9 +51,9 @@ func TestServiceFlags(t *testing.T) {
 			}
 		})
 	}
-	env := map[string]string{"HUBFABRIC_ACCESS_KEY": "k1,k2", "HUBFABRIC_UPSTREAM": "http://b/{hub}/{category}/{event}"}
+	env := map[string]string{"HUBFABRIC_ACCESS_KEY": "k1,k2", "HUBFABRIC_UPSTREAM": "http://b/{hub}/{category}/{event}", "HUBFABRIC_STORE_HEARTBEAT_INTERVAL": "1s", "HUBFABRIC_STORE_HEARTBEAT_TTL": "4s", "HUBFABRIC_STORE_SWEEP_BATCH": "50"}
 	o, err := parseOptions(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
-	if err != nil || len(o.svc.accessKeys) != 2 || o.svc.upstream == "" || !o.svc.enabled() {
+	if err != nil || len(o.svc.accessKeys) != 2 || o.svc.upstream == "" || !o.svc.enabled() || o.svc.heartbeatInterval != time.Second || o.svc.heartbeatTTL != 4*time.Second || o.svc.sweepBatch != 50 {
 		t.Fatalf("from the environment: %+v, %v", o.svc, err)
 	}
 	o, err = parseOptions([]string{"--connection-string", "Endpoint=http://svc.example:8080;AccessKey=abc;Version=1.0;", "--access-key", "old"}, noEnv, io.Discard)
