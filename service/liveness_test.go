@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -134,4 +135,64 @@ func TestHeartbeatConfig(t *testing.T) {
 	if d := (Config{}).withDefaults(); d.HeartbeatInterval != DefaultHeartbeatInterval || d.HeartbeatTTL != DefaultHeartbeatTTL || d.SweepBatch != DefaultSweepBatch {
 		t.Fatalf("defaults: %v %v %v", d.HeartbeatInterval, d.HeartbeatTTL, d.SweepBatch)
 	}
+}
+
+// cutStore is a Store this node cannot reach while down is set.
+type cutStore struct {
+	Store
+	down atomic.Bool
+}
+
+var errCut = errors.New("test: store unreachable")
+
+func (c *cutStore) Heartbeat(ctx context.Context, hub, node string, ttl time.Duration) (bool, error) {
+	if c.down.Load() {
+		return false, errCut
+	}
+	return c.Store.Heartbeat(ctx, hub, node, ttl)
+}
+
+func (c *cutStore) Sweep(ctx context.Context, hub string, limit int) (int, error) {
+	if c.down.Load() {
+		return 0, errCut
+	}
+	return c.Store.Sweep(ctx, hub, limit)
+}
+
+// TestCutOffNodeRelisted: node b alone loses the Store for longer than the
+// ttl; node a sweeps b's connection meanwhile. When b reaches the Store
+// again its heartbeat finds it lapsed and lists its still-open connection
+// again, with the group it was in.
+func TestCutOffNodeRelisted(t *testing.T) {
+	srv := redistest.StartStandalone(t)
+	a := redisNode(t, srv.Addr, nil)
+	bp, err := redisbp.NewFromString(srv.Addr, func(o *redisbp.Options) {
+		o.ChannelPrefix = "svc" + strings.ReplaceAll(t.Name(), "/", "-") + ":"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := &cutStore{Store: redisbp.NewStore(bp)}
+	b := startNode(t, bp, cut, fastBeat)
+	cb := connect(t, b, "ub", "json")
+	bid := cb.conn.ConnectionID()
+	api := a.url + "/api/hubs/chat"
+	expect(t, "PUT", api+"/groups/gb/connections/"+bid+v, "", 200)
+
+	cut.down.Store(true)
+	pollUntil(t, 10*time.Second, "a sweeps b's connection", func() bool {
+		ids, err := a.svc.cfg.Store.NodeConnections(context.Background(), "chat", b.node.ID())
+		return err == nil && len(ids) == 0 && status(t, "HEAD", api+"/connections/"+bid+v)() == 404
+	})
+	expect(t, "HEAD", api+"/groups/gb"+v, "", 404)
+	cut.down.Store(false)
+	pollUntil(t, 10*time.Second, "b's connection is listed again", func() bool { return status(t, "HEAD", api+"/connections/"+bid+v)() == 200 })
+	expect(t, "HEAD", api+"/users/ub"+v, "", 200)
+	expect(t, "HEAD", api+"/groups/gb"+v, "", 200)
+	if m := expect(t, "GET", a.url+"/api/hubfabric/hubs/chat/groups/gb/members"+v, "", 200); !strings.Contains(m, bid) {
+		t.Fatalf("members of gb after b is back: %s", m)
+	}
+	// The connection is still b's: a close through a reaches it.
+	expect(t, "DELETE", api+"/connections/"+bid+v, "", 204)
+	cb.closed(t)
 }
