@@ -103,3 +103,14 @@ func (c *Context) produceErr() error {
 	defer c.produceMu.Unlock()
 	return c.produced
 }
+
+// CloseFunc returns a function that closes the caller's connection with a
+// Close message carrying reason (allowReconnect false), like Abort with a
+// text of its own. Unlike the Context, the function stays valid after the
+// call: keep it (from OnConnected) to close the connection later, from any
+// goroutine; it returns at once, and calling it after the connection ended
+// does nothing.
+func (c *Context) CloseFunc() func(reason string) {
+	abort := c.info.Abort
+	return func(reason string) { abort(reason) }
+}

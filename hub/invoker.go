@@ -160,6 +160,17 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		mm = m.metrics
 	}
 	if m == nil {
+		// A Dispatcher takes names the hub has no method for (dispatch.go).
+		hcOf := func() *Context { return newContext(ctx, rt, info) }
+		if res, ok, err := rt.dispatch(info, call, hcOf, id, target, args, streaming); ok {
+			call.Release()
+			if failure = err; failure == nil && id != "" {
+				if err := call.Reply(&protocol.Completion{InvocationID: id, HasResult: true, Result: res}); err != nil {
+					failure = fmt.Errorf("the result could not be encoded: %w", err)
+				}
+			}
+			return
+		}
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. HubException: Method does not exist.", target))
 		return
 	}

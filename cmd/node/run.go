@@ -22,6 +22,7 @@ import (
 	redisbp "github.com/hubfabric/hubfabric/backplane/redis"
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/internal/cliflag"
+	"github.com/hubfabric/hubfabric/service"
 )
 
 // options are the node's settings after flags and environment.
@@ -61,6 +62,9 @@ type options struct {
 	httpReadTimeout    time.Duration
 	httpIdleTimeout    time.Duration
 	httpMaxHeaderBytes int
+
+	// Service mode (service.go).
+	svc serviceOptions
 }
 
 // Defaults of the HTTP server's limits. The read timeout bounds a request's
@@ -78,7 +82,7 @@ const (
 // secretFlags are flags whose explicitly empty value is refused: an empty
 // --jwt-secret would turn authentication off, an empty --token-secret
 // would look shared between nodes while each node picks a random one.
-var secretFlags = []string{"jwt-secret", "token-secret"}
+var secretFlags = append([]string{"jwt-secret", "token-secret"}, serviceSecretFlags...)
 
 // parseOptions reads flags, then fills flags not given from the
 // environment (HUBFABRIC_<NAME>; an empty variable counts as unset, except
@@ -116,6 +120,7 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", defaultHTTPReadTimeout, "bound on reading one HTTP request, headers and body (WebSockets are not cut by it)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", defaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept open")
 	fs.IntVar(&o.httpMaxHeaderBytes, "http-max-header-bytes", defaultHTTPMaxHeaderBytes, "bytes of one HTTP request's headers, request line included")
+	o.svc.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, usageError{err}
 	}
@@ -221,6 +226,9 @@ func (o *options) validate(level string) error {
 			return fmt.Errorf("--redis: %v", err)
 		}
 	}
+	if err := o.svc.validate(o); err != nil {
+		return err
+	}
 	if err := checkListenAddr("addr", o.addr); err != nil {
 		return err
 	}
@@ -316,17 +324,34 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = reg
+	var svc *service.Service
+	if o.svc.enabled() {
+		if svc, cfg.Backplane, err = o.svc.newService(log, o.maxGroupName, cfg.Backplane); err != nil {
+			return usage(stderr, err)
+		}
+		defer svc.Close()
+		cfg.Authenticator = svc.Authenticator()
+	}
 	node, err := hub.New(cfg)
 	if err != nil {
 		return err
 	}
 	for _, h := range o.hubs {
-		if err := node.Register(h, relay{nodeID: node.ID()}); err != nil {
+		if svc != nil {
+			err = svc.Register(node, h)
+		} else {
+			err = node.Register(h, relay{nodeID: node.ID()})
+		}
+		if err != nil {
 			return err
 		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/hubs/", node.Handler())
+	if svc != nil {
+		mux.Handle("/api/", svc.Handler(node.Handler()))
+		mux.Handle("/client/", svc.Handler(node.Handler()))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(lh.WithAttrs([]slog.Attr{slog.String("component", "metrics")}), slog.LevelWarn)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -395,6 +420,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		_ = srv.Close()
 		_ = node.Shutdown(context.Background())
 		return err
+	}
+	if svc != nil {
+		if err := svc.Start(ctx, node); err != nil {
+			_ = srv.Close()
+			_ = node.Shutdown(context.Background())
+			return err
+		}
+		log.Info("service mode", "upstream", o.svc.upstream != "", "access_keys", len(o.svc.accessKeys))
 	}
 	log.Info("started")
 
