@@ -101,7 +101,7 @@ type bridge struct {
 // by name: SpawnNode fills it before anything reaches the bridge, and
 // every incarnation of the bridge reads the same map.
 func newBridgeProps(cfg *fabric.NodeConfig, hubs map[string]*actor.PID) *actor.Props {
-	audience, _ := cfg.Backplane.(backplane.Audience)
+	audience, _ := backplane.Ability[backplane.Audience](cfg.Backplane)
 	box := cfg.Mailboxes.Ref(MailboxBridge)
 	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
 		return &bridge{cfg: cfg, log: cfg.Logger, audience: audience, hubs: hubs, acks: map[uint64]*pendingAck{}, box: box}

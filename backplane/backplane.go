@@ -140,3 +140,31 @@ type SharedSecrets interface {
 	// ErrUnavailable when the transport cannot be reached.
 	SharedSecret(ctx context.Context, name string, proposal []byte) ([]byte, error)
 }
+
+// Wrapper is implemented by a Backplane that wraps another one (to take
+// some channels for itself, say). Ability finds the optional abilities of
+// the wrapped backplane through it, so a wrapper need not repeat every
+// optional interface.
+type Wrapper interface {
+	// Unwrap returns the wrapped backplane.
+	Unwrap() Backplane
+}
+
+// Ability returns b as a T (an optional ability such as Audience or
+// SharedSecrets) when b has it, or else the first backplane that has it
+// along b's chain of Wrappers. The ability's methods are then called on
+// that backplane directly, so a wrapper must not need to see those calls.
+func Ability[T any](b Backplane) (T, bool) {
+	for b != nil {
+		if t, ok := b.(T); ok {
+			return t, true
+		}
+		w, ok := b.(Wrapper)
+		if !ok {
+			break
+		}
+		b = w.Unwrap()
+	}
+	var zero T
+	return zero, false
+}

@@ -20,7 +20,7 @@ func (n *Node) tokenSecret(ctx context.Context) []byte {
 	if !c.tokenSecretRandom {
 		return c.TokenSecret
 	}
-	ss, ok := c.Backplane.(backplane.SharedSecrets)
+	ss, ok := backplane.Ability[backplane.SharedSecrets](c.Backplane)
 	if !ok {
 		return c.TokenSecret
 	}

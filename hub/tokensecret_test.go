@@ -22,6 +22,9 @@ func TestTokenSecretAgreedThroughTheBackplane(t *testing.T) {
 	}{
 		{"memory", func() backplane.Backplane { return bus.NewBackplane() }},
 		{"redis", redisBackplanes(t, rs.Addr+",channelPrefix=tokensecret:")},
+		// A wrapper (as service mode's) hides the inner backplane's optional
+		// abilities from a type assertion; the node finds them through Unwrap.
+		{"wrapped", func() backplane.Backplane { return onlyUnwraps{bus.NewBackplane()} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var nodes []*testNode
@@ -52,3 +55,8 @@ func TestTokenSecretAgreedThroughTheBackplane(t *testing.T) {
 		})
 	}
 }
+
+// onlyUnwraps wraps a backplane without repeating its optional abilities.
+type onlyUnwraps struct{ backplane.Backplane }
+
+func (w onlyUnwraps) Unwrap() backplane.Backplane { return w.Backplane }

@@ -10,18 +10,16 @@ import (
 // Backplane wraps the node's backplane so that the service's commands
 // (closing connections of other nodes) travel on it, on channels of their
 // own ("svc:..."), which the wrapper hands to the service instead of the
-// node. Everything else passes through unchanged, including the optional
-// backplane.Audience. Give the result to hub.Config.Backplane; call it once.
+// node. Everything else passes through unchanged; the inner backplane's
+// optional abilities (backplane.Audience, backplane.SharedSecrets) are
+// found through Unwrap (backplane.Ability). Give the result to
+// hub.Config.Backplane; call it once.
 func (s *Service) Backplane(inner backplane.Backplane) backplane.Backplane {
 	w := &wrapped{Backplane: inner, s: s}
-	var out backplane.Backplane = w
-	if a, ok := inner.(backplane.Audience); ok {
-		out = &wrappedAudience{wrapped: w, a: a}
-	}
 	s.mu.Lock()
-	s.bp = out
+	s.bp = w
 	s.mu.Unlock()
-	return out
+	return w
 }
 
 type wrapped struct {
@@ -35,17 +33,12 @@ func (w *wrapped) Start(ctx context.Context, h backplane.Handler) error {
 	return w.Backplane.Start(ctx, &splitHandler{Handler: h, s: w.s})
 }
 
-type wrappedAudience struct {
-	*wrapped
-	a backplane.Audience
-}
-
-// OthersSubscribed forwards to the inner backplane.
-func (w *wrappedAudience) OthersSubscribed(channel string) bool { return w.a.OthersSubscribed(channel) }
+// Unwrap returns the node's own backplane, for its optional abilities.
+func (w *wrapped) Unwrap() backplane.Backplane { return w.Backplane }
 
 var (
 	_ backplane.Backplane = (*wrapped)(nil)
-	_ backplane.Audience  = (*wrappedAudience)(nil)
+	_ backplane.Wrapper   = (*wrapped)(nil)
 )
 
 // splitHandler gives service channels to the service, the rest to the
