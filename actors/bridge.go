@@ -58,6 +58,8 @@ type pendingPublish struct {
 	msg   backplane.Message
 	reply *actor.PID // answered with a *SendResponse; nil: nobody waits
 	ackID uint64     // a group command waiting for this publish
+	// resultID is a remote client invocation waiting for this publish.
+	resultID uint64
 }
 
 type pendingAck struct {
@@ -84,6 +86,8 @@ type bridge struct {
 	flushing bool
 	acks     map[uint64]*pendingAck
 	nextID   uint64
+
+	res results // remote client invocations waiting (results.go)
 
 	subQueue []*subscribeRequest
 	subBusy  bool
@@ -135,7 +139,18 @@ func (b *bridge) Receive(ctx actor.Context) {
 		b.onInbound(ctx, m)
 	case *groupCommandDone:
 		b.onGroupCommandDone(ctx, m)
+	case *remoteInvoke:
+		b.onRemoteInvoke(ctx, m)
+	case *remoteInvokeCancel:
+		b.onRemoteInvokeCancel(ctx, m)
+	case *resultAckTimeout:
+		b.onResultAckTimeout(ctx, m)
+	case *invokeAccepted:
+		b.onInvokeAccepted(ctx, m)
+	case *ClientInvokeResponse:
+		b.onOwnedResult(ctx, m)
 	case *actor.Stopping:
+		b.failAllResults(ctx)
 		for id, a := range b.acks {
 			a.timer.Stop()
 			answer(ctx, a.reply, &GroupResponse{Err: errors.New("the node is shutting down")})
@@ -225,6 +240,9 @@ func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 		if p.ackID != 0 && m.err != nil {
 			b.settleAck(ctx, p.ackID, ErrNotDeliveredRemotely)
 		}
+		if p.resultID != 0 && m.err != nil {
+			b.settleResult(ctx, p.resultID, &ClientInvokeResponse{Err: ErrNotDeliveredRemotely})
+		}
 	}
 	if len(b.pending) > 0 {
 		b.flush(ctx)
@@ -312,6 +330,9 @@ func (b *bridge) settleAck(ctx actor.Context, id uint64, err error) {
 }
 
 func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
+	if b.onResultInbound(ctx, m) {
+		return
+	}
 	switch body := m.env.Body.(type) {
 	case *fabricv1.Envelope_GroupAck:
 		var err error
