@@ -262,6 +262,10 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		MaxOutboundBytes:  c.MaxOutboundBytes,
 		Logger:            n.log.With("component", "transport"),
 		Stats:             stats,
+
+		StatefulReconnect:           c.StatefulReconnect,
+		StatefulReconnectBufferSize: c.StatefulReconnectBufferSize,
+		StatefulReconnectWindow:     c.StatefulReconnectWindow,
 	})
 	if err != nil {
 		return nil, err

@@ -52,6 +52,11 @@ type options struct {
 	maxGroups        int
 	maxGroupName     int
 
+	// Stateful reconnect (hub.Config).
+	statefulReconnect bool
+	statefulBuffer    int
+	statefulWindow    time.Duration
+
 	// HTTP server limits (http.Server).
 	httpReadTimeout    time.Duration
 	httpIdleTimeout    time.Duration
@@ -105,6 +110,9 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.IntVar(&o.maxStreams, "max-streams-per-connection", hub.DefaultMaxStreamsPerConnection, "server and upload streams one client may have open; an invocation past it fails with an error naming the limit")
 	fs.IntVar(&o.maxGroups, "max-groups-per-connection", hub.DefaultMaxGroupsPerConnection, "groups one connection may be in; an add past it fails with an error naming the limit")
 	fs.IntVar(&o.maxGroupName, "max-group-name-bytes", hub.DefaultMaxGroupNameBytes, "bytes of a group name; longer ones are refused in group changes and sends")
+	fs.BoolVar(&o.statefulReconnect, "stateful-reconnect", false, "grant stateful reconnect (withStatefulReconnect) to clients that ask: a dropped WebSocket's connection waits for the client to reconnect and resends what it missed")
+	fs.IntVar(&o.statefulBuffer, "stateful-reconnect-buffer-size", hub.DefaultStatefulReconnectBufferSize, "bytes sent to one stateful connection that may wait for its client's Ack; past it sending to it waits")
+	fs.DurationVar(&o.statefulWindow, "stateful-reconnect-window", hub.DefaultStatefulReconnectWindow, "how long a stateful connection whose WebSocket dropped waits for the client to reconnect")
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", defaultHTTPReadTimeout, "bound on reading one HTTP request, headers and body (WebSockets are not cut by it)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", defaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept open")
 	fs.IntVar(&o.httpMaxHeaderBytes, "http-max-header-bytes", defaultHTTPMaxHeaderBytes, "bytes of one HTTP request's headers, request line included")
@@ -173,6 +181,7 @@ func (o *options) validate(level string) error {
 		{"group-ack-timeout", o.groupAckTimeout}, {"shutdown-timeout", o.shutdownTimeout},
 		{"keep-alive-interval", o.keepAlive}, {"client-timeout", o.clientTimeout}, {"handshake-timeout", o.handshakeTimeout},
 		{"http-read-timeout", o.httpReadTimeout}, {"http-idle-timeout", o.httpIdleTimeout},
+		{"stateful-reconnect-window", o.statefulWindow},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("--%s must be positive (got %s)", d.name, d.v)
@@ -185,6 +194,7 @@ func (o *options) validate(level string) error {
 		{"max-message-size", o.maxMessageSize}, {"max-outbound-bytes", o.maxOutboundBytes}, {"http-max-header-bytes", o.httpMaxHeaderBytes},
 		{"max-pending-invocations", o.maxPending}, {"max-pending-invocation-bytes", o.maxPendingBytes},
 		{"max-streams-per-connection", o.maxStreams}, {"max-groups-per-connection", o.maxGroups}, {"max-group-name-bytes", o.maxGroupName},
+		{"stateful-reconnect-buffer-size", o.statefulBuffer},
 	} {
 		if n.v <= 0 {
 			return fmt.Errorf("--%s must be positive (got %d)", n.name, n.v)
@@ -254,6 +264,7 @@ func (o *options) hubConfig(log *slog.Logger) hub.Config {
 		KeepAliveInterval: o.keepAlive, ClientTimeout: o.clientTimeout, HandshakeTimeout: o.handshakeTimeout,
 		MaxPendingInvocations: o.maxPending, MaxPendingInvocationBytes: o.maxPendingBytes,
 		MaxStreamsPerConnection: o.maxStreams, MaxGroupsPerConnection: o.maxGroups, MaxGroupNameBytes: o.maxGroupName,
+		StatefulReconnect: o.statefulReconnect, StatefulReconnectBufferSize: o.statefulBuffer, StatefulReconnectWindow: o.statefulWindow,
 	}
 	if o.tokenSecret != "" {
 		cfg.TokenSecret = []byte(o.tokenSecret)
