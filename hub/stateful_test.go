@@ -39,7 +39,7 @@ func (h *statefulHub) recorded() []int {
 }
 
 // negotiateQuery POSTs negotiate with query and returns the response.
-func negotiateQuery(t *testing.T, base, query string) protocol.NegotiateResponse {
+func negotiateQuery(t testing.TB, base, query string) protocol.NegotiateResponse {
 	t.Helper()
 	resp, err := http.Post(base+"s/negotiate?"+query, "text/plain", nil)
 	if err != nil {
