@@ -98,4 +98,3 @@ func connectionMemory(b *testing.B, n, msgs int, stateful, load bool) float64 {
 	runtime.KeepAlive(clients)
 	return float64(int64(after)-int64(before)) / float64(n)
 }
-

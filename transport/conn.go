@@ -281,6 +281,9 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 				if errors.Is(err, protocol.ErrMessageTooLarge) {
 					return nil, 0, nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
 				}
+				if sequenceFirst(buf) { // a stateful reconnect (stateful.go)
+					return nil, 0, nil, nil, errSequenceFirst
+				}
 				if !errors.Is(err, protocol.ErrIncomplete) {
 					return nil, 0, nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
 				}
@@ -320,6 +323,11 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
+		return
+	}
+	if errors.Is(err, errSequenceFirst) {
+		log.Info("stateful reconnect refused: the connection is not on this node", "reason", errSequenceFirst.Error())
+		_ = ws.Close(websocket.StatusPolicyViolation, errSequenceFirst.Error())
 		return
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -43,6 +44,27 @@ func (s *Server) statefulRequested(version int, q url.Values) bool {
 // version runs stateful.
 func (s *Server) statefulConnection(token string, version int) bool {
 	return s.opts.StatefulReconnect && token != "" && version >= 2 && isStateful(token)
+}
+
+// errSequenceFirst: a new WebSocket began with a Sequence message instead
+// of a handshake: the client resumes a stateful connection that this node
+// does not have (it lives on another node, or it ended). Moving a
+// connection between nodes is not implemented, so the client is told why
+// in the WebSocket close reason (at most 123 bytes) and starts anew.
+var errSequenceFirst = errors.New("stateful reconnect: the connection is not on this node (moving it between nodes is not supported)")
+
+// sequenceFirst reports whether buf begins with a Sequence message in
+// either hub protocol (what a resuming client sends first).
+func sequenceFirst(buf []byte) bool {
+	for _, p := range []protocol.HubProtocol{protocol.JSON, protocol.MessagePack} {
+		msgs, _, _ := p.ParseMessages(buf, len(buf)+16)
+		if len(msgs) > 0 {
+			if _, ok := msgs[0].(*protocol.Sequence); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // resumes are the stateful connections of the node by token: where a
