@@ -12,7 +12,8 @@ import (
 // withStatefulReconnect() (JSON and MessagePack) reach node 1 through a TCP proxy that cuts
 // their socket and holds the reconnect while another client sends a burst to them and they
 // send to it; once the reconnect goes through, each side must have everything, once, in order.
-// Two nodes on one redis-server run with --stateful-reconnect.
+// Two nodes on one redis-server run with --stateful-reconnect; a resume that the proxy sends to
+// the other node is refused there with a close reason the client reports.
 func TestInteropStatefulReconnect(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -35,8 +36,6 @@ func TestInteropStatefulReconnect(t *testing.T) {
 		"HUBFABRIC_HUB="+hub1,
 		"JWT_SECRET="+jwtSecret,
 	)
-	if os.Getenv("STATEFUL_OTHER_NODE") != "" {
-		env = append(env, "HUBFABRIC_URL2=http://"+nodes[1].addr)
-	}
+	env = append(env, "HUBFABRIC_URL2=http://"+nodes[1].addr)
 	runScript(t, nodeJS, root, "stateful.mjs", env)
 }
