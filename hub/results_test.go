@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hubfabric/hubfabric/actors"
+	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/client"
 	"github.com/hubfabric/hubfabric/hub"
 )
@@ -166,5 +167,42 @@ func TestClientResults(t *testing.T) {
 				t.Fatalf("close: %v", err)
 			}
 		})
+	}
+}
+
+// TestClientResultBackplaneDown: with the asking node's backplane down, a client invocation for
+// a connection of another node fails at once, saying the other nodes were not reached; a
+// connection of the asking node itself still answers.
+func TestClientResultBackplaneDown(t *testing.T) {
+	bus := backplane.NewMemoryBus()
+	var bps []*backplane.Memory
+	nodes := startClusterOn(t, 2, hub.Config{GroupAckTimeout: 5 * time.Second}, resultHubs, func() backplane.Backplane {
+		bp := bus.NewBackplane()
+		bps = append(bps, bp)
+		return bp
+	})
+	never := make(chan struct{})
+	local := resultClient(t, nodes[0], "json", make(chan struct{}, 1), never)
+	remote := resultClient(t, nodes[1], "json", make(chan struct{}, 1), never)
+	hc, err := nodes[0].node.HubContext("results")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bps[0].SetAvailable(false)
+	start := time.Now()
+	if _, err := hub.Invoke[int](ctx, hc.Clients, remote.ConnectionID(), "add", 1, 2); !errors.Is(err, actors.ErrNotDeliveredRemotely) {
+		t.Fatalf("remote with the backplane down: %v; want ErrNotDeliveredRemotely", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("the failure took %s: it waited for the ack timeout instead of the publish", d)
+	}
+	if v, err := hub.Invoke[int](ctx, hc.Clients, local.ConnectionID(), "add", 1, 2); err != nil || v != 3 {
+		t.Fatalf("local with the backplane down: %d, %v", v, err)
+	}
+	bps[0].SetAvailable(true)
+	if v, err := hub.Invoke[int](ctx, hc.Clients, remote.ConnectionID(), "add", 2, 2); err != nil || v != 4 {
+		t.Fatalf("remote after the backplane is back: %d, %v", v, err)
 	}
 }

@@ -254,3 +254,49 @@ func TestStatefulReconnectToAnotherNode(t *testing.T) {
 		})
 	}
 }
+
+// TestStatefulClientResultAcrossReconnect: a client result the node waits for when the client's
+// socket drops is not failed: the invocation is resent after the reconnect and the client's
+// answer on the new socket completes the call.
+func TestStatefulClientResultAcrossReconnect(t *testing.T) {
+	for _, p := range []protocol.HubProtocol{protocol.JSON, protocol.MessagePack} {
+		t.Run(p.Name(), func(t *testing.T) {
+			h := &statefulHub{gone: make(chan error, 1)}
+			tn := startNode(t, hub.Config{StatefulReconnect: true}, map[string]any{"s": h})
+			hc, err := tn.node.HubContext("s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, token, id := dialStateful(t, tn, p)
+			type answer struct {
+				v   int
+				err error
+			}
+			got := make(chan answer, 1)
+			go func() {
+				v, err := hub.Invoke[int](ctx, hc.Clients, id, "add", 1, 2)
+				got <- answer{v, err}
+			}()
+			first, ok := c.next().(*protocol.Invocation)
+			if !ok || first.InvocationID == "" || first.Target != "add" {
+				t.Fatalf("want the client invocation, got %#v", first)
+			}
+			c.ws.CloseNow()
+			c2 := reattach(t, tn, p, token)
+			if seq, ok := c2.next().(*protocol.Sequence); !ok || seq.SequenceID != 1 {
+				t.Fatalf("want Sequence 1 first, got %#v", seq)
+			}
+			again, ok := c2.next().(*protocol.Invocation)
+			if !ok || again.InvocationID != first.InvocationID {
+				t.Fatalf("want the invocation resent, got %#v", again)
+			}
+			c2.send(&protocol.Sequence{SequenceID: 1})
+			c2.send(&protocol.Completion{InvocationID: again.InvocationID, Result: 3, HasResult: true})
+			if a := <-got; a.err != nil || a.v != 3 {
+				t.Fatalf("the call ended with %d, %v; want 3", a.v, a.err)
+			}
+		})
+	}
+}
