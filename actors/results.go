@@ -192,14 +192,15 @@ func (h *hub) onClientInvokeCancel(ctx actor.Context, m *ClientInvokeCancel) {
 }
 
 // onArrivedInvoke runs another node's invocation if the connection is
-// here; the acknowledgement goes to the bridge before the invocation goes
-// to the connection, so the bridge publishes it before any result.
+// here. The connection actor acknowledges it (before any result, both on
+// their way to the bridge), so an invocation that reaches an actor that
+// just stopped is not acknowledged and the asking node's ack timeout
+// reports it, instead of leaving its caller waiting.
 func (h *hub) onArrivedInvoke(ctx actor.Context, m *arrivedInvoke) {
 	c := h.conns[m.connectionID]
 	if c == nil {
 		return // the owner answers, not this node
 	}
-	ctx.Send(h.bridge, &invokeAccepted{tag: m.tag})
 	ctx.Send(c.pid, &clientInvoke{invocationID: m.invocationID, payload: m.payload, reply: h.bridge, tag: m.tag})
 }
 
@@ -227,6 +228,9 @@ func (c *connection) onClientInvoke(ctx actor.Context, m *clientInvoke) {
 	if c.results[m.invocationID] != nil {
 		ctx.Send(m.reply, &ClientInvokeResponse{Protocol: p, Err: fmt.Errorf("invocation id %q is already waiting for a result", m.invocationID), tag: m.tag})
 		return
+	}
+	if m.tag != nil {
+		ctx.Send(m.reply, &invokeAccepted{tag: m.tag}) // m.reply is the bridge
 	}
 	if c.results == nil {
 		c.results = map[string]*pendingResult{} // only while results are awaited
