@@ -28,7 +28,7 @@ func (resultHub) Ask(c *hub.Context, id, target string, x, y int) (int, error) {
 // resultClient dials the result hub and registers the client methods the
 // tests invoke: add returns x+y, boom throws, silent returns nothing, and
 // hold signals entered and blocks until release is closed.
-func resultClient(t *testing.T, tn *testNode, proto string, entered chan<- struct{}, release <-chan struct{}) *client.Conn {
+func resultClient(t testing.TB, tn *testNode, proto string, entered chan<- struct{}, release <-chan struct{}) *client.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
