@@ -1,7 +1,12 @@
 package actors
 
 import (
+	"context"
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hubfabric/hubfabric/backplane"
 	fabricv1 "github.com/hubfabric/hubfabric/proto/fabric/v1"
@@ -61,5 +66,62 @@ func TestClientResultEnvelopesChecked(t *testing.T) {
 	n.tree.Handler.HandleMessage("h:chat:c:a", marshalEnvelope(t, invoke("a", "r1", good.payload.json, good.payload.msgpack)))
 	if got := n.cfg.Counters.Malformed.Load(); got != before {
 		t.Fatalf("a well-formed client invocation was counted as malformed")
+	}
+}
+
+// TestClientInvokeCancelReachesTheOwner: a caller that stops waiting for a connection of another
+// node is answered with context.Canceled, and the owner forgets the invocation: the same id can
+// be used again (not "already waiting"), and the client's answer to it completes the new call.
+// The same holds on one node, and a connection that closes fails what waits with
+// ErrClientDisconnected.
+func TestClientInvokeCancelReachesTheOwner(t *testing.T) {
+	bus := backplane.NewMemoryBus()
+	n1 := startNode(t, newTestSystem(t), "n1", bus.NewBackplane(), nil)
+	n2 := startNode(t, newTestSystem(t), "n2", bus.NewBackplane(), nil)
+	a := n2.connect("a", "", protocol.JSON)
+	local := n1.connect("l", "", protocol.JSON)
+	ask := func(n *testNode, conn, id string) *actor.Future {
+		req, err := NewClientInvokeRequest(conn, id, "add", 1, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.root.RequestFuture(n.hub, req, 10*time.Second)
+	}
+	answer := func(f *actor.Future) *ClientInvokeResponse {
+		t.Helper()
+		res, err := f.Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, ok := res.(*ClientInvokeResponse)
+		if !ok {
+			t.Fatalf("answer %T", res)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		c    *testConn
+	}{{"other node", a}, {"same node", local}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := ask(n1, tc.c.id, "r-"+tc.name)
+			tc.c.out.waitRecords(t, 1)
+			n1.root.Send(n1.hub, &ClientInvokeCancel{ConnectionID: tc.c.id, InvocationID: "r-" + tc.name})
+			if r := answer(f); !errors.Is(r.Err, context.Canceled) {
+				t.Fatalf("cancelled call: %v", r.Err)
+			}
+			f = ask(n1, tc.c.id, "r-"+tc.name)
+			tc.c.out.waitRecords(t, 2)
+			tc.c.in.Receive(&protocol.Completion{InvocationID: "r-" + tc.name, Result: protocol.RawValue("3"), HasResult: true})
+			if r := answer(f); r.Err != nil || string(r.Result) != "3" {
+				t.Fatalf("the same id again: %q, %v; want 3 (the owner still held the cancelled one?)", r.Result, r.Err)
+			}
+			f = ask(n1, tc.c.id, "r2-"+tc.name)
+			tc.c.out.waitRecords(t, 3)
+			tc.c.close()
+			if r := answer(f); !errors.Is(r.Err, ErrClientDisconnected) {
+				t.Fatalf("connection closed while waiting: %v", r.Err)
+			}
+		})
 	}
 }
