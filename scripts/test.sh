@@ -76,7 +76,7 @@ actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecord
 auth:FuzzHS256
 backplane/redis:FuzzParseConnectionString
 protocol:FuzzParseJSON protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
-internal/conn:FuzzStatefulFrames
+internal/conn:FuzzStatefulFrames internal/conn:FuzzRestoreStateful
 transport:FuzzTokenClaim transport:FuzzReadFrame transport:FuzzReadHandshake transport:FuzzCheckOrigin transport:FuzzNegotiate
 "
 found=$(grep -rhoE --include='*_test.go' --exclude-dir=node_modules '^func Fuzz[A-Za-z0-9_]+' . | sed 's/^func //' | sort)

@@ -49,13 +49,14 @@ type Stateful struct {
 	nextSeq  int64 // sequence id of the next trackable record written
 	greeted  bool  // the handshake answer (the first record written) went out
 	closed   bool
-	space    chan struct{} // signalled when records are acknowledged
-	done     chan struct{} // closed by Close/CloseNow
+	forward  func(rec []byte) // set by HandOver (handover.go): records go there
+	space    chan struct{}    // signalled when records are acknowledged
+	done     chan struct{}    // closed by Close/CloseNow
 
 	// receive side: only the connection's reader goroutine (one at a time)
 	expected  int64        // sequence id of the client's next trackable message
 	processed atomic.Int64 // highest sequence id of the client handed on
-	acked     int64        // the last Ack sent (AckDue)
+	acked     atomic.Int64 // the last Ack sent (AckDue; read by HandOver)
 }
 
 type tracked struct {
@@ -87,6 +88,14 @@ func (s *Stateful) WriteFrame(ctx context.Context, frame []byte) error {
 	for {
 		s.wmu.Lock()
 		s.mu.Lock()
+		if fwd := s.forward; fwd != nil {
+			s.mu.Unlock()
+			for _, r := range recs {
+				fwd(append([]byte(nil), r...))
+			}
+			s.wmu.Unlock()
+			return nil
+		}
 		if s.closed {
 			s.mu.Unlock()
 			s.wmu.Unlock()
@@ -235,6 +244,10 @@ func (s *Stateful) Attach(ctx context.Context, sock Socket) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
+	if s.forward != nil {
+		s.mu.Unlock()
+		return ErrStatefulMoved
+	}
 	if s.closed {
 		s.mu.Unlock()
 		return ErrStatefulClosed
@@ -317,10 +330,10 @@ func (s *Stateful) Received(m protocol.Message) (pass bool, err error) {
 // at a time.
 func (s *Stateful) AckDue() (*protocol.Ack, bool) {
 	p := s.processed.Load()
-	if p <= s.acked {
+	if p <= s.acked.Load() {
 		return nil, false
 	}
-	s.acked = p
+	s.acked.Store(p)
 	return &protocol.Ack{SequenceID: p}, true
 }
 
