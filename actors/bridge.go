@@ -60,6 +60,8 @@ type pendingPublish struct {
 	ackID uint64     // a group command waiting for this publish
 	// relayID is a forwarded HTTP request waiting for this publish.
 	relayID uint64
+	// resultID is a remote client invocation waiting for this publish.
+	resultID uint64
 }
 
 type pendingAck struct {
@@ -86,6 +88,8 @@ type bridge struct {
 	flushing bool
 	acks     map[uint64]*pendingAck
 	nextID   uint64
+
+	res results // remote client invocations waiting (results.go)
 
 	subQueue []*subscribeRequest
 	subBusy  bool
@@ -141,8 +145,19 @@ func (b *bridge) Receive(ctx actor.Context) {
 		b.onGroupCommandDone(ctx, m)
 	case relayMessage:
 		b.onRelay(ctx, m)
+	case *remoteInvoke:
+		b.onRemoteInvoke(ctx, m)
+	case *remoteInvokeCancel:
+		b.onRemoteInvokeCancel(ctx, m)
+	case *resultAckTimeout:
+		b.onResultAckTimeout(ctx, m)
+	case *invokeAccepted:
+		b.onInvokeAccepted(ctx, m)
+	case *ClientInvokeResponse:
+		b.onOwnedResult(ctx, m)
 	case *actor.Stopping:
 		b.stopRelays(ctx)
+		b.failAllResults(ctx)
 		for id, a := range b.acks {
 			a.timer.Stop()
 			answer(ctx, a.reply, &GroupResponse{Err: errors.New("the node is shutting down")})
@@ -235,6 +250,9 @@ func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 		if p.relayID != 0 && m.err != nil {
 			b.settleRelay(ctx, p.relayID, nil, ErrNotDeliveredRemotely)
 		}
+		if p.resultID != 0 && m.err != nil {
+			b.settleResult(ctx, p.resultID, &ClientInvokeResponse{Err: ErrNotDeliveredRemotely})
+		}
 	}
 	if len(b.pending) > 0 {
 		b.flush(ctx)
@@ -322,6 +340,9 @@ func (b *bridge) settleAck(ctx actor.Context, id uint64, err error) {
 }
 
 func (b *bridge) onInbound(ctx actor.Context, m *inbound) {
+	if b.onResultInbound(ctx, m) {
+		return
+	}
 	switch body := m.env.Body.(type) {
 	case *fabricv1.Envelope_GroupAck:
 		var err error

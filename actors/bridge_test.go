@@ -377,6 +377,18 @@ func FuzzHandleMessage(f *testing.F) {
 	}}}))
 	f.Add("n:n1", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_GroupAck{GroupAck: &fabricv1.GroupAck{Id: 7, Error: "x"}}}))
 	f.Add("h:chat:u:", []byte{0x0a, 0x00, 0x12})
+	// Client results: an invocation for a, its cancel, an ack and results.
+	ci, err := NewClientInvokeRequest("a", "r1", "add", 1, 2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("h:chat:c:a", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_ClientInvoke{ClientInvoke: &fabricv1.ClientInvoke{
+		Id: 1, ConnectionId: "a", InvocationId: "r1", Json: ci.payload.json, Messagepack: ci.payload.msgpack,
+	}}}))
+	f.Add("h:chat:c:a", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_ClientInvokeCancel{ClientInvokeCancel: &fabricv1.ClientInvokeCancel{Id: 1, ConnectionId: "a", InvocationId: "r1"}}}))
+	f.Add("n:n1", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_ClientInvokeAck{ClientInvokeAck: &fabricv1.ClientInvokeAck{Id: 1}}}))
+	f.Add("n:n1", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_ClientResult{ClientResult: &fabricv1.ClientResult{Id: 1, Protocol: "json", HasResult: true, Result: []byte("3")}}}))
+	f.Add("n:n1", marshalEnvelope(f, &fabricv1.Envelope{OriginNode: "other", Body: &fabricv1.Envelope_ClientResult{ClientResult: &fabricv1.ClientResult{Id: 1, Protocol: "messagepack", Error: "x", ClientError: true}}}))
 	n := startNode(f, newTestSystem(f), "n1", backplane.NewMemory(), nil)
 	a := n.connect("a", "", protocol.JSON)
 	f.Fuzz(func(t *testing.T, channel string, data []byte) {

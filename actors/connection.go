@@ -39,6 +39,10 @@ type connection struct {
 	ids       map[string]bool        // invocation ids of waiting calls and of running ones not yet answered
 	calls     map[string]*activeCall // running calls, by invocation id
 	wg        sync.WaitGroup
+
+	// results are the client invocations waiting for the client's
+	// Completion (results.go); nil when none.
+	results map[string]*pendingResult
 }
 
 // queuedCall is an invocation waiting for a free slot. Its upload streams
@@ -127,6 +131,10 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.info.Outlet.Close(m.msg, false)
 	case *closeConnection:
 		c.info.Outlet.Close(m.reason, true)
+	case *clientInvoke:
+		c.onClientInvoke(ctx, m)
+	case *cancelClientInvoke:
+		c.onCancelClientInvoke(ctx, m)
 	case *fabric.ClientClosed:
 		c.onClosed(ctx, m.Err)
 	case *disconnectDone:
@@ -181,6 +189,8 @@ func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage
 			return
 		}
 		c.cancelWaiting(m.InvocationID)
+	case *protocol.Completion:
+		c.onClientCompletion(ctx, m)
 	case *protocol.Close:
 		// The client closes its socket next; ClientClosed follows.
 	}
@@ -317,6 +327,7 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		return
 	}
 	c.closing = true
+	c.failResults(ctx)
 	c.waiting = nil
 	c.pending.Close()
 	c.uploads.CloseAll(errors.New("connection closed"))

@@ -53,6 +53,14 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 		return
 	}
 	h.counters.Received.Add(1)
+	if err, ok := checkResultEnvelope(env, route, isNode); ok {
+		if err != nil {
+			h.drop(channel, "a client-result message that does not fit", err)
+			return
+		}
+		h.root.Send(h.bridge, &inbound{hub: hub, env: env})
+		return
+	}
 	switch body := env.Body.(type) {
 	case *fabricv1.Envelope_Invocation:
 		pid := h.hubs[hub]

@@ -144,6 +144,14 @@ func (h *hub) Receive(ctx actor.Context) {
 		h.onGroupRequest(ctx, m)
 	case *remoteGroupCommand:
 		h.onRemoteGroupCommand(ctx, m)
+	case *ClientInvokeRequest:
+		h.onClientInvokeRequest(ctx, m)
+	case *ClientInvokeCancel:
+		h.onClientInvokeCancel(ctx, m)
+	case *arrivedInvoke:
+		h.onArrivedInvoke(ctx, m)
+	case *arrivedInvokeCancel:
+		h.onArrivedInvokeCancel(ctx, m)
 	case *groupEmpty:
 		h.onGroupEmpty(ctx, m)
 	case *fabric.ConnectRequest:

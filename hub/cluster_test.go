@@ -16,14 +16,14 @@ import (
 
 // startCluster starts n nodes sharing one in-memory bus and one token
 // secret.
-func startCluster(t *testing.T, n int, cfg hub.Config, hubs func() map[string]any) []*testNode {
+func startCluster(t testing.TB, n int, cfg hub.Config, hubs func() map[string]any) []*testNode {
 	t.Helper()
 	bus := backplane.NewMemoryBus()
 	return startClusterOn(t, n, cfg, hubs, func() backplane.Backplane { return bus.NewBackplane() })
 }
 
 // startClusterOn starts n nodes, each with a backplane from newBackplane.
-func startClusterOn(t *testing.T, n int, cfg hub.Config, hubs func() map[string]any, newBackplane func() backplane.Backplane) []*testNode {
+func startClusterOn(t testing.TB, n int, cfg hub.Config, hubs func() map[string]any, newBackplane func() backplane.Backplane) []*testNode {
 	t.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {

@@ -134,6 +134,25 @@ type Config struct {
 	// at any time, concurrently with everything else. Default nil: nothing
 	// is registered and nothing is counted.
 	Metrics prometheus.Registerer
+	// StatefulReconnect grants stateful reconnect (SignalR protocol v2, JS
+	// withStatefulReconnect(), .NET 8+ clients) to clients that ask for it
+	// on negotiate, on WebSockets: a connection whose socket drops stays
+	// for StatefulReconnectWindow, and the client's reconnect with the same
+	// token gets every message it missed, once and in order. Default false
+	// (a stateless connection pays nothing for it).
+	StatefulReconnect bool
+	// StatefulReconnectBufferSize bounds the bytes of messages sent to one
+	// stateful connection and not yet acknowledged by its client; when it
+	// is full, sending to that connection waits for the client's Ack, so
+	// its outbound queue fills and MaxOutboundBytes closes a client that
+	// never acknowledges. Default 100,000 (as ASP.NET's
+	// StatefulReconnectBufferSize).
+	StatefulReconnectBufferSize int
+	// StatefulReconnectWindow is how long a stateful connection whose
+	// WebSocket dropped (without the client's Close message) waits for the
+	// client to reconnect; past it the connection ends (OnDisconnected
+	// runs). Default 15 s (as ASP.NET's DisconnectTimeout).
+	StatefulReconnectWindow time.Duration
 
 	// tokenSecretRandom: TokenSecret was not given; withDefaults made a
 	// random one, which Start replaces by the backplane's shared one.
@@ -186,6 +205,11 @@ const (
 	DefaultMaxGroupNameBytes = 1024
 	// DefaultPollTimeout is Config.PollTimeout's default.
 	DefaultPollTimeout = 90 * time.Second
+	// DefaultStatefulReconnectBufferSize is Config.StatefulReconnectBufferSize's
+	// default, in bytes.
+	DefaultStatefulReconnectBufferSize = 100_000
+	// DefaultStatefulReconnectWindow is Config.StatefulReconnectWindow's default.
+	DefaultStatefulReconnectWindow = 15 * time.Second
 )
 
 // Bounds on waits for the node's own actors, which always answer unless
@@ -221,6 +245,7 @@ func (c Config) Validate() error {
 		{"MaxPendingInvocations", int64(c.MaxPendingInvocations)}, {"MaxPendingInvocationBytes", int64(c.MaxPendingInvocationBytes)},
 		{"MaxStreamsPerConnection", int64(c.MaxStreamsPerConnection)}, {"MaxGroupsPerConnection", int64(c.MaxGroupsPerConnection)},
 		{"MaxGroupNameBytes", int64(c.MaxGroupNameBytes)}, {"PollTimeout", int64(c.PollTimeout)},
+		{"StatefulReconnectBufferSize", int64(c.StatefulReconnectBufferSize)}, {"StatefulReconnectWindow", int64(c.StatefulReconnectWindow)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("hub: Config.%s must not be negative (got %d); zero means the default", f.name, f.v)
@@ -264,6 +289,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxGroupsPerConnection, DefaultMaxGroupsPerConnection)
 	setDefault(&c.MaxGroupNameBytes, DefaultMaxGroupNameBytes)
 	setDefault(&c.GroupAckTimeout, DefaultGroupAckTimeout)
+	setDefault(&c.StatefulReconnectBufferSize, DefaultStatefulReconnectBufferSize)
+	setDefault(&c.StatefulReconnectWindow, DefaultStatefulReconnectWindow)
 	setDefault(&c.BackplaneTimeout, defaultBackplaneTimeout)
 	setDefault(&c.PollTimeout, DefaultPollTimeout)
 	c.seams = c.seams.OrReal()

@@ -269,6 +269,10 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		DisableLongPolling:      c.DisableLongPolling,
 		DisableServerSentEvents: c.DisableServerSentEvents,
 		Stats:                   stats,
+
+		StatefulReconnect:           c.StatefulReconnect,
+		StatefulReconnectBufferSize: c.StatefulReconnectBufferSize,
+		StatefulReconnectWindow:     c.StatefulReconnectWindow,
 	})
 	if err != nil {
 		return nil, err

@@ -118,9 +118,16 @@ func tokenEnv(t *testing.T) []string {
 // it printed a summary with at least one scenario passed and none failed.
 func runScenarios(t *testing.T, nodeJS, root string, env []string) {
 	t.Helper()
+	runScript(t, nodeJS, root, "scenarios.mjs", env)
+}
+
+// runScript runs interop/<script> (printing scenario lines and a summary as scenarios.mjs does)
+// with env and fails t unless it passed at least one scenario and failed none.
+func runScript(t *testing.T, nodeJS, root, script string, env []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), suiteLimit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeJS, filepath.Join("interop", "scenarios.mjs"))
+	cmd := exec.CommandContext(ctx, nodeJS, filepath.Join("interop", script))
 	cmd.Dir = root
 	cmd.Env = env
 	cmd.WaitDelay = 10 * time.Second

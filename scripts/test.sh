@@ -76,6 +76,7 @@ actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecord
 auth:FuzzHS256
 backplane/redis:FuzzParseConnectionString
 protocol:FuzzParseJSON protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
+internal/conn:FuzzStatefulFrames internal/conn:FuzzRestoreStateful
 service:FuzzServiceConnectionString service:FuzzRESTRoute service:FuzzRESTBody service:FuzzServiceCommand service:FuzzUpstreamResult service:FuzzAccessToken
 transport:FuzzTokenClaim transport:FuzzReadFrame transport:FuzzReadHandshake transport:FuzzCheckOrigin transport:FuzzNegotiate transport:FuzzHTTPSend
 "

@@ -68,6 +68,9 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		connID, err = s.tokens.claim(token, identity.UserID)
 		switch {
 		case errors.Is(err, errTokenActive):
+			if s.tryResume(w, r, token) { // a stateful connection's reconnect
+				return
+			}
 			http.Error(w, "a connection with that ID is already active", http.StatusConflict)
 			return
 		case err != nil:
@@ -213,7 +216,7 @@ var errHandshakeAnswered = errors.New("handshake timed out")
 // any bytes that followed the handshake in its frame. The timeout is a
 // timer rather than a read deadline, because cancelling a read closes the
 // WebSocket before the client could be told why.
-func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Logger) (protocol.HubProtocol, []byte, io.Reader, error) {
+func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Logger) (protocol.HubProtocol, int, []byte, io.Reader, error) {
 	timer := time.AfterFunc(s.opts.HandshakeTimeout, func() {
 		log.Info("handshake refused", "reason", "no handshake within "+s.opts.HandshakeTimeout.String())
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -221,18 +224,18 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 		cancel()
 		_ = ws.Close(websocket.StatusNormalClosure, "")
 	})
-	p, rest, rd, err := s.readHandshake(ctx, ws)
+	p, version, rest, rd, err := s.readHandshake(ctx, ws)
 	if !timer.Stop() {
-		return nil, nil, nil, errHandshakeAnswered
+		return nil, 0, nil, nil, errHandshakeAnswered
 	}
-	return p, rest, rd, err
+	return p, version, rest, rd, err
 }
 
 // readHandshake reads the handshake request in chunks, as readFrame does,
 // so no more than MaxMessageSize plus a chunk is buffered. It returns the
 // bytes read after the handshake and the frame they came in, if that frame
-// is not read to its end.
-func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, []byte, io.Reader, error) {
+// is not read to its end, and the protocol version the client asked for.
+func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, int, []byte, io.Reader, error) {
 	// The chunk buffer comes from the readers' pool, as a frame's does (a
 	// fresh one per handshake is 8 KiB of garbage per connect), and goes
 	// back once the handshake is parsed: what follows it is copied out.
@@ -247,7 +250,7 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 	for {
 		_, rd, err := ws.Reader(ctx)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, 0, nil, nil, err
 		}
 		for {
 			buf = s.reserveChunk(buf)
@@ -258,7 +261,7 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 				if err == nil {
 					p, err := handshakeProtocol(req)
 					if err != nil {
-						return nil, nil, nil, err
+						return nil, 0, nil, nil, err
 					}
 					if rerr == io.EOF {
 						rd = nil
@@ -269,20 +272,23 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 					if used < len(buf) {
 						rest = bytes.Clone(buf[used:])
 					}
-					return p, rest, rd, nil
+					return p, req.Version, rest, rd, nil
 				}
 				if errors.Is(err, protocol.ErrMessageTooLarge) {
-					return nil, nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
+					return nil, 0, nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
+				}
+				if sequenceFirst(buf) { // a stateful reconnect (stateful.go)
+					return nil, 0, nil, nil, errSequenceFirst
 				}
 				if !errors.Is(err, protocol.ErrIncomplete) {
-					return nil, nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
+					return nil, 0, nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
 				}
 			}
 			if rerr == io.EOF {
 				break
 			}
 			if rerr != nil {
-				return nil, nil, nil, rerr
+				return nil, 0, nil, nil, rerr
 			}
 		}
 	}
@@ -311,8 +317,13 @@ func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire
 
 func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request) {
 	log := s.log.With("hub", hub, "conn_id", connID)
-	p, rest, rd, err := s.handshake(ctx, ws, log)
+	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
+		return
+	}
+	if errors.Is(err, errSequenceFirst) {
+		log.Info("stateful reconnect refused: the connection is not on this node", "reason", errSequenceFirst.Error())
+		_ = ws.Close(websocket.StatusPolicyViolation, errSequenceFirst.Error())
 		return
 	}
 	if err != nil {
@@ -333,9 +344,16 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 	if p.TransferFormat() == protocol.TransferBinary {
 		sock.typ = websocket.MessageBinary
 	}
+	var out conn.Socket = sock
+	var st *conn.Stateful // stateful reconnect (stateful.go)
+	token := r.URL.Query().Get("id")
+	if s.statefulConnection(token, version) {
+		st = conn.NewStateful(p, s.opts.StatefulReconnectBufferSize, sock)
+		out = st
+	}
 	var session Session
 	stats := s.opts.Stats[hub]
-	c, err := conn.Open(ctx, sock, conn.Options{
+	c, err := conn.Open(ctx, out, conn.Options{
 		ID: connID, Protocol: p, MaxOutboundBytes: s.opts.MaxOutboundBytes,
 		KeepAlive: s.opts.KeepAliveInterval, ClientTimeout: s.opts.ClientTimeout,
 		Runtime: seam.Real{}, Logger: log, Stats: stats,
@@ -359,6 +377,11 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
 		c.Close("Server is shutting down.", true)
+	}
+	if st != nil {
+		c.End(s.runStateful(ws, sock.typ, c, st, session, token, rest, rd))
+		c.Wait()
+		return
 	}
 	c.End(s.readLoop(ws, c, session, rest, rd))
 	c.Wait()

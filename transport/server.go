@@ -110,6 +110,18 @@ type Options struct {
 	// connections, messages received and sent, slow-client closes, queued
 	// bytes). Default nil: nothing is counted.
 	Stats map[string]*metrics.Conn
+	// StatefulReconnect grants stateful reconnect (SignalR protocol v2:
+	// Ack and Sequence messages, resume after a dropped WebSocket) to
+	// clients that ask for it on negotiate. Default false.
+	StatefulReconnect bool
+	// StatefulReconnectBufferSize bounds the unacknowledged bytes kept for
+	// one stateful connection; when full, sending to it waits for the
+	// client's Ack (see conn.Stateful). Required with StatefulReconnect.
+	StatefulReconnectBufferSize int
+	// StatefulReconnectWindow is how long a stateful connection whose
+	// WebSocket dropped waits for the client to reconnect with its token.
+	// Required with StatefulReconnect.
+	StatefulReconnectWindow time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -146,6 +158,9 @@ func (o Options) withDefaults() (Options, error) {
 	if len(o.TokenSecret) == 0 {
 		return o, errors.New("transport: Options.TokenSecret is required")
 	}
+	if o.StatefulReconnect && (o.StatefulReconnectBufferSize <= 0 || o.StatefulReconnectWindow <= 0) {
+		return o, fmt.Errorf("transport: Options.StatefulReconnectBufferSize and StatefulReconnectWindow must be positive with StatefulReconnect (got %d, %s)", o.StatefulReconnectBufferSize, o.StatefulReconnectWindow)
+	}
 	for _, p := range o.AllowedOrigins {
 		if err := ValidOriginPattern(p); err != nil {
 			return o, fmt.Errorf("transport: %w", err)
@@ -172,6 +187,7 @@ type Server struct {
 	httpConns httpConns          // long-polling and SSE connections owned here
 	stopCh    chan struct{}      // closed by StopAccepting
 	pollHook  func(token string) // tests: called when a poll starts waiting
+	resumes   resumes            // stateful connections by token (stateful.go)
 }
 
 // NewServer validates opts and returns a Server.
@@ -334,13 +350,15 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 	if err != nil {
 		resp.Error = err.Error()
 	} else {
-		token, id := s.tokens.mint(version == 0, identity.UserID)
+		stateful := s.statefulRequested(version, q)
+		token, id := s.tokens.mintWith(version == 0, stateful, identity.UserID)
 		resp = protocol.NegotiateResponse{
 			NegotiateVersion:    version,
 			ConnectionID:        id,
 			ConnectionToken:     token,
 			AvailableTransports: s.availableTransports(),
 		}
+		resp.UseStatefulReconnect = stateful
 	}
 	body := protocol.AppendNegotiateResponse(nil, resp)
 	w.Header().Set("Content-Type", "application/json")

@@ -79,14 +79,23 @@ func (t *tokens) mac(data []byte, userID string) []byte {
 // legacy (negotiateVersion 0) the client connects with the id itself, so the
 // id is the token; a flag bit in the random part records that.
 func (t *tokens) mint(legacy bool, userID string) (token, connID string) {
+	return t.mintWith(legacy, false, userID)
+}
+
+// mintWith is mint; stateful records, in a second flag bit covered by the
+// MAC, that negotiate granted stateful reconnect (see isStateful).
+func (t *tokens) mintWith(legacy, stateful bool, userID string) (token, connID string) {
 	var raw [tokenBytes]byte
 	binary.BigEndian.PutUint32(raw[:4], uint32(t.now().Unix()))
 	if _, err := rand.Read(raw[4 : tokenBytes-tokenMAC]); err != nil {
 		panic("transport: crypto/rand failed: " + err.Error())
 	}
-	raw[4] &^= 1
+	raw[4] &^= 3
 	if legacy {
 		raw[4] |= 1
+	}
+	if stateful {
+		raw[4] |= 2
 	}
 	copy(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], t.home), userID))
 	token = b64.EncodeToString(raw[:])
@@ -197,6 +206,14 @@ func (t *tokens) sweepLocked(now time.Time) {
 			delete(t.used, k)
 		}
 	}
+}
+
+// isStateful reports whether token, already checked by claim, was minted
+// for a connection that negotiated stateful reconnect.
+func isStateful(token string) bool {
+	base, _, _ := strings.Cut(token, ".") // a home node may follow
+	raw, err := b64.DecodeString(base)
+	return err == nil && len(raw) == tokenBytes && raw[4]&2 != 0
 }
 
 // newConnectionID returns a random id for a connection that skipped

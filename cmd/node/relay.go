@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"time"
 
 	"github.com/hubfabric/hubfabric/hub"
@@ -123,3 +124,22 @@ func (relay) Sum(_ *hub.Context, numbers <-chan float64) (float64, error) {
 
 // Fail fails with a hub error carrying message, which the client sees.
 func (relay) Fail(_ *hub.Context, message string) error { return hub.Errorf("%s", message) }
+
+// invokeClientTimeout bounds InvokeClient's wait for the invoked client.
+const invokeClientTimeout = 30 * time.Second
+
+// InvokeClient invokes target(args...) on connection connectionID, on any
+// node, and returns the value the client's handler returned (client
+// results). It fails, with a text the caller sees, when the client's
+// handler throws or it has none ("Client didn't provide a result."), when
+// the connection is unknown or disconnects before answering, and after
+// 30 s without an answer.
+func (relay) InvokeClient(c *hub.Context, connectionID, target string, args ...any) (any, error) {
+	ctx, cancel := context.WithTimeout(c, invokeClientTimeout)
+	defer cancel()
+	var v any
+	if err := c.Clients.InvokeClient(ctx, connectionID, target, &v, args...); err != nil {
+		return nil, err
+	}
+	return v, nil
+}

@@ -57,6 +57,10 @@ type options struct {
 	longPolling      bool
 	serverSentEvents bool
 	pollTimeout      time.Duration
+	// Stateful reconnect (hub.Config).
+	statefulReconnect bool
+	statefulBuffer    int
+	statefulWindow    time.Duration
 
 	// HTTP server limits (http.Server).
 	httpReadTimeout    time.Duration
@@ -117,6 +121,9 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.BoolVar(&o.longPolling, "long-polling", true, "offer the LongPolling transport (JSON and MessagePack); --long-polling=false turns it off")
 	fs.BoolVar(&o.serverSentEvents, "server-sent-events", true, "offer the ServerSentEvents transport (JSON only); --server-sent-events=false turns it off")
 	fs.DurationVar(&o.pollTimeout, "poll-timeout", hub.DefaultPollTimeout, "how long a long poll waits for something to send before it is answered empty (the client gives up after 100s)")
+	fs.BoolVar(&o.statefulReconnect, "stateful-reconnect", false, "grant stateful reconnect (withStatefulReconnect) to clients that ask: a dropped WebSocket's connection waits for the client to reconnect and resends what it missed")
+	fs.IntVar(&o.statefulBuffer, "stateful-reconnect-buffer-size", hub.DefaultStatefulReconnectBufferSize, "bytes sent to one stateful connection that may wait for its client's Ack; past it sending to it waits")
+	fs.DurationVar(&o.statefulWindow, "stateful-reconnect-window", hub.DefaultStatefulReconnectWindow, "how long a stateful connection whose WebSocket dropped waits for the client to reconnect")
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", defaultHTTPReadTimeout, "bound on reading one HTTP request, headers and body (WebSockets are not cut by it)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", defaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept open")
 	fs.IntVar(&o.httpMaxHeaderBytes, "http-max-header-bytes", defaultHTTPMaxHeaderBytes, "bytes of one HTTP request's headers, request line included")
@@ -187,6 +194,7 @@ func (o *options) validate(level string) error {
 		{"keep-alive-interval", o.keepAlive}, {"client-timeout", o.clientTimeout}, {"handshake-timeout", o.handshakeTimeout},
 		{"http-read-timeout", o.httpReadTimeout}, {"http-idle-timeout", o.httpIdleTimeout},
 		{"poll-timeout", o.pollTimeout},
+		{"stateful-reconnect-window", o.statefulWindow},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("--%s must be positive (got %s)", d.name, d.v)
@@ -199,6 +207,7 @@ func (o *options) validate(level string) error {
 		{"max-message-size", o.maxMessageSize}, {"max-outbound-bytes", o.maxOutboundBytes}, {"http-max-header-bytes", o.httpMaxHeaderBytes},
 		{"max-pending-invocations", o.maxPending}, {"max-pending-invocation-bytes", o.maxPendingBytes},
 		{"max-streams-per-connection", o.maxStreams}, {"max-groups-per-connection", o.maxGroups}, {"max-group-name-bytes", o.maxGroupName},
+		{"stateful-reconnect-buffer-size", o.statefulBuffer},
 	} {
 		if n.v <= 0 {
 			return fmt.Errorf("--%s must be positive (got %d)", n.name, n.v)
@@ -272,6 +281,7 @@ func (o *options) hubConfig(log *slog.Logger) hub.Config {
 		MaxPendingInvocations: o.maxPending, MaxPendingInvocationBytes: o.maxPendingBytes,
 		MaxStreamsPerConnection: o.maxStreams, MaxGroupsPerConnection: o.maxGroups, MaxGroupNameBytes: o.maxGroupName,
 		DisableLongPolling: !o.longPolling, DisableServerSentEvents: !o.serverSentEvents, PollTimeout: o.pollTimeout,
+		StatefulReconnect: o.statefulReconnect, StatefulReconnectBufferSize: o.statefulBuffer, StatefulReconnectWindow: o.statefulWindow,
 	}
 	if o.tokenSecret != "" {
 		cfg.TokenSecret = []byte(o.tokenSecret)

@@ -231,8 +231,10 @@ func (in *Inbound) Receive(m protocol.Message) {
 				err = &StreamError{Message: msg.Error}
 			}
 			u.finish(err)
+			return
 		}
-		return
+		// Not an upload's end: the answer to a client invocation
+		// (client results), for the connection actor.
 	case *protocol.Invocation:
 		in.invocation(m, msg.StreamIDs, invocationSize(msg.Target, msg.InvocationID, msg.Arguments, msg.StreamIDs))
 		return

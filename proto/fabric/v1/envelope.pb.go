@@ -152,6 +152,10 @@ type Envelope struct {
 	//	*Envelope_GroupAck
 	//	*Envelope_HttpRequest
 	//	*Envelope_HttpResponse
+	//	*Envelope_ClientInvoke
+	//	*Envelope_ClientInvokeAck
+	//	*Envelope_ClientResult
+	//	*Envelope_ClientInvokeCancel
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -246,6 +250,42 @@ func (x *Envelope) GetHttpResponse() *HttpResponse {
 	return nil
 }
 
+func (x *Envelope) GetClientInvoke() *ClientInvoke {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_ClientInvoke); ok {
+			return x.ClientInvoke
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetClientInvokeAck() *ClientInvokeAck {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_ClientInvokeAck); ok {
+			return x.ClientInvokeAck
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetClientResult() *ClientResult {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_ClientResult); ok {
+			return x.ClientResult
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetClientInvokeCancel() *ClientInvokeCancel {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_ClientInvokeCancel); ok {
+			return x.ClientInvokeCancel
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -277,6 +317,30 @@ type Envelope_HttpResponse struct {
 	HttpResponse *HttpResponse `protobuf:"bytes,11,opt,name=http_response,json=httpResponse,proto3,oneof"`
 }
 
+type Envelope_ClientInvoke struct {
+	// client_invoke asks the node owning a connection to invoke a client
+	// method and return the client's result (client results).
+	ClientInvoke *ClientInvoke `protobuf:"bytes,20,opt,name=client_invoke,json=clientInvoke,proto3,oneof"`
+}
+
+type Envelope_ClientInvokeAck struct {
+	// client_invoke_ack tells the asking node whether the owner has the
+	// connection and sent it the invocation.
+	ClientInvokeAck *ClientInvokeAck `protobuf:"bytes,21,opt,name=client_invoke_ack,json=clientInvokeAck,proto3,oneof"`
+}
+
+type Envelope_ClientResult struct {
+	// client_result carries the client's answer to a client_invoke back to
+	// the asking node.
+	ClientResult *ClientResult `protobuf:"bytes,22,opt,name=client_result,json=clientResult,proto3,oneof"`
+}
+
+type Envelope_ClientInvokeCancel struct {
+	// client_invoke_cancel tells the owner that the asking node stopped
+	// waiting for a client_invoke's result.
+	ClientInvokeCancel *ClientInvokeCancel `protobuf:"bytes,23,opt,name=client_invoke_cancel,json=clientInvokeCancel,proto3,oneof"`
+}
+
 func (*Envelope_Invocation) isEnvelope_Body() {}
 
 func (*Envelope_GroupCommand) isEnvelope_Body() {}
@@ -286,6 +350,14 @@ func (*Envelope_GroupAck) isEnvelope_Body() {}
 func (*Envelope_HttpRequest) isEnvelope_Body() {}
 
 func (*Envelope_HttpResponse) isEnvelope_Body() {}
+
+func (*Envelope_ClientInvoke) isEnvelope_Body() {}
+
+func (*Envelope_ClientInvokeAck) isEnvelope_Body() {}
+
+func (*Envelope_ClientResult) isEnvelope_Body() {}
+
+func (*Envelope_ClientInvokeCancel) isEnvelope_Body() {}
 
 // Invocation is a hub message pre-serialized once per hub protocol, so each
 // receiving node writes the same framed bytes to its clients as-is.
@@ -676,11 +748,314 @@ func (x *HttpResponse) GetText() string {
 	return ""
 }
 
+// ClientInvoke asks the node owning connection_id to send the client an
+// invocation that expects a result. It is published on the connection's
+// channel; the owner answers at once with a ClientInvokeAck and, when the
+// client answers (or disconnects), with a ClientResult, both carrying the
+// same id on the origin node's channel.
+type ClientInvoke struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the request on its origin node.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// connection_id is the connection to invoke.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// invocation_id is the SignalR invocation id inside the records; the
+	// client's Completion carries it.
+	InvocationId string `protobuf:"bytes,3,opt,name=invocation_id,json=invocationId,proto3" json:"invocation_id,omitempty"`
+	// json is the Invocation framed for the JSON hub protocol.
+	Json []byte `protobuf:"bytes,4,opt,name=json,proto3" json:"json,omitempty"`
+	// messagepack is the Invocation framed for the MessagePack hub protocol.
+	Messagepack   []byte `protobuf:"bytes,5,opt,name=messagepack,proto3" json:"messagepack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientInvoke) Reset() {
+	*x = ClientInvoke{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientInvoke) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientInvoke) ProtoMessage() {}
+
+func (x *ClientInvoke) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientInvoke.ProtoReflect.Descriptor instead.
+func (*ClientInvoke) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClientInvoke) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ClientInvoke) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ClientInvoke) GetInvocationId() string {
+	if x != nil {
+		return x.InvocationId
+	}
+	return ""
+}
+
+func (x *ClientInvoke) GetJson() []byte {
+	if x != nil {
+		return x.Json
+	}
+	return nil
+}
+
+func (x *ClientInvoke) GetMessagepack() []byte {
+	if x != nil {
+		return x.Messagepack
+	}
+	return nil
+}
+
+// ClientInvokeAck answers a ClientInvoke as soon as the owner handled it.
+type ClientInvokeAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the id of the ClientInvoke being answered.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// error is empty when the invocation went to the client, otherwise why
+	// it did not.
+	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientInvokeAck) Reset() {
+	*x = ClientInvokeAck{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientInvokeAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientInvokeAck) ProtoMessage() {}
+
+func (x *ClientInvokeAck) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientInvokeAck.ProtoReflect.Descriptor instead.
+func (*ClientInvokeAck) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClientInvokeAck) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ClientInvokeAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ClientResult is the outcome of a ClientInvoke, published on the origin
+// node's channel.
+type ClientResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the id of the ClientInvoke being answered.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// protocol is the hub protocol the result is encoded in ("json" or
+	// "messagepack").
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// has_result is set when the client returned a value: result holds it.
+	HasResult bool `protobuf:"varint,3,opt,name=has_result,json=hasResult,proto3" json:"has_result,omitempty"`
+	// result is the client's value exactly as it encoded it (a JSON token
+	// or one MessagePack object).
+	Result []byte `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	// error is the client's error (client_error set) or why the owner could
+	// not get a result (the connection disconnected).
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// client_error says that error came from the client itself.
+	ClientError   bool `protobuf:"varint,6,opt,name=client_error,json=clientError,proto3" json:"client_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientResult) Reset() {
+	*x = ClientResult{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientResult) ProtoMessage() {}
+
+func (x *ClientResult) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientResult.ProtoReflect.Descriptor instead.
+func (*ClientResult) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ClientResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ClientResult) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *ClientResult) GetHasResult() bool {
+	if x != nil {
+		return x.HasResult
+	}
+	return false
+}
+
+func (x *ClientResult) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ClientResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ClientResult) GetClientError() bool {
+	if x != nil {
+		return x.ClientError
+	}
+	return false
+}
+
+// ClientInvokeCancel tells the owner of connection_id that nobody waits
+// for the result of ClientInvoke id from the origin node any more.
+type ClientInvokeCancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the id of the ClientInvoke.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// connection_id is the invoked connection.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// invocation_id is the SignalR invocation id of the ClientInvoke.
+	InvocationId  string `protobuf:"bytes,3,opt,name=invocation_id,json=invocationId,proto3" json:"invocation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientInvokeCancel) Reset() {
+	*x = ClientInvokeCancel{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientInvokeCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientInvokeCancel) ProtoMessage() {}
+
+func (x *ClientInvokeCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientInvokeCancel.ProtoReflect.Descriptor instead.
+func (*ClientInvokeCancel) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ClientInvokeCancel) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ClientInvokeCancel) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ClientInvokeCancel) GetInvocationId() string {
+	if x != nil {
+		return x.InvocationId
+	}
+	return ""
+}
+
 var File_fabric_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x18fabric/v1/envelope.proto\x12\tfabric.v1\"\xdd\x02\n" +
+	"\x18fabric/v1/envelope.proto\x12\tfabric.v1\"\xfa\x04\n" +
 	"\bEnvelope\x12\x1f\n" +
 	"\vorigin_node\x18\x01 \x01(\tR\n" +
 	"originNode\x127\n" +
@@ -691,7 +1066,11 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\tgroup_ack\x18\x04 \x01(\v2\x13.fabric.v1.GroupAckH\x00R\bgroupAck\x12;\n" +
 	"\fhttp_request\x18\n" +
 	" \x01(\v2\x16.fabric.v1.HttpRequestH\x00R\vhttpRequest\x12>\n" +
-	"\rhttp_response\x18\v \x01(\v2\x17.fabric.v1.HttpResponseH\x00R\fhttpResponseB\x06\n" +
+	"\rhttp_response\x18\v \x01(\v2\x17.fabric.v1.HttpResponseH\x00R\fhttpResponse\x12>\n" +
+	"\rclient_invoke\x18\x14 \x01(\v2\x17.fabric.v1.ClientInvokeH\x00R\fclientInvoke\x12H\n" +
+	"\x11client_invoke_ack\x18\x15 \x01(\v2\x1a.fabric.v1.ClientInvokeAckH\x00R\x0fclientInvokeAck\x12>\n" +
+	"\rclient_result\x18\x16 \x01(\v2\x17.fabric.v1.ClientResultH\x00R\fclientResult\x12Q\n" +
+	"\x14client_invoke_cancel\x18\x17 \x01(\v2\x1d.fabric.v1.ClientInvokeCancelH\x00R\x12clientInvokeCancelB\x06\n" +
 	"\x04body\"z\n" +
 	"\n" +
 	"Invocation\x126\n" +
@@ -720,7 +1099,28 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\rR\x06status\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text*Z\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"\x9e\x01\n" +
+	"\fClientInvoke\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12#\n" +
+	"\rinvocation_id\x18\x03 \x01(\tR\finvocationId\x12\x12\n" +
+	"\x04json\x18\x04 \x01(\fR\x04json\x12 \n" +
+	"\vmessagepack\x18\x05 \x01(\fR\vmessagepack\"7\n" +
+	"\x0fClientInvokeAck\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xaa\x01\n" +
+	"\fClientResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1d\n" +
+	"\n" +
+	"has_result\x18\x03 \x01(\bR\thasResult\x12\x16\n" +
+	"\x06result\x18\x04 \x01(\fR\x06result\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12!\n" +
+	"\fclient_error\x18\x06 \x01(\bR\vclientError\"n\n" +
+	"\x12ClientInvokeCancel\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12#\n" +
+	"\rinvocation_id\x18\x03 \x01(\tR\finvocationId*Z\n" +
 	"\vGroupAction\x12\x1c\n" +
 	"\x18GROUP_ACTION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10GROUP_ACTION_ADD\x10\x01\x12\x17\n" +
@@ -744,30 +1144,38 @@ func file_fabric_v1_envelope_proto_rawDescGZIP() []byte {
 }
 
 var file_fabric_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fabric_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_fabric_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_fabric_v1_envelope_proto_goTypes = []any{
-	(GroupAction)(0),     // 0: fabric.v1.GroupAction
-	(HttpRequestKind)(0), // 1: fabric.v1.HttpRequestKind
-	(*Envelope)(nil),     // 2: fabric.v1.Envelope
-	(*Invocation)(nil),   // 3: fabric.v1.Invocation
-	(*GroupCommand)(nil), // 4: fabric.v1.GroupCommand
-	(*GroupAck)(nil),     // 5: fabric.v1.GroupAck
-	(*HttpRequest)(nil),  // 6: fabric.v1.HttpRequest
-	(*HttpResponse)(nil), // 7: fabric.v1.HttpResponse
+	(GroupAction)(0),           // 0: fabric.v1.GroupAction
+	(HttpRequestKind)(0),       // 1: fabric.v1.HttpRequestKind
+	(*Envelope)(nil),           // 2: fabric.v1.Envelope
+	(*Invocation)(nil),         // 3: fabric.v1.Invocation
+	(*GroupCommand)(nil),       // 4: fabric.v1.GroupCommand
+	(*GroupAck)(nil),           // 5: fabric.v1.GroupAck
+	(*HttpRequest)(nil),        // 6: fabric.v1.HttpRequest
+	(*HttpResponse)(nil),       // 7: fabric.v1.HttpResponse
+	(*ClientInvoke)(nil),       // 8: fabric.v1.ClientInvoke
+	(*ClientInvokeAck)(nil),    // 9: fabric.v1.ClientInvokeAck
+	(*ClientResult)(nil),       // 10: fabric.v1.ClientResult
+	(*ClientInvokeCancel)(nil), // 11: fabric.v1.ClientInvokeCancel
 }
 var file_fabric_v1_envelope_proto_depIdxs = []int32{
-	3, // 0: fabric.v1.Envelope.invocation:type_name -> fabric.v1.Invocation
-	4, // 1: fabric.v1.Envelope.group_command:type_name -> fabric.v1.GroupCommand
-	5, // 2: fabric.v1.Envelope.group_ack:type_name -> fabric.v1.GroupAck
-	6, // 3: fabric.v1.Envelope.http_request:type_name -> fabric.v1.HttpRequest
-	7, // 4: fabric.v1.Envelope.http_response:type_name -> fabric.v1.HttpResponse
-	0, // 5: fabric.v1.GroupCommand.action:type_name -> fabric.v1.GroupAction
-	1, // 6: fabric.v1.HttpRequest.kind:type_name -> fabric.v1.HttpRequestKind
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3,  // 0: fabric.v1.Envelope.invocation:type_name -> fabric.v1.Invocation
+	4,  // 1: fabric.v1.Envelope.group_command:type_name -> fabric.v1.GroupCommand
+	5,  // 2: fabric.v1.Envelope.group_ack:type_name -> fabric.v1.GroupAck
+	6,  // 3: fabric.v1.Envelope.http_request:type_name -> fabric.v1.HttpRequest
+	7,  // 4: fabric.v1.Envelope.http_response:type_name -> fabric.v1.HttpResponse
+	8,  // 5: fabric.v1.Envelope.client_invoke:type_name -> fabric.v1.ClientInvoke
+	9,  // 6: fabric.v1.Envelope.client_invoke_ack:type_name -> fabric.v1.ClientInvokeAck
+	10, // 7: fabric.v1.Envelope.client_result:type_name -> fabric.v1.ClientResult
+	11, // 8: fabric.v1.Envelope.client_invoke_cancel:type_name -> fabric.v1.ClientInvokeCancel
+	0,  // 9: fabric.v1.GroupCommand.action:type_name -> fabric.v1.GroupAction
+	1,  // 10: fabric.v1.HttpRequest.kind:type_name -> fabric.v1.HttpRequestKind
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_fabric_v1_envelope_proto_init() }
@@ -781,6 +1189,10 @@ func file_fabric_v1_envelope_proto_init() {
 		(*Envelope_GroupAck)(nil),
 		(*Envelope_HttpRequest)(nil),
 		(*Envelope_HttpResponse)(nil),
+		(*Envelope_ClientInvoke)(nil),
+		(*Envelope_ClientInvokeAck)(nil),
+		(*Envelope_ClientResult)(nil),
+		(*Envelope_ClientInvokeCancel)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -788,7 +1200,7 @@ func file_fabric_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fabric_v1_envelope_proto_rawDesc), len(file_fabric_v1_envelope_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
