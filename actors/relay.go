@@ -36,7 +36,12 @@ type (
 		timeout time.Duration
 	}
 	relayTimeout struct{ id uint64 }
-	relayServed  struct {
+	// relayAbandon: the forwarder waiting at reply stopped waiting.
+	relayAbandon struct {
+		reply *actor.PID
+		err   error
+	}
+	relayServed struct {
 		origin string
 		resp   *fabricv1.HttpResponse
 	}
@@ -44,6 +49,7 @@ type (
 
 func (*httpForward) relayMessage()  {}
 func (*relayTimeout) relayMessage() {}
+func (*relayAbandon) relayMessage() {}
 func (*relayServed) relayMessage()  {}
 
 // HTTPForwarded answers ForwardHTTP's request inside the actor system.
@@ -90,8 +96,20 @@ func ForwardHTTP(ctx context.Context, root *actor.RootContext, bridge *actor.PID
 		return nil, err
 	}
 	// The bridge answers within timeout (its own timer); the future's
-	// bound only turns a stopped bridge into an error.
-	res, err := root.RequestFuture(bridge, &httpForward{channel: ch, req: req, timeout: timeout}, timeout+5*time.Second).Result()
+	// bound only turns a stopped bridge into an error. When ctx ends
+	// first, the bridge is told to answer now.
+	f := actor.NewFuture(root.ActorSystem(), timeout+5*time.Second)
+	root.RequestWithCustomSender(bridge, &httpForward{channel: ch, req: req, timeout: timeout}, f.PID())
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			root.Send(bridge, &relayAbandon{reply: f.PID(), err: ctx.Err()})
+		case <-done:
+		}
+	}()
+	res, err := f.Result()
 	if err != nil {
 		return nil, fmt.Errorf("forwarding to the connection's node: %w", err)
 	}
@@ -125,6 +143,12 @@ func (b *bridge) onRelay(ctx actor.Context, m relayMessage) {
 		p.timer = b.cfg.Seams.Runtime.AfterFunc(m.timeout, func() { root.Send(self, &relayTimeout{id: id}) })
 		rs.waiting[id] = p
 		b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: m.channel, Payload: payload}, relayID: id})
+	case *relayAbandon:
+		for id, p := range rs.waiting {
+			if p.reply.Equal(m.reply) {
+				b.settleRelay(ctx, id, nil, m.err)
+			}
+		}
 	case *relayTimeout:
 		b.settleRelay(ctx, m.id, nil, fmt.Errorf("%w within %s", ErrNoOwner, "the forwarding timeout"))
 	case *relayServed:

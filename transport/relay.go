@@ -133,12 +133,26 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, kind RelayKind,
 		// A poll outlives the server's read timeout (see servePoll).
 		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	}
-	resp, err := s.opts.Relay.Forward(r.Context(), toNode, RelayRequest{
+	// A forwarded request ends when the server stops, so shutting down
+	// does not wait for another node's poll timeout.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	resp, err := s.opts.Relay.Forward(ctx, toNode, RelayRequest{
 		Kind: kind, Hub: hub, ConnectionID: connID, Token: token, Identity: identity, Body: body,
 	}, timeout)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			return true // the client went away
+			if kind == RelayPoll && r.Context().Err() == nil {
+				writePollResult(w, pollResult{status: http.StatusOK}) // stopping: poll again
+			}
+			return true // the client went away, or the server stops
 		}
 		s.log.Debug("forwarded request got no answer", "hub", hub, "conn_id", connID, "err", err)
 		http.Error(w, msgNoConnection+": "+err.Error(), http.StatusNotFound)

@@ -1,8 +1,11 @@
-// Package transport serves SignalR over HTTP: the negotiate endpoint and the
-// WebSocket endpoint (coder/websocket), with the handshake and the reader
-// loop. Each connection's outbound queue, keep-alive and client timeout are
-// internal/conn's, run over the WebSocket. It hands parsed hub messages to
-// a Session and knows nothing about hubs or actors.
+// Package transport serves SignalR over HTTP: the negotiate endpoint, the
+// WebSocket endpoint (coder/websocket), Server-Sent Events and long polling,
+// with the handshake and the readers. Each connection's outbound queue,
+// keep-alive and client timeout are internal/conn's, run over the
+// WebSocket, the event stream or the polls. Requests of the HTTP
+// transports for a connection another node owns go to it through a Relay.
+// It hands parsed hub messages to a Session and knows nothing about hubs
+// or actors.
 package transport
 
 import (
