@@ -73,7 +73,9 @@ func (s *Service) resync(ctx context.Context, name string) error {
 	s.mu.Lock()
 	held := make(map[string]string, len(s.local[name]))
 	for id, c := range s.local[name] {
-		held[id] = c.user
+		if c.attached {
+			held[id] = c.user
+		}
 	}
 	s.mu.Unlock()
 	for id, user := range held {
