@@ -477,6 +477,12 @@ func (n *Node) attach(ctx context.Context, hubName, id string, identity auth.Ide
 	if r.Err != nil {
 		return nil, r.Err
 	}
+	ac := newContext(ctx, rt, info)
+	ac.Items = nil // OnConnected may be using them
+	if err := rt.attached(ac); err != nil {
+		n.root.Send(rt.pid, &fabric.AbandonConnect{ID: id}) // ends it; OnDisconnected runs
+		return nil, err
+	}
 	return r.Inbound, nil
 }
 

@@ -14,6 +14,7 @@ func (s *Service) liveness(ctx context.Context, needResync map[string]bool) {
 	defer s.looping.Done()
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
+	failing := map[string]bool{} // hubs whose last heartbeat failed (logged once)
 	for {
 		select {
 		case <-ctx.Done():
@@ -23,7 +24,7 @@ func (s *Service) liveness(ctx context.Context, needResync map[string]bool) {
 		case <-t.C:
 		}
 		for name := range needResync {
-			needResync[name] = s.beat(ctx, name, needResync[name])
+			needResync[name], failing[name] = s.beat(ctx, name, needResync[name], failing[name])
 		}
 		if s.beatHook != nil {
 			s.beatHook()
@@ -32,21 +33,25 @@ func (s *Service) liveness(ctx context.Context, needResync map[string]bool) {
 }
 
 // beat runs one round for hub name and reports whether the next one must
-// resync (this one could not reach the Store).
-func (s *Service) beat(ctx context.Context, name string, resync bool) bool {
+// resync and whether the Store could not be reached (failing: the last
+// round could not, and logged it).
+func (s *Service) beat(ctx context.Context, name string, resync, failing bool) (bool, bool) {
 	sctx, cancel := s.storeCtx(ctx)
 	defer cancel()
 	was, err := s.cfg.Store.Heartbeat(sctx, name, s.nodeID, s.cfg.HeartbeatTTL)
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !failing {
 			s.log.Warn("service: heartbeat failed; this node's connections stop being listed if it lasts beyond the heartbeat ttl", "hub", name, "ttl", s.cfg.HeartbeatTTL, "err", err)
 		}
-		return true
+		return true, true
+	}
+	if failing {
+		s.log.Info("service: heartbeat back", "hub", name)
 	}
 	if resync || !was {
 		if err := s.resync(sctx, name); err != nil {
 			s.log.Warn("service: could not list this node's connections again", "hub", name, "err", err)
-			return true
+			return true, false
 		}
 	}
 	if n, err := s.cfg.Store.Sweep(sctx, name, s.cfg.SweepBatch); err != nil {
@@ -54,7 +59,7 @@ func (s *Service) beat(ctx context.Context, name string, resync bool) bool {
 	} else if n > 0 {
 		s.log.Info("service: swept connections of nodes whose heartbeat lapsed", "hub", name, "connections", n)
 	}
-	return false
+	return false, false
 }
 
 // resync makes the Store's record of this node's connections of hub name
@@ -73,7 +78,9 @@ func (s *Service) resync(ctx context.Context, name string) error {
 	s.mu.Lock()
 	held := make(map[string]string, len(s.local[name]))
 	for id, c := range s.local[name] {
-		held[id] = c.user
+		if c.attached {
+			held[id] = c.user
+		}
 	}
 	s.mu.Unlock()
 	for id, user := range held {

@@ -86,8 +86,12 @@ type Service struct {
 }
 
 type localConn struct {
-	user  string
-	close func(reason string)
+	user     string
+	attached bool                // OnAttached recorded it (OnConnected may run first)
+	close    func(reason string) // nil until OnConnected
+	// closeWanted, closeReason: a close asked for before OnConnected.
+	closeWanted bool
+	closeReason string
 }
 
 // New checks cfg and returns a Service that is not started.
@@ -258,6 +262,13 @@ func (s *Service) closeLocal(hubName string, ids []string, all bool, excluded []
 	s.mu.Lock()
 	conns := s.local[hubName]
 	var closers []func(string)
+	take := func(c *localConn) {
+		if c.close == nil { // OnConnected has not run yet: it closes
+			c.closeWanted, c.closeReason = true, reason
+			return
+		}
+		closers = append(closers, c.close)
+	}
 	if all {
 		skip := map[string]bool{}
 		for _, e := range excluded {
@@ -265,13 +276,13 @@ func (s *Service) closeLocal(hubName string, ids []string, all bool, excluded []
 		}
 		for id, c := range conns {
 			if !skip[id] {
-				closers = append(closers, c.close)
+				take(c)
 			}
 		}
 	} else {
 		for _, id := range ids {
 			if c := conns[id]; c != nil {
-				closers = append(closers, c.close)
+				take(c)
 			}
 		}
 	}
@@ -295,11 +306,43 @@ func (s *Service) onCommand(channel string, payload []byte) {
 	s.closeLocal(cmd.Hub, cmd.ConnectionIds, cmd.All, cmd.ExcludedConnectionIds, cmd.Reason)
 }
 
-func (s *Service) addLocal(hubName, id, user string, closer func(string)) {
+// localLocked returns hub's local connection id, made if needed (nil for
+// an unknown hub).
+func (s *Service) localLocked(hubName, id string) *localConn {
+	m := s.local[hubName]
+	if m == nil {
+		return nil
+	}
+	c := m[id]
+	if c == nil {
+		c = &localConn{}
+		m[id] = c
+	}
+	return c
+}
+
+func (s *Service) addLocal(hubName, id, user string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if m := s.local[hubName]; m != nil {
-		m[id] = &localConn{user: user, close: closer}
+	if c := s.localLocked(hubName, id); c != nil {
+		c.user, c.attached = user, true
+	}
+}
+
+// setCloser gives a local connection its closer and runs it if a close
+// was asked for before.
+func (s *Service) setCloser(hubName, id string, closer func(string)) {
+	s.mu.Lock()
+	c := s.localLocked(hubName, id) // OnConnected may run before OnAttached
+	if c == nil {
+		s.mu.Unlock()
+		return
+	}
+	c.close = closer
+	wanted, reason := c.closeWanted, c.closeReason
+	s.mu.Unlock()
+	if wanted {
+		closer(reason)
 	}
 }
 
