@@ -163,7 +163,6 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		// A Dispatcher takes names the hub has no method for (dispatch.go).
 		hcOf := func() *Context { return newContext(ctx, rt, info) }
 		if res, ok, err := rt.dispatch(info, call, hcOf, id, target, args, streaming); ok {
-			call.Release()
 			if failure = err; failure == nil && id != "" {
 				if err := call.Reply(&protocol.Completion{InvocationID: id, HasResult: true, Result: res}); err != nil {
 					failure = fmt.Errorf("the result could not be encoded: %w", err)
@@ -216,7 +215,6 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		call.Release()
 	}
 	out, failure := rt.call(m, hc, info, in)
-	call.Release()
 	if failure == nil {
 		// An upload that failed (the client's error, an item of the wrong
 		// type) fails the call, as an exception from the stream's reader
@@ -228,6 +226,9 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		return // the deferred fail answers
 	}
 	if m.stream {
+		// A stream goes on after its method returned; the client's next
+		// call need not wait for it.
+		call.Release()
 		failure = rt.pumpStream(ctx, hc, call, id, out)
 		return
 	}

@@ -51,9 +51,11 @@ type Call struct {
 	// the connection received before it. It returns the encoding error, in
 	// which case nothing was sent.
 	Reply func(protocol.Message) error
-	// Release frees the call's slot in the parallel-invocation limit; the
-	// Invoker calls it when the method itself has returned (streams may go
-	// on). It is idempotent and also called when Done is.
+	// Release frees the call's slot in the parallel-invocation limit. The
+	// Invoker calls it once the call's Completion is sent (so the client's
+	// next call starts after it, as in ASP.NET), or, for a server stream
+	// or a method reading uploads, when the method itself returned or
+	// began (those go on). It is idempotent and also called when Done is.
 	Release func()
 	// Done must be called exactly once, when the call is completely over.
 	Done func()
