@@ -190,6 +190,7 @@ type Server struct {
 	httpConns httpConns          // long-polling and SSE connections owned here
 	stopCh    chan struct{}      // closed by StopAccepting
 	pollHook  func(token string) // tests: called when a poll starts waiting
+	connHook  func(token string) // tests: called when an HTTP connection is registered
 	resumes   resumes            // stateful connections by token (stateful.go)
 }
 
