@@ -148,7 +148,12 @@ func (t *httpConns) remove(h *httpConn) {
 // newHTTPConn claims token and registers a new connection of transport
 // for it; the caller answers the HTTP request. It returns the HTTP status
 // and text of a refusal otherwise.
-func (s *Server) newHTTPConn(ctx context.Context, r *http.Request, hub, token, transport string, identity auth.Identity) (*httpConn, int, string) {
+//
+// sse is the event stream's writer (SSE; nil for long polling), held
+// locked by the caller until the stream has started: it is the
+// connection's socket from the moment the connection can be found, so a
+// handshake POST that comes first writes after the stream's start.
+func (s *Server) newHTTPConn(ctx context.Context, r *http.Request, hub, token, transport string, identity auth.Identity, sse *sseWriter) (*httpConn, int, string) {
 	if token == "" {
 		return nil, http.StatusBadRequest, "Connection ID required"
 	}
@@ -162,6 +167,10 @@ func (s *Server) newHTTPConn(ctx context.Context, r *http.Request, hub, token, t
 	h := &httpConn{
 		s: s, hub: hub, token: token, connID: connID, identity: identity, transport: transport, request: r,
 		frames: make(chan []byte), closed: make(chan struct{}), ended: make(chan struct{}), finished: make(chan struct{}),
+		sse: sse,
+	}
+	if sse != nil {
+		sse.h = h
 	}
 	if s.opts.Relay != nil {
 		// Requests for the connection that land on other nodes come here
@@ -179,6 +188,9 @@ func (s *Server) newHTTPConn(ctx context.Context, r *http.Request, hub, token, t
 	// which ends it when its client side ends, and cleans up.
 	s.active.Add(1)
 	go h.run()
+	if hook := s.connHook; hook != nil {
+		hook(token)
+	}
 	return h, 0, ""
 }
 
@@ -563,7 +575,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, hub, token st
 			return // the token's home node owns it
 		}
 		// The first poll creates the connection and returns at once.
-		if _, status, msg = s.newHTTPConn(r.Context(), r, hub, token, transportLongPolling, identity); status == 0 {
+		if _, status, msg = s.newHTTPConn(r.Context(), r, hub, token, transportLongPolling, identity, nil); status == 0 {
 			w.Header().Set("Cache-Control", "no-cache")
 			w.WriteHeader(http.StatusOK)
 			return

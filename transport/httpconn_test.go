@@ -299,3 +299,59 @@ func readExactly(t *testing.T, r io.Reader, want string) {
 		t.Fatalf("stream gave %q, want %q", got, want)
 	}
 }
+
+// TestSSEHandshakeBeforeStreamStarts: the connection is findable from the
+// moment newHTTPConn registers it, before serveEventStream has set up its
+// stream; a handshake POST arriving in that window (a client that does not
+// wait for the stream's first bytes) must not find the stream missing.
+// Before the fix the connection's socket was a nil *sseWriter and the
+// handshake answer's write panicked (a nil dereference in the writer
+// goroutine, which takes the process down).
+func TestSSEHandshakeBeforeStreamStarts(t *testing.T) {
+	t.Parallel()
+	hs := newHTTPServer(t, nil)
+	tok := hs.token()
+	posted := make(chan int, 1)
+	hs.s.connHook = func(got string) {
+		if got != tok {
+			return
+		}
+		go func() {
+			req, _ := http.NewRequest("POST", hs.url+"?id="+tok, strings.NewReader(`{"protocol":"json","version":1}`+rs))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				posted <- 0
+				return
+			}
+			resp.Body.Close()
+			posted <- resp.StatusCode
+		}()
+		// The POST has opened the connection over the transport's socket
+		// (Connect runs once conn.Open has it) before the stream is set up.
+		select {
+		case c := <-hs.conns:
+			hs.conns <- c
+		case <-time.After(10 * time.Second):
+			t.Error("the handshake POST did not reach the hub")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", hs.url+"?id="+tok, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("event stream: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	readExactly(t, resp.Body, ":\r\n")
+	readExactly(t, resp.Body, "data: {}"+rs+"\r\n\r\n")
+	if st := <-posted; st != http.StatusOK {
+		t.Fatalf("handshake POST: %d", st)
+	}
+	<-hs.conns
+	cancel()
+	if err := <-hs.sess.closed; err != nil {
+		t.Fatalf("closed with %v, want a normal close", err)
+	}
+}

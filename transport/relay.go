@@ -84,7 +84,7 @@ func (s *Server) ServeRelayed(ctx context.Context, req RelayRequest) (resp Relay
 			if err != nil || home != s.opts.NodeID {
 				return RelayResponse{}, false
 			}
-			if _, status, msg := s.newHTTPConn(ctx, nil, req.Hub, req.Token, transportLongPolling, req.Identity); status != 0 {
+			if _, status, msg := s.newHTTPConn(ctx, nil, req.Hub, req.Token, transportLongPolling, req.Identity, nil); status != 0 {
 				return RelayResponse{Status: status, Text: msg}, true
 			}
 			return RelayResponse{Status: http.StatusOK}, true

@@ -146,6 +146,11 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("transport: Options.%s must be positive (got %d)", f.name, f.v)
 		}
 	}
+	if o.Relay != nil && len(o.NodeID) > maxHomeLen {
+		// It goes into every token this node mints, and check refuses a
+		// longer home: the node's tokens would all be invalid.
+		return o, fmt.Errorf("transport: Options.NodeID must be at most %d bytes with a Relay (got %d)", maxHomeLen, len(o.NodeID))
+	}
 	if o.PollTimeout < 0 {
 		return o, fmt.Errorf("transport: Options.PollTimeout must not be negative (got %d)", o.PollTimeout)
 	}
@@ -190,6 +195,7 @@ type Server struct {
 	httpConns httpConns          // long-polling and SSE connections owned here
 	stopCh    chan struct{}      // closed by StopAccepting
 	pollHook  func(token string) // tests: called when a poll starts waiting
+	connHook  func(token string) // tests: called when an HTTP connection is registered
 	resumes   resumes            // stateful connections by token (stateful.go)
 }
 

@@ -77,12 +77,17 @@ func (s *Server) serveEventStream(w http.ResponseWriter, r *http.Request, hub, t
 		http.Error(w, "a connection with that ID is already active", http.StatusConflict)
 		return
 	}
-	h, status, msg := s.newHTTPConn(r.Context(), r, hub, token, transportServerSentEvents, identity)
+	// The writer is the connection's socket as soon as the connection can
+	// be found (a handshake POST may come before the stream has started);
+	// it stays locked until the stream's headers and first bytes are out.
+	sw := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	sw.mu.Lock()
+	h, status, msg := s.newHTTPConn(r.Context(), r, hub, token, transportServerSentEvents, identity, sw)
 	if status != 0 {
+		sw.mu.Unlock()
 		http.Error(w, msg, status)
 		return
 	}
-	h.sse = &sseWriter{h: h, w: w, rc: http.NewResponseController(w)}
 	// The stream outlives the server's read timeout and has no write
 	// timeout of its own; the connection's liveness bounds it.
 	_ = h.sse.rc.SetReadDeadline(time.Time{})
@@ -92,7 +97,6 @@ func (s *Server) serveEventStream(w http.ResponseWriter, r *http.Request, hub, t
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
-	h.sse.mu.Lock()
 	_, _ = w.Write([]byte(":\r\n"))
 	err := h.sse.rc.Flush()
 	h.sse.mu.Unlock()

@@ -116,7 +116,10 @@ func (t *tokens) signed(raw []byte, home string) []byte {
 
 // maxTokenLen bounds a token before it is decoded: 22 characters and a
 // home node id of up to 255 bytes.
-var maxTokenLen = b64.EncodedLen(tokenBytes) + 1 + b64.EncodedLen(255)
+var maxTokenLen = b64.EncodedLen(tokenBytes) + 1 + b64.EncodedLen(maxHomeLen)
+
+// maxHomeLen bounds a home node id (Options.NodeID with a Relay).
+const maxHomeLen = 255
 
 // check verifies token for userID and returns its connection id and home
 // node ("" for none), without claiming it.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -102,4 +103,35 @@ func FuzzTokenClaim(f *testing.F) {
 			t.Fatalf("claim(%q, %q) = %q, and another user may use it too", token, user, id)
 		}
 	})
+}
+
+// TestNodeIDFitsTokens: the tokens a node with a Relay mints carry its
+// NodeID, and check refuses tokens longer than maxTokenLen (a home of up
+// to 255 bytes). A longer NodeID was accepted, and then every token the
+// node minted was refused ("not valid"), WebSockets included: the node
+// served nothing. NewServer now refuses such a NodeID; one of 255 bytes
+// works.
+func TestNodeIDFitsTokens(t *testing.T) {
+	t.Parallel()
+	connect := func(context.Context, ConnectRequest) (Session, error) { return nil, nil }
+	for _, n := range []int{255, 256, 300} {
+		opts := testOptions(connect)
+		opts.NodeID, opts.Relay = strings.Repeat("n", n), blockingRelay{}
+		s, err := NewServer(opts)
+		if n > 255 {
+			if err == nil {
+				tok, _ := s.tokens.mint(false, "alice")
+				_, _, cerr := s.tokens.check(tok, "alice")
+				t.Fatalf("NewServer with a NodeID of %d bytes: no error (its own token checks: %v)", n, cerr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("NewServer with a NodeID of %d bytes: %v", n, err)
+		}
+		tok, _ := s.tokens.mint(false, "alice")
+		if _, home, err := s.tokens.check(tok, "alice"); err != nil || home != opts.NodeID {
+			t.Fatalf("a token of a node whose id has %d bytes: home %d bytes, %v", n, len(home), err)
+		}
+	}
 }
