@@ -472,13 +472,15 @@ func (s *Service) do(r *http.Request, o op, hc *hub.HubContext) (int, any, *rest
 			}
 			ttl = time.Duration(n) * time.Second
 			if n == 0 {
-				ttl = time.Nanosecond // expired at once, as a ttl of 0 s means
+				ttl = time.Nanosecond // not kept for later connections
 			}
 		}
 		if err := st.AddUserToGroup(sctx, o.hub, o.user, o.group, ttl); err != nil {
 			return 0, nil, storeErr(err)
 		}
-		if ttl > 0 {
+		// ttl=0 adds only the current connections, for good (Azure):
+		// the membership is not kept, and no expiry takes them out.
+		if ttl > time.Nanosecond {
 			s.scheduleExpiry(o.hub, o.user, o.group, time.Now().Add(ttl))
 		}
 		conns, err := st.UserConnections(sctx, o.hub, o.user)
