@@ -53,6 +53,7 @@ type httpConn struct {
 	// sendMu is held by the POST being served; a concurrent one gets 409.
 	sendMu  sync.Mutex
 	pending []byte // a partial record left at the end of a POST
+	refused bool   // the handshake was refused: later sends are dropped
 	// c and session are set by the handshake POST (under sendMu) and read
 	// by later POSTs, polls and the end.
 	mu      sync.Mutex
@@ -293,6 +294,12 @@ func (h *httpConn) send(ctx context.Context, body []byte) (int, string) {
 		return http.StatusOK, ""
 	default:
 	}
+	if h.refused {
+		// The refusal is on its way to the client, which ends the
+		// connection; nothing after it may open the connection.
+		h.s.log.Debug("send after a refused handshake dropped", "conn_id", h.connID, "bytes", len(body))
+		return http.StatusOK, ""
+	}
 	buf := append(h.pending, body...)
 	h.pending = nil
 	h.mu.Lock()
@@ -346,6 +353,7 @@ func (h *httpConn) send(ctx context.Context, body []byte) (int, string) {
 // carried the handshake is answered at once.
 func (h *httpConn) refuseHandshake(ctx context.Context, wire string) {
 	h.s.log.Info("handshake refused", "hub", h.hub, "conn_id", h.connID, "reason", wire)
+	h.refused = true // under sendMu (send calls it)
 	sock := h.socket()
 	h.s.active.Add(1)
 	go func() {

@@ -355,3 +355,30 @@ func TestSSEHandshakeBeforeStreamStarts(t *testing.T) {
 		t.Fatalf("closed with %v, want a normal close", err)
 	}
 }
+
+// TestRefusedHandshakeStaysRefused: after a refused handshake, a second
+// POST with a valid handshake must not open the connection (the refusal
+// is on its way to the client, which then ends the connection). Before the
+// fix the second POST parsed a handshake again (the connection still had
+// none) and attached the connection to its hub: OnConnected ran for a
+// connection the client was told had failed, and the poll got both the
+// refusal and the handshake answer.
+func TestRefusedHandshakeStaysRefused(t *testing.T) {
+	t.Parallel()
+	hs := newHTTPServer(t, nil)
+	tok := hs.token()
+	hs.expect("GET", "id="+tok, nil, http.StatusOK, "")
+	hs.expect("POST", "id="+tok, []byte(`{"protocol":"nope","version":1}`+rs), http.StatusOK, "")
+	hs.expect("POST", "id="+tok, []byte(`{"protocol":"json","version":1}`+rs), http.StatusOK, "")
+	status, body := hs.do("GET", "id="+tok, nil)
+	if status != http.StatusOK || !strings.HasPrefix(body, `{"error":`) || strings.Contains(body, "{}"+rs) {
+		t.Fatalf("poll after a refused handshake: %d %q, want only the refusal", status, body)
+	}
+	// The refusal ends the connection; no hub ever had it.
+	hs.expect("GET", "id="+tok, nil, http.StatusNoContent, "")
+	select {
+	case c := <-hs.conns:
+		t.Fatalf("a refused connection was opened: %s", c.ID())
+	default:
+	}
+}
