@@ -77,9 +77,10 @@
 // the next one starts.
 
 import { createRequire } from "node:module";
-import { createHmac, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { isDeepStrictEqual, inspect } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
+import { b64url, mintHS256, withTimeout } from "./common.mjs";
 
 const require = createRequire(import.meta.url);
 
@@ -163,14 +164,6 @@ if (TRANSPORT === undefined) {
 
 // ---------------------------------------------------------------- tokens
 
-function b64url(x) {
-  return Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
-}
-
-function mintHS256(secret, claims) {
-  const head = b64url({ alg: "HS256", typ: "JWT" }) + "." + b64url(claims);
-  return head + "." + createHmac("sha256", secret).update(head).digest("base64url");
-}
 
 const now = Math.floor(Date.now() / 1000);
 const SECRET = env.JWT_SECRET || "";
@@ -216,14 +209,6 @@ function checkEqual(got, want, what) {
   check(isDeepStrictEqual(got, want), () => `${what}: got ${fmt(got)}, want ${fmt(want)}`);
 }
 
-// withTimeout bounds promise by ms; the timer never outlives the race.
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms}ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
-}
 
 // rejection awaits promise (bounded) and returns its rejection; fulfilment fails the check.
 async function rejection(promise, what) {

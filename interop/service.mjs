@@ -8,7 +8,7 @@
 // "FAIL name: why" per check and "N passed, M failed" last; exits 1 on any failure.
 
 import { createRequire } from "node:module";
-import { createHmac } from "node:crypto";
+import { mintHS256, withTimeout as withTimeoutMs } from "./common.mjs";
 import { isDeepStrictEqual } from "node:util";
 
 const require = createRequire(import.meta.url);
@@ -20,16 +20,11 @@ const URL1 = env.SVC_URL1, URL2 = env.SVC_URL2, KEY = env.SVC_ACCESS_KEY, HUB = 
 const WAIT_MS = 10000;
 let passed = 0, failed = 0;
 
-const b64url = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
 function mint(claims) {
-  const head = b64url({ alg: "HS256", typ: "JWT" }) + "." + b64url({ exp: Math.floor(Date.now() / 1000) + 3600, ...claims });
-  return head + "." + createHmac("sha256", KEY).update(head).digest("base64url");
+  return mintHS256(KEY, { exp: Math.floor(Date.now() / 1000) + 3600, ...claims });
 }
 
-function withTimeout(p, what) {
-  let timer;
-  return Promise.race([p, new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out: ${what}`)), WAIT_MS); })]).finally(() => clearTimeout(timer));
-}
+const withTimeout = (p, what) => withTimeoutMs(p, WAIT_MS, what);
 
 // rest calls the REST API as an app server would.
 async function rest(method, base, path, body, query = "") {

@@ -10,7 +10,7 @@
 // Output as scenarios.mjs: `ok ...` / `FAIL ...: reason` lines and `N passed, M failed`.
 
 import { createRequire } from "node:module";
-import { createHmac } from "node:crypto";
+import { mintHS256, withTimeout as withTimeoutMs } from "./common.mjs";
 
 const require = createRequire(import.meta.url);
 const env = process.env;
@@ -38,23 +38,13 @@ if (!/^https?:\/\//.test(BASE) || !/^https?:\/\//.test(PROXY) || !/^https?:\/\//
 const signalR = require("@microsoft/signalr");
 const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
 
-const b64url = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
 function mint(sub) {
   if (!SECRET) return "";
   const now = Math.floor(Date.now() / 1000);
-  const head = b64url({ alg: "HS256", typ: "JWT" }) + "." + b64url({ sub, iat: now, exp: now + 3600 });
-  return head + "." + createHmac("sha256", SECRET).update(head).digest("base64url");
+  return mintHS256(SECRET, { sub, iat: now, exp: now + 3600 });
 }
 
-function withTimeout(p, what) {
-  let timer;
-  return Promise.race([
-    Promise.resolve(p).finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not within ${WAIT_MS} ms`)), WAIT_MS);
-    }),
-  ]);
-}
+const withTimeout = (p, what) => withTimeoutMs(p, WAIT_MS, what);
 
 function expect(cond, msg) {
   if (!cond) throw new Error(msg);
