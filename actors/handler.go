@@ -147,6 +147,13 @@ var errNoRecord = errors.New("no record")
 // arguments array, no invocation id (a send expects no Completion) and no
 // stream ids, with nothing before or after it.
 func checkSendRecord(p protocol.HubProtocol, rec []byte) error {
+	return checkInvocationRecord(p, rec, "")
+}
+
+// checkInvocationRecord reports why rec is not exactly one framed
+// Invocation of p with a target, invocation id id ("" for none) and no
+// stream ids, with nothing before or after it.
+func checkInvocationRecord(p protocol.HubProtocol, rec []byte, id string) error {
 	if len(rec) == 0 {
 		return errNoRecord
 	}
@@ -165,8 +172,10 @@ func checkSendRecord(p protocol.HubProtocol, rec []byte) error {
 		return fmt.Errorf("a message of type %d, want an invocation (%d)", msgs[0].MessageType(), protocol.TypeInvocation)
 	case inv.Target == "":
 		return errors.New("an invocation without a target")
-	case inv.InvocationID != "":
+	case inv.InvocationID != id && id == "":
 		return errors.New("an invocation with an invocation id")
+	case inv.InvocationID != id:
+		return fmt.Errorf("an invocation with id %q, want %q", inv.InvocationID, id)
 	case len(inv.StreamIDs) != 0:
 		return errors.New("an invocation with stream ids")
 	}

@@ -457,10 +457,10 @@ func checkResultEnvelope(env *fabricv1.Envelope, route Route, isNode bool) (err 
 		if isNode || route.Kind != RouteConnection || ci.ConnectionId == "" || route.Name != ci.ConnectionId || ci.InvocationId == "" {
 			return errors.New("a client invocation that does not fit its channel"), true
 		}
-		if err := checkInvokeRecord(protocol.JSON, ci.Json, ci.InvocationId); err != nil {
+		if err := checkInvocationRecord(protocol.JSON, ci.Json, ci.InvocationId); err != nil {
 			return fmt.Errorf("a client invocation whose JSON record is not one: %w", err), true
 		}
-		if err := checkInvokeRecord(protocol.MessagePack, ci.Messagepack, ci.InvocationId); err != nil {
+		if err := checkInvocationRecord(protocol.MessagePack, ci.Messagepack, ci.InvocationId); err != nil {
 			return fmt.Errorf("a client invocation whose MessagePack record is not one: %w", err), true
 		}
 	case *fabricv1.Envelope_ClientInvokeCancel:
@@ -493,33 +493,4 @@ func checkResultEnvelope(env *fabricv1.Envelope, route Route, isNode bool) (err 
 		return nil, false
 	}
 	return nil, true
-}
-
-// checkInvokeRecord reports why rec is not exactly one framed Invocation
-// of p with invocation id id, a target and no stream ids.
-func checkInvokeRecord(p protocol.HubProtocol, rec []byte, id string) error {
-	if len(rec) == 0 {
-		return errNoRecord
-	}
-	msgs, n, err := p.ParseMessages(rec, 0)
-	switch {
-	case err != nil:
-		return err
-	case len(msgs) != 1:
-		return fmt.Errorf("%d complete records, want 1", len(msgs))
-	case n != len(rec):
-		return fmt.Errorf("%d bytes after the record", len(rec)-n)
-	}
-	inv, ok := msgs[0].(*protocol.Invocation)
-	switch {
-	case !ok:
-		return fmt.Errorf("a message of type %d, want an invocation (%d)", msgs[0].MessageType(), protocol.TypeInvocation)
-	case inv.Target == "":
-		return errors.New("an invocation without a target")
-	case inv.InvocationID != id:
-		return fmt.Errorf("an invocation with id %q, want %q", inv.InvocationID, id)
-	case len(inv.StreamIDs) != 0:
-		return errors.New("an invocation with stream ids")
-	}
-	return nil
 }
