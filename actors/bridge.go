@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,6 +63,10 @@ type pendingPublish struct {
 	relayID uint64
 	// resultID is a remote client invocation waiting for this publish.
 	resultID uint64
+	// move is set for a hand-over step (move.go); a failure is reported
+	// to notify and fails the move's later publishes.
+	move    *handoverPublish
+	barrier bool // starts a batch: published after every earlier one
 }
 
 type pendingAck struct {
@@ -96,6 +101,8 @@ type bridge struct {
 
 	relay *relayState // forwarded HTTP-transport requests (relay.go); nil until the first
 
+	failedMoves map[moveKey]bool // hand-overs whose publish failed, until moveClosed
+
 	wg sync.WaitGroup
 
 	box *metrics.MailboxRef // nil without metrics; forgotten when the bridge stops
@@ -125,6 +132,10 @@ func (b *bridge) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *send:
 		b.onPublish(ctx, m)
+	case *handoverPublish:
+		b.onHandoverPublish(ctx, m)
+	case *moveClosed:
+		delete(b.failedMoves, m.key)
 	case *flushDone:
 		b.onFlushDone(ctx, m)
 	case *subscribeRequest:
@@ -180,7 +191,7 @@ func (b *bridge) othersListen(channel string) bool {
 // answer goes to the sender when the batch is done.
 func (b *bridge) onPublish(ctx actor.Context, s *send) {
 	ch := routeChannel(s.hub, s.route)
-	if !b.othersListen(ch) {
+	if !s.force && !b.othersListen(ch) {
 		answer(ctx, s.reply, &SendResponse{})
 		return
 	}
@@ -204,6 +215,12 @@ func (b *bridge) enqueue(ctx actor.Context, p pendingPublish) {
 
 func (b *bridge) flush(ctx actor.Context) {
 	n := min(len(b.pending), b.cfg.MaxBatch)
+	for i := 1; i < n; i++ {
+		if b.pending[i].barrier {
+			n = i
+			break
+		}
+	}
 	batch := make([]pendingPublish, n)
 	copy(batch, b.pending[:n])
 	rest := copy(b.pending, b.pending[n:])
@@ -252,6 +269,9 @@ func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 		}
 		if p.resultID != 0 && m.err != nil {
 			b.settleResult(ctx, p.resultID, &ClientInvokeResponse{Err: ErrNotDeliveredRemotely})
+		}
+		if p.move != nil && m.err != nil {
+			b.failMove(ctx, p.move, m.err)
 		}
 	}
 	if len(b.pending) > 0 {
@@ -396,4 +416,44 @@ func (b *bridge) onGroupCommandDone(ctx actor.Context, m *groupCommandDone) {
 		return
 	}
 	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: nodeChannel(m.origin), Payload: payload}})
+}
+
+// onHandoverPublish publishes a step of a hand-over (move.go) on its
+// channel, unless an earlier step of the same move failed.
+func (b *bridge) onHandoverPublish(ctx actor.Context, m *handoverPublish) {
+	if b.failedMoves[m.key] {
+		return
+	}
+	ch := nodeChannel(m.node)
+	if m.node == "" {
+		ch = routeChannel(m.hub, m.route)
+	}
+	if m.ask && !b.othersListen(ch) {
+		b.failMove(ctx, m, fmt.Errorf("%w: no node has connection %q", ErrUnknownConnection, m.connID))
+		return
+	}
+	m.env.OriginNode = b.cfg.NodeID
+	payload, err := proto.Marshal(m.env)
+	if err != nil { // cannot happen for these field types; never silent
+		b.failMove(ctx, m, fmt.Errorf("marshal hand-over envelope: %w", err))
+		return
+	}
+	b.enqueue(ctx, pendingPublish{msg: backplane.Message{Channel: ch, Payload: payload}, move: m, barrier: m.barrier})
+}
+
+// failMove reports a failed step once and drops the move's later
+// publishes, queued or to come, until the hub closes the move.
+func (b *bridge) failMove(ctx actor.Context, m *handoverPublish, err error) {
+	if b.failedMoves[m.key] {
+		return
+	}
+	if b.failedMoves == nil {
+		b.failedMoves = map[moveKey]bool{}
+	}
+	b.failedMoves[m.key] = true
+	b.pending = slices.DeleteFunc(b.pending, func(p pendingPublish) bool { return p.move != nil && p.move.key == m.key })
+	if errors.Is(err, backplane.ErrUnavailable) || !errors.Is(err, ErrUnknownConnection) {
+		err = fmt.Errorf("%w (%v)", ErrNotDeliveredRemotely, err)
+	}
+	answer(ctx, m.notify, &moveFailed{key: m.key, connID: m.connID, err: err})
 }

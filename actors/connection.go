@@ -43,6 +43,11 @@ type connection struct {
 	// results are the client invocations waiting for the client's
 	// Completion (results.go); nil when none.
 	results map[string]*pendingResult
+
+	// Hand-over (move.go).
+	moved   bool // it moved here: OnConnected ran on another node
+	leaving bool // it is moving away: say moveDrained once no call is left
+	live    int  // started calls not yet done
 }
 
 // queuedCall is an invocation waiting for a free slot. Its upload streams
@@ -92,10 +97,10 @@ type (
 	closeConnection struct{ reason string }
 )
 
-func newConnectionProps(info *fabric.ConnectionInfo, inv fabric.Invoker, uploads *fabric.Uploads, pending *fabric.Pending, cfg *fabric.NodeConfig) *actor.Props {
+func newConnectionProps(info *fabric.ConnectionInfo, inv fabric.Invoker, uploads *fabric.Uploads, pending *fabric.Pending, cfg *fabric.NodeConfig, moved bool) *actor.Props {
 	return cfg.Seams.Props(func() actor.Actor {
 		return &connection{
-			info: info, invoker: inv, uploads: uploads, pending: pending,
+			info: info, invoker: inv, uploads: uploads, pending: pending, moved: moved,
 			parallel: cfg.MaxParallelInvocations, maxStreams: cfg.MaxStreamsPerConnection, rt: cfg.Seams.Runtime,
 		}
 	})
@@ -125,6 +130,19 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.startWaiting(ctx)
 	case *callDone:
 		c.onCallDone(m)
+		c.drainedIfLeaving(ctx)
+	case *leave:
+		c.onLeave(ctx)
+	case *arrive:
+		c.connected = true
+		c.startWaiting(ctx)
+	case *quit:
+		c.closing = true
+		c.failResults(ctx, ErrClientDisconnected)
+		c.waiting = nil
+		c.pending.Close()
+		c.uploads.CloseAll(errors.New("connection closed"))
+		ctx.Stop(ctx.Self())
 	case *connectedDone:
 		c.onConnectedDone(ctx, m.err)
 	case *abortConnection:
@@ -151,6 +169,9 @@ func (c *connection) onStarted(ctx actor.Context) {
 	c.calls = make(map[string]*activeCall)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
+	if c.moved {
+		return // connected once the hand-over is complete (arrive)
+	}
 	c.wg.Add(1)
 	c.rt.Go(func() {
 		defer c.wg.Done()
@@ -167,6 +188,7 @@ func (c *connection) onConnectedDone(ctx actor.Context, err error) {
 	}
 	c.connected = true
 	c.startWaiting(ctx)
+	c.drainedIfLeaving(ctx)
 }
 
 func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage) {
@@ -269,6 +291,7 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 		c.calls[q.id] = ac
 	}
 	c.running++
+	c.live++
 	c.streams += ac.streams
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	var releaseOnce sync.Once
@@ -307,6 +330,7 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 }
 
 func (c *connection) onCallDone(m *callDone) {
+	c.live--
 	ac := m.call
 	ac.cancel()
 	c.streams -= ac.streams
@@ -327,7 +351,7 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		return
 	}
 	c.closing = true
-	c.failResults(ctx)
+	c.failResults(ctx, ErrClientDisconnected)
 	c.waiting = nil
 	c.pending.Close()
 	c.uploads.CloseAll(errors.New("connection closed"))
@@ -341,6 +365,24 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		c.invoker.Disconnected(context.Background(), c.info, err)
 		root.Send(self, &disconnectDone{})
 	})
+}
+
+// onLeave starts a move away: the client invocations waiting for a result
+// fail (the client answers on its new node, which does not know them),
+// upload streams end (the client's items go to the new node), and the
+// calls go on, their replies forwarded, until none is left.
+func (c *connection) onLeave(ctx actor.Context) {
+	c.leaving = true
+	c.failResults(ctx, fmt.Errorf("%w: it moved to another node", ErrClientDisconnected))
+	c.uploads.CloseAll(errors.New("the connection moved to another node"))
+	c.drainedIfLeaving(ctx)
+}
+
+func (c *connection) drainedIfLeaving(ctx actor.Context) {
+	if c.leaving && c.connected && c.live == 0 && len(c.waiting) == 0 {
+		c.leaving = false
+		ctx.Send(ctx.Parent(), &moveDrained{connID: c.info.ID})
+	}
 }
 
 // freeID gives an invocation id back to the client; the set goes when it

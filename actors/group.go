@@ -22,8 +22,15 @@ type group struct {
 	index     map[string]int    // connection id -> position in members
 	byPID     map[string]string // pid id -> connection id
 	state     subState
-	pending   []*actor.PID // join requesters waiting for the subscription
-	processed uint64       // membership requests handled, reported to the hub
+	pending   []pendingJoin // join requesters waiting for the subscription
+	processed uint64        // membership requests handled, reported to the hub
+	moving    int           // members with a cut (moving between nodes, cut.go)
+}
+
+// pendingJoin is a join's requester and its answer.
+type pendingJoin struct {
+	reply  *actor.PID
+	answer any
 }
 
 // groupMember is a local member: its actor (watched, to drop it when it
@@ -32,6 +39,7 @@ type groupMember struct {
 	id     string
 	pid    *actor.PID
 	outlet fabric.Outlet
+	cut    *cut // set while it moves between nodes
 }
 
 type subState int
@@ -50,6 +58,9 @@ type groupMembership struct {
 	pid    *actor.PID    // the member's connection actor
 	outlet fabric.Outlet // the member's outbound queue
 	reply  *actor.PID
+	// incoming is set for a connection moving here: it joins with a cut,
+	// and the answer is incoming instead of a *GroupResponse.
+	incoming *moveSubscribed
 }
 
 // groupSubscribed is the bridge's answer to the group's subscribe.
@@ -73,7 +84,7 @@ func newGroupProps(hubName, name string, bridge *actor.PID, cfg *fabric.NodeConf
 func (g *group) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *send:
-		g.fanOut(m)
+		g.fanOut(ctx, m)
 		finishSend(ctx, g.bridge, m)
 	case *groupMembership:
 		g.processed++
@@ -85,6 +96,14 @@ func (g *group) Receive(ctx actor.Context) {
 		}
 	case *groupSubscribed:
 		g.onSubscribed(ctx, m.err)
+	case *cutMember:
+		if i, ok := g.index[m.connID]; ok && g.members[i].cut == nil {
+			g.members[i].cut = &cut{marked: true}
+			g.moving++
+			ctx.Send(g.bridge, m.marker) // after every send of the group handed to the bridge before
+		}
+	case *markerArrival:
+		g.onMarker(ctx, m)
 	case *actor.Terminated:
 		if id, ok := g.byPID[m.Who.Id]; ok {
 			g.remove(ctx, id)
@@ -96,18 +115,27 @@ func (g *group) Receive(ctx actor.Context) {
 
 func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
 	if _, ok := g.index[m.connID]; !ok {
+		mem := groupMember{id: m.connID, pid: m.pid, outlet: m.outlet}
+		if m.incoming != nil {
+			mem.cut = &cut{in: true}
+			g.moving++
+		}
 		g.index[m.connID] = len(g.members)
-		g.members = append(g.members, groupMember{id: m.connID, pid: m.pid, outlet: m.outlet})
+		g.members = append(g.members, mem)
 		g.byPID[m.pid.Id] = m.connID
 		ctx.Watch(m.pid)
 	}
+	var ok any = &GroupResponse{}
+	if m.incoming != nil {
+		ok = m.incoming
+	}
 	switch g.state {
 	case subscribed:
-		answer(ctx, m.reply, &GroupResponse{})
+		answer(ctx, m.reply, ok)
 	case subscribing:
-		g.pending = append(g.pending, m.reply)
+		g.pending = append(g.pending, pendingJoin{m.reply, ok})
 	case unsubscribed:
-		g.pending = append(g.pending, m.reply)
+		g.pending = append(g.pending, pendingJoin{m.reply, ok})
 		g.state = subscribing
 		ctx.Send(g.bridge, &subscribeRequest{Hub: g.hub, Routes: g.routes(), Reply: ctx.Self(), OK: &groupSubscribed{}, Failed: func(err error) any { return &groupSubscribed{err: err} }})
 	}
@@ -122,7 +150,7 @@ func (g *group) onSubscribed(ctx actor.Context, err error) {
 	g.state = subscribed
 	g.unsubscribeIfEmpty(ctx) // everyone may have left while we subscribed
 	for _, p := range g.pending {
-		answer(ctx, p, &GroupResponse{})
+		answer(ctx, p.reply, p.answer)
 	}
 	g.pending = nil
 }
@@ -133,6 +161,9 @@ func (g *group) remove(ctx actor.Context, connID string) {
 		return
 	}
 	mem := g.members[i]
+	if mem.cut != nil {
+		g.moving--
+	}
 	last := len(g.members) - 1
 	g.members[i] = g.members[last]
 	g.index[g.members[i].id] = i
@@ -156,11 +187,55 @@ func (g *group) unsubscribeIfEmpty(ctx actor.Context) {
 // routes is what the group subscribes the node to: its own route.
 func (g *group) routes() []Route { return []Route{{Kind: RouteGroup, Name: g.name}} }
 
-func (g *group) fanOut(s *send) {
+func (g *group) fanOut(ctx actor.Context, s *send) {
 	r := s.route
-	for _, mem := range g.members {
-		if len(r.Excluded) == 0 || !r.excludes(mem.id) {
+	if g.moving == 0 {
+		if s.echo {
+			return
+		}
+		for _, mem := range g.members {
+			if len(r.Excluded) == 0 || !r.excludes(mem.id) {
+				deliver(mem.outlet, s.payload)
+			}
+		}
+		return
+	}
+	for i := range g.members {
+		mem := &g.members[i]
+		if (len(r.Excluded) == 0 || !r.excludes(mem.id)) && mem.cut.take(s) {
 			deliver(mem.outlet, s.payload)
 		}
+		if s.echo {
+			g.reportIfCut(ctx, mem)
+		}
+	}
+}
+
+// onMarker applies a marker of a moving member.
+func (g *group) onMarker(ctx actor.Context, m *markerArrival) {
+	i, ok := g.index[m.connID]
+	if !ok {
+		return
+	}
+	mem := &g.members[i]
+	c := mem.cut
+	if c == nil || c.seen || (!c.in && !c.marked) {
+		return
+	}
+	c.seen = true
+	if !c.in {
+		ctx.Send(ctx.Parent(), &groupCut{connID: mem.id, group: g.name})
+		return
+	}
+	g.reportIfCut(ctx, mem)
+}
+
+// reportIfCut tells the hub once a member moving here is cut over; from
+// then on it is a member as any other.
+func (g *group) reportIfCut(ctx actor.Context, mem *groupMember) {
+	if mem.cut != nil && mem.cut.done() {
+		mem.cut = nil
+		g.moving--
+		ctx.Send(ctx.Parent(), &groupCut{connID: mem.id, group: g.name})
 	}
 }

@@ -28,7 +28,8 @@ import (
 type backplaneHandler struct {
 	root     *actor.RootContext
 	bridge   *actor.PID
-	hubs     map[string]*actor.PID // never changes after spawn
+	hubs     map[string]*actor.PID   // never changes after spawn
+	echoes   map[string]*echoCounter // per hub: connections moving in (cut.go); never changes after spawn
 	nodeID   string
 	counters *fabric.Counters
 	log      *slog.Logger
@@ -49,10 +50,27 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 		h.drop(channel, "not an envelope", err)
 		return
 	}
+	echo := false
 	if env.OriginNode == h.nodeID {
+		// A node's own messages come back to it. It wants two kinds: its
+		// hand-over markers, and its sends while a connection moves here.
+		switch env.Body.(type) {
+		case *fabricv1.Envelope_HandoverMarker:
+		case *fabricv1.Envelope_Invocation:
+			if e := h.echoes[hub]; isNode || e == nil || e.Load() == 0 {
+				return
+			}
+			echo = true
+		default:
+			return
+		}
+	}
+	if !echo {
+		h.counters.Received.Add(1)
+	}
+	if h.handover(channel, hub, route, isNode, env) {
 		return
 	}
-	h.counters.Received.Add(1)
 	if err, ok := checkResultEnvelope(env, route, isNode); ok {
 		if err != nil {
 			h.drop(channel, "a client-result message that does not fit", err)
@@ -87,7 +105,7 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 			return
 		}
 		route.Excluded = inv.ExcludedConnectionIds
-		h.root.Send(pid, &arrival{route: route, payload: &payload{json: inv.Json, msgpack: inv.Messagepack}})
+		h.root.Send(pid, &arrival{route: route, payload: &payload{json: inv.Json, msgpack: inv.Messagepack}, echo: echo})
 	case *fabricv1.Envelope_GroupCommand:
 		cmd := body.GroupCommand
 		action := cmd.Action
@@ -124,6 +142,60 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 	default:
 		h.drop(channel, "an envelope without a known body", nil)
 	}
+}
+
+// handover passes on the hand-over envelopes (move.go) that fit their
+// channel, drops those that do not, and reports false for other bodies.
+func (h *backplaneHandler) handover(channel, hub string, route Route, isNode bool, env *fabricv1.Envelope) bool {
+	origin := env.OriginNode
+	switch body := env.Body.(type) {
+	case *fabricv1.Envelope_HandoverRequest:
+		r := body.HandoverRequest
+		pid := h.hubs[hub]
+		if isNode || pid == nil || route.Kind != RouteConnection || route.Name != r.ConnectionId || r.MoveId == 0 || origin == "" {
+			h.drop(channel, "a hand-over request that does not fit its channel", nil)
+			return true
+		}
+		h.root.Send(pid, &handoverRequest{key: moveKey{node: origin, id: r.MoveId}, connID: r.ConnectionId, userID: r.UserId})
+	case *fabricv1.Envelope_HandoverState:
+		st := body.HandoverState
+		pid := h.hubs[st.Hub]
+		if !isNode || pid == nil || st.MoveId == 0 || st.ConnectionId == "" {
+			h.drop(channel, "a hand-over state that does not fit its channel", nil)
+			return true
+		}
+		h.root.Send(pid, &handoverState{key: moveKey{node: h.nodeID, id: st.MoveId}, from: origin, state: st})
+	case *fabricv1.Envelope_HandoverRecord:
+		r := body.HandoverRecord
+		pid := h.hubs[r.Hub]
+		if !isNode || pid == nil || r.MoveId == 0 || r.ConnectionId == "" || len(r.Record) == 0 {
+			h.drop(channel, "a hand-over record that does not fit its channel", nil)
+			return true
+		}
+		h.root.Send(pid, &handoverRecord{key: moveKey{node: h.nodeID, id: r.MoveId}, connID: r.ConnectionId, record: r.Record})
+	case *fabricv1.Envelope_HandoverStep:
+		st := body.HandoverStep
+		pid := h.hubs[st.Hub]
+		k := st.Kind
+		if !isNode || pid == nil || st.MoveId == 0 || st.ConnectionId == "" || st.MoverNode == "" ||
+			(k != fabricv1.HandoverStepKind_HANDOVER_STEP_KIND_SUBSCRIBED && k != fabricv1.HandoverStepKind_HANDOVER_STEP_KIND_DONE &&
+				k != fabricv1.HandoverStepKind_HANDOVER_STEP_KIND_ABORTED) {
+			h.drop(channel, "a hand-over step that does not fit its channel", nil)
+			return true
+		}
+		h.root.Send(pid, &handoverStep{key: moveKey{node: st.MoverNode, id: st.MoveId}, connID: st.ConnectionId, kind: k, reason: st.Reason})
+	case *fabricv1.Envelope_HandoverMarker:
+		mk := body.HandoverMarker
+		pid := h.hubs[hub]
+		if isNode || pid == nil || mk.MoveId == 0 || mk.ConnectionId == "" || mk.MoverNode == "" || route.check() != nil {
+			h.drop(channel, "a hand-over marker that does not fit its channel", nil)
+			return true
+		}
+		h.root.Send(pid, &markerArrival{route: route, key: moveKey{node: mk.MoverNode, id: mk.MoveId}, connID: mk.ConnectionId})
+	default:
+		return false
+	}
+	return true
 }
 
 // drop counts a message that cannot be used and logs why at Debug.

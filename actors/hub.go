@@ -30,6 +30,12 @@ type hub struct {
 	dying  map[string]*dyingGroup // groups stopping after their last member left
 
 	emptyWaiters []*actor.PID // WaitNoConnections requesters
+
+	// Hand-overs (move.go), by connection id.
+	outs     map[string]*moveOut
+	ins      map[string]*moveIn
+	nextMove uint64
+	echo     *echoCounter // shared with the backplane handler
 }
 
 type hubConn struct {
@@ -39,6 +45,7 @@ type hubConn struct {
 	outlet fabric.Outlet
 	pos    int                 // index in hub.order
 	groups map[string]struct{} // the groups it is in, for MaxGroupsPerConnection
+	cuts   *connCuts           // set while it moves between nodes (cut.go)
 }
 
 type hubGroup struct {
@@ -58,8 +65,9 @@ type dyingGroup struct {
 
 // heldMembership is a group change that waits for a dying group.
 type heldMembership struct {
-	req   *GroupRequest
-	reply *actor.PID
+	req      *GroupRequest
+	reply    *actor.PID
+	incoming *moveSubscribed // a join of a connection moving here
 }
 
 // send is a send on its way through the node: from SendRequest (made on
@@ -70,7 +78,9 @@ type send struct {
 	payload *payload
 	reply   *actor.PID // nil: nobody waits
 	arrived bool       // came from another node: never published again
+	echo    bool       // came back from the backplane: only moving connections may take it (cut.go)
 	publish bool       // set by route: hand it to the bridge after the local fan-out
+	force   bool       // a moving connection waits for its echo: publish even if nobody else listens
 }
 
 // arrival is a send that another node published, decoded by the backplane
@@ -78,6 +88,7 @@ type send struct {
 type arrival struct {
 	route   Route
 	payload *payload
+	echo    bool // the node's own send, come back (cut.go)
 }
 
 // groupCommand asks the bridge to have the node owning a connection apply a
@@ -97,7 +108,7 @@ type remoteGroupCommand struct{ req *GroupRequest }
 // for the hub to attach it.
 var errConnectAbandoned = errors.New("the connection was not attached in time and was closed")
 
-func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.Props {
+func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID, echo *echoCounter) *actor.Props {
 	box := cfg.Mailboxes.Ref(MailboxHub)
 	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
 		return &hub{
@@ -111,6 +122,9 @@ func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID) *actor.
 			groups: map[string]*hubGroup{},
 			gByPID: map[string]string{},
 			dying:  map[string]*dyingGroup{},
+			outs:   map[string]*moveOut{},
+			ins:    map[string]*moveIn{},
+			echo:   echo,
 		}
 	}), box)
 }
@@ -131,7 +145,7 @@ func (h *hub) Receive(ctx actor.Context) {
 		}
 		h.route(ctx, &send{hub: h.name, route: m.Route, payload: m.payload, reply: ctx.Sender()})
 	case *arrival:
-		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true})
+		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true, echo: m.echo})
 	case *GroupRequest:
 		err := m.check()
 		if err == nil {
@@ -156,6 +170,33 @@ func (h *hub) Receive(ctx actor.Context) {
 		h.onGroupEmpty(ctx, m)
 	case *fabric.ConnectRequest:
 		h.onConnect(ctx, m)
+	case *fabric.TakeOverRequest:
+		h.onTakeOver(ctx, m)
+	case *fabric.TakeOverAbort:
+		h.onTakeOverAbort(ctx, m)
+	case *handoverRequest:
+		h.onHandoverRequest(ctx, m)
+	case *handoverState:
+		h.onHandoverState(ctx, m)
+	case *handoverRecord:
+		h.onHandoverRecord(ctx, m)
+	case *handoverStep:
+		h.onHandoverStep(ctx, m)
+	case *markerArrival:
+		h.onMarker(ctx, m)
+	case *moveSubscribed:
+		h.onMoveSubscribed(ctx, m)
+	case *groupCut:
+		h.onGroupCut(ctx, m)
+	case *moveDrained:
+		if mo := h.outs[m.connID]; mo != nil {
+			mo.drained = true
+			h.finishIfDone(ctx, mo)
+		}
+	case *moveFailed:
+		h.onMoveFailed(ctx, m)
+	case *moveTimeout:
+		h.onMoveTimeout(ctx, m)
 	case *fabric.AbandonConnect:
 		if c := h.conns[m.ID]; c != nil {
 			ctx.Send(c.pid, &fabric.ClientClosed{Err: errConnectAbandoned})
@@ -183,6 +224,13 @@ func (h *hub) Receive(ctx actor.Context) {
 func (h *hub) route(ctx actor.Context, s *send) {
 	r := s.route
 	s.publish = !s.arrived
+	if h.moving() {
+		h.routeMoving(ctx, s)
+		return
+	}
+	if s.echo {
+		return // nobody moves here any more
+	}
 	switch r.Kind {
 	case RouteAll:
 		for _, c := range h.order {
@@ -212,9 +260,65 @@ func (h *hub) route(ctx actor.Context, s *send) {
 	finishSend(ctx, h.bridge, s)
 }
 
+// routeMoving is route while connections move to or from this node: each
+// recipient's cut (cut.go) decides whether it takes the send.
+func (h *hub) routeMoving(ctx actor.Context, s *send) {
+	r := s.route
+	switch r.Kind {
+	case RouteAll:
+		for _, c := range h.order {
+			if (len(r.Excluded) == 0 || !r.excludes(c.id)) && c.cuts.of(RouteAll).take(s) {
+				deliver(c.outlet, s.payload)
+			}
+			if s.echo && c.cuts != nil {
+				h.countCut(ctx, c, RouteAll)
+			}
+		}
+	case RouteConnection:
+		if c := h.conns[r.Name]; c != nil {
+			took := c.cuts.of(RouteConnection).take(s)
+			if took {
+				deliver(c.outlet, s.payload)
+			}
+			if s.echo && c.cuts != nil {
+				h.countCut(ctx, c, RouteConnection)
+			}
+			// Published only when a moving connection did not take it: it
+			// waits for its echo (new owner), or it is the new owner's to
+			// deliver (old owner).
+			s.publish = !s.arrived && c.cuts != nil && !took
+		}
+	case RouteUser:
+		for _, c := range h.users[r.Name] {
+			if c.cuts.of(RouteUser).take(s) {
+				deliver(c.outlet, s.payload)
+			}
+			if s.echo && c.cuts != nil {
+				h.countCut(ctx, c, RouteUser)
+			}
+		}
+	case RouteGroup:
+		if g := h.groups[r.Name]; g != nil {
+			ctx.Send(g.pid, s)
+			return
+		}
+		if d := h.dying[r.Name]; d != nil {
+			d.held = append(d.held, s)
+			return
+		}
+	}
+	if s.echo {
+		return
+	}
+	finishSend(ctx, h.bridge, s)
+}
+
 // finishSend ends a send once its local fan-out is done: the bridge
 // publishes it (and answers), or it is answered here.
 func finishSend(ctx actor.Context, bridge *actor.PID, s *send) {
+	if s.echo {
+		return // answered when it was sent
+	}
 	if s.publish {
 		ctx.Send(bridge, s)
 		return
@@ -223,31 +327,21 @@ func finishSend(ctx actor.Context, bridge *actor.PID, s *send) {
 }
 
 func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
-	id := m.Info.ID
-	if _, dup := h.conns[id]; dup {
-		ctx.Respond(&fabric.ConnectResponse{Err: fmt.Errorf("connection id %s is already connected", id)})
+	if m.Moved != 0 {
+		h.onConnectMoved(ctx, m)
 		return
 	}
-	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity, h.cfg.MaxStreamsPerConnection)
-	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes)
-	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg), "c-"+id)
+	hc, resp, err := h.register(ctx, m, false)
 	if err != nil {
-		ctx.Respond(&fabric.ConnectResponse{Err: fmt.Errorf("spawn connection actor: %w", err)})
+		ctx.Respond(&fabric.ConnectResponse{Err: err})
 		return
 	}
-	hc := &hubConn{id: id, pid: pid, userID: m.Info.UserID, outlet: m.Info.Outlet, pos: len(h.order)}
-	h.conns[id] = hc
-	h.order = append(h.order, hc)
-	h.byPID[pid.Id] = id
+	id := hc.id
 	routes := []Route{{Kind: RouteConnection, Name: id}}
-	if u := m.Info.UserID; u != "" {
-		if len(h.users[u]) == 0 {
-			routes = append(routes, Route{Kind: RouteUser, Name: u})
-		}
-		h.users[u] = append(h.users[u], hc)
+	if u := hc.userID; u != "" && len(h.users[u]) == 1 {
+		routes = append(routes, Route{Kind: RouteUser, Name: u})
 	}
 	log, hubName := ctx.Logger(), h.name
-	resp := &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads, pending, m.Info.Outlet.Done())}
 	ctx.Send(h.bridge, &subscribeRequest{
 		Hub:    h.name,
 		Routes: routes,
@@ -260,6 +354,29 @@ func (h *hub) onConnect(ctx actor.Context, m *fabric.ConnectRequest) {
 			return resp
 		},
 	})
+}
+
+// register spawns a connection's actor and enters it in the registry; the
+// caller subscribes its channels. moved: it moved here (no OnConnected).
+func (h *hub) register(ctx actor.Context, m *fabric.ConnectRequest, moved bool) (*hubConn, *fabric.ConnectResponse, error) {
+	id := m.Info.ID
+	if _, dup := h.conns[id]; dup {
+		return nil, nil, fmt.Errorf("connection id %s is already connected", id)
+	}
+	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity, h.cfg.MaxStreamsPerConnection)
+	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes)
+	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg, moved), "c-"+id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spawn connection actor: %w", err)
+	}
+	hc := &hubConn{id: id, pid: pid, userID: m.Info.UserID, outlet: m.Info.Outlet, pos: len(h.order)}
+	h.conns[id] = hc
+	h.order = append(h.order, hc)
+	h.byPID[pid.Id] = id
+	if u := m.Info.UserID; u != "" {
+		h.users[u] = append(h.users[u], hc)
+	}
+	return hc, &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads, pending, m.Info.Outlet.Done())}, nil
 }
 
 func (h *hub) onCloseAll(ctx actor.Context, m *fabric.CloseAll) {
@@ -319,7 +436,7 @@ func (h *hub) onGroupRequest(ctx actor.Context, m *GroupRequest) {
 // the bridge to have the connection's node apply it.
 func (h *hub) changeMembership(ctx actor.Context, m *GroupRequest, reply *actor.PID) {
 	if c := h.conns[m.ConnectionID]; c != nil {
-		h.forwardMembership(ctx, m, c, reply)
+		h.forwardMembership(ctx, m, c, reply, nil)
 		return
 	}
 	// Not ours: the bridge asks the node that owns it.
@@ -332,18 +449,30 @@ func (h *hub) onRemoteGroupCommand(ctx actor.Context, m *remoteGroupCommand) {
 		ctx.Respond(&GroupResponse{Err: errNotHere})
 		return
 	}
-	h.forwardMembership(ctx, m.req, c, ctx.Sender())
+	h.forwardMembership(ctx, m.req, c, ctx.Sender(), nil)
 }
 
 // forwardMembership hands a change for a local connection to the group's
-// actor, creating it for a first add; the group actor answers reply.
-func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn, reply *actor.PID) {
-	if err := h.checkMembership(m, member); err != nil {
+// actor, creating it for a first add; the group actor answers reply. For a
+// join of a connection moving here, incoming is the answer (with the
+// error, if it fails).
+func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubConn, reply *actor.PID, incoming *moveSubscribed) {
+	var err error
+	if member.cuts != nil && incoming == nil {
+		err = errMoving
+	} else {
+		err = h.checkMembership(m, member)
+	}
+	if err != nil {
+		if incoming != nil {
+			answer(ctx, reply, &moveSubscribed{connID: incoming.connID, key: incoming.key, err: err})
+			return
+		}
 		answer(ctx, reply, &GroupResponse{Err: err})
 		return
 	}
 	if d := h.dying[m.Group]; d != nil {
-		d.held = append(d.held, &heldMembership{req: m, reply: reply})
+		d.held = append(d.held, &heldMembership{req: m, reply: reply, incoming: incoming})
 		return
 	}
 	g := h.groups[m.Group]
@@ -358,7 +487,7 @@ func (h *hub) forwardMembership(ctx actor.Context, m *GroupRequest, member *hubC
 		h.gByPID[pid.Id] = m.Group
 	}
 	g.forwarded++
-	ctx.Send(g.pid, &groupMembership{action: m.Action, connID: member.id, pid: member.pid, outlet: member.outlet, reply: reply})
+	ctx.Send(g.pid, &groupMembership{action: m.Action, connID: member.id, pid: member.pid, outlet: member.outlet, reply: reply, incoming: incoming})
 }
 
 func (h *hub) onGroupEmpty(ctx actor.Context, m *groupEmpty) {
@@ -382,7 +511,12 @@ func (h *hub) onGroupStopped(ctx actor.Context, name string, d *dyingGroup) {
 		case *send:
 			h.route(ctx, x)
 		case *heldMembership:
-			h.changeMembership(ctx, x.req, x.reply)
+			if x.incoming == nil {
+				h.changeMembership(ctx, x.req, x.reply)
+			} else if c := h.conns[x.req.ConnectionID]; c != nil {
+				delete(c.groups, x.req.Group) // recorded when it was held; forwardMembership records it again
+				h.forwardMembership(ctx, x.req, c, x.reply, x.incoming)
+			}
 		}
 	}
 }

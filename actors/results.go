@@ -173,6 +173,10 @@ func (h *hub) onClientInvokeRequest(ctx actor.Context, m *ClientInvokeRequest) {
 		answer(ctx, ctx.Sender(), &ClientInvokeResponse{Err: errors.New("actors: a ClientInvokeRequest must be made with NewClientInvokeRequest")})
 		return
 	}
+	if h.outs[m.ConnectionID] != nil {
+		answer(ctx, ctx.Sender(), &ClientInvokeResponse{Err: fmt.Errorf("%w: %w", ErrClientDisconnected, errMoving)})
+		return
+	}
 	if c := h.conns[m.ConnectionID]; c != nil {
 		// With the caller as sender: if the connection actor stopped
 		// meanwhile, the dead letter answers the caller with a
@@ -198,8 +202,8 @@ func (h *hub) onClientInvokeCancel(ctx actor.Context, m *ClientInvokeCancel) {
 // reports it, instead of leaving its caller waiting.
 func (h *hub) onArrivedInvoke(ctx actor.Context, m *arrivedInvoke) {
 	c := h.conns[m.connectionID]
-	if c == nil {
-		return // the owner answers, not this node
+	if c == nil || h.outs[m.connectionID] != nil {
+		return // the owner answers, not this node (the new owner, for one moving away)
 	}
 	ctx.Send(c.pid, &clientInvoke{invocationID: m.invocationID, payload: m.payload, reply: h.bridge, tag: m.tag})
 }
@@ -264,11 +268,11 @@ func (c *connection) onCancelClientInvoke(ctx actor.Context, m *cancelClientInvo
 	}
 }
 
-// failResults answers every pending client invocation with
-// ErrClientDisconnected; the connection is ending.
-func (c *connection) failResults(ctx actor.Context) {
+// failResults answers every pending client invocation with err (wrapping
+// ErrClientDisconnected); the connection is ending here.
+func (c *connection) failResults(ctx actor.Context, err error) {
 	for id, r := range c.results {
-		ctx.Send(r.reply, &ClientInvokeResponse{Protocol: c.info.Outlet.Protocol(), Err: ErrClientDisconnected, tag: r.tag})
+		ctx.Send(r.reply, &ClientInvokeResponse{Protocol: c.info.Outlet.Protocol(), Err: err, tag: r.tag})
 		delete(c.results, id)
 	}
 	c.results = nil

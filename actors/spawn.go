@@ -30,8 +30,10 @@ func SpawnNode(root *actor.RootContext, cfg *fabric.NodeConfig) (*fabric.Tree, e
 	}
 	tree := &fabric.Tree{Bridge: bridge, Hubs: hubs}
 	tree.Channels = []string{nodeChannel(cfg.NodeID)}
+	echoes := make(map[string]*echoCounter, len(cfg.Hubs))
 	for _, name := range cfg.Hubs {
-		pid, err := root.SpawnNamed(newHubProps(name, cfg, bridge), "hubfabric-hub-"+cfg.NodeID+"-"+name)
+		echoes[name] = new(echoCounter)
+		pid, err := root.SpawnNamed(newHubProps(name, cfg, bridge, echoes[name]), "hubfabric-hub-"+cfg.NodeID+"-"+name)
 		if err != nil {
 			return tree, fmt.Errorf("spawn hub %q: %w", name, err)
 		}
@@ -39,7 +41,7 @@ func SpawnNode(root *actor.RootContext, cfg *fabric.NodeConfig) (*fabric.Tree, e
 		tree.Channels = append(tree.Channels, routeChannel(name, Route{Kind: RouteAll}))
 	}
 	tree.Handler = &backplaneHandler{
-		root: root, bridge: bridge, hubs: tree.Hubs, nodeID: cfg.NodeID,
+		root: root, bridge: bridge, hubs: tree.Hubs, echoes: echoes, nodeID: cfg.NodeID,
 		counters: cfg.Counters, log: cfg.Logger, onEvent: cfg.OnBackplaneEvent,
 	}
 	return tree, nil

@@ -128,6 +128,18 @@ type Audience interface {
 	OthersSubscribed(channel string) bool
 }
 
+// ChannelOrder is an optional ability of a Backplane: it says whether every
+// subscriber of a channel gets that channel's messages in one order, the
+// same for all, whichever nodes published them. Moving a connection
+// between nodes relies on it (a marker published on a channel splits what
+// the old and the new owner deliver); a node refuses the move when its
+// backplane lacks it or says false.
+type ChannelOrder interface {
+	// OneOrderPerChannel reports whether the order holds now. Safe for
+	// concurrent use; it does not block.
+	OneOrderPerChannel() bool
+}
+
 // SharedSecrets is an optional ability of a Backplane: nodes on the same
 // transport and channel prefix agree on a secret value through it, without
 // configuration. A node uses it for its connection-token key when none was

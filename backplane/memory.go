@@ -33,6 +33,7 @@ type MemoryBus struct {
 	mu      sync.RWMutex
 	subs    map[string]map[*Memory]struct{} // channel -> subscribed backplanes
 	secrets map[string][]byte               // SharedSecret's values, under mu
+	pub     sync.Mutex                      // serializes Publish's fan-out
 }
 
 // NewMemoryBus returns an empty bus.
@@ -154,6 +155,10 @@ func (m *Memory) Publish(ctx context.Context, msgs []Message) error {
 	if err := m.usable(); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
+	// One publisher at a time: every subscriber's queue gets the messages
+	// of a channel in the same order (ChannelOrder).
+	b.pub.Lock()
+	defer b.pub.Unlock()
 	for _, msg := range msgs {
 		for sub := range b.subs[msg.Channel] {
 			sub.enqueue(msg.Channel, bytes.Clone(msg.Payload))
@@ -161,6 +166,10 @@ func (m *Memory) Publish(ctx context.Context, msgs []Message) error {
 	}
 	return nil
 }
+
+// OneOrderPerChannel implements backplane.ChannelOrder: always true, since
+// publishes are serialized on the bus.
+func (m *Memory) OneOrderPerChannel() bool { return true }
 
 // OthersSubscribed implements Audience: whether another Memory on m's bus
 // is subscribed to channel. On a private bus (NewMemory) it is false, so a

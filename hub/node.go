@@ -273,6 +273,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		StatefulReconnect:           c.StatefulReconnect,
 		StatefulReconnectBufferSize: c.StatefulReconnectBufferSize,
 		StatefulReconnectWindow:     c.StatefulReconnectWindow,
+		TakeOver:                    n.takeOver,
 	})
 	if err != nil {
 		return nil, err
@@ -448,6 +449,55 @@ func (n *Node) connect(ctx context.Context, req transport.ConnectRequest) (trans
 		return nil, err
 	}
 	return in, nil
+}
+
+// takeOver asks the hub to move a stateful connection here from the node
+// that owns it (its client reconnected here) and returns what the
+// transport needs to rebuild it.
+func (n *Node) takeOver(ctx context.Context, req transport.TakeOverRequest) (*transport.TakeOverGrant, error) {
+	rt, err := n.started(req.Hub)
+	if err != nil {
+		return nil, err
+	}
+	res, err := n.request(ctx, rt.pid, &fabric.TakeOverRequest{ConnectionID: req.ConnectionID, UserID: req.Identity.UserID}, n.cfg.GroupAckTimeout+n.cfg.BackplaneTimeout+answerMargin)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", actors.ErrNoHandover, err)
+	}
+	r, ok := res.(*fabric.TakeOverResponse)
+	if !ok {
+		return nil, fmt.Errorf("hub: unexpected take-over answer %T", res)
+	}
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	abort := func(reason string) {
+		n.root.Send(rt.pid, &fabric.TakeOverAbort{ConnectionID: req.ConnectionID, MoveID: r.MoveID, Reason: reason})
+	}
+	return &transport.TakeOverGrant{
+		Protocol: r.Protocol,
+		State:    r.State,
+		Abort:    abort,
+		Attach: func(ctx context.Context, c *conn.Conn) (transport.Session, error) {
+			info := &fabric.ConnectionInfo{
+				ID: req.ConnectionID, UserID: req.Identity.UserID, Claims: req.Identity.Claims,
+				Hub: req.Hub, Items: map[string]any{}, Outlet: c,
+			}
+			res, err := n.request(ctx, rt.pid, &fabric.ConnectRequest{Info: info, Invoker: rt, Moved: r.MoveID}, n.cfg.BackplaneTimeout+answerMargin)
+			if err != nil {
+				abort("the new node did not attach the connection in time")
+				return nil, errAttachTimeout
+			}
+			cr, ok := res.(*fabric.ConnectResponse)
+			if !ok {
+				abort("internal error")
+				return nil, fmt.Errorf("hub: unexpected connect answer %T", res)
+			}
+			if cr.Err != nil {
+				return nil, cr.Err
+			}
+			return cr.Inbound, nil
+		},
+	}, nil
 }
 
 // attach connects a client whose socket side is out: the node's transport

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/protocol"
 )
@@ -224,34 +222,6 @@ func TestStatefulConfigErrors(t *testing.T) {
 		if _, err := hub.New(cfg); err == nil || !strings.Contains(err.Error(), "must not be negative") {
 			t.Fatalf("hub.New(%+v) = %v, want an error about a negative setting", cfg, err)
 		}
-	}
-}
-
-// TestStatefulReconnectToAnotherNode: a stateful client whose reconnect lands on a node that does
-// not have its connection (it begins with Sequence, no handshake) is refused at once with a
-// WebSocket close reason saying why, not left waiting for a handshake; the owner ends the
-// connection after its window.
-func TestStatefulReconnectToAnotherNode(t *testing.T) {
-	for _, p := range []protocol.HubProtocol{protocol.JSON, protocol.MessagePack} {
-		t.Run(p.Name(), func(t *testing.T) {
-			h := &statefulHub{gone: make(chan error, 1)}
-			nodes := startCluster(t, 2, hub.Config{StatefulReconnect: true, StatefulReconnectWindow: 500 * time.Millisecond}, func() map[string]any {
-				return map[string]any{"s": h}
-			})
-			c, token, _ := dialStateful(t, nodes[0], p)
-			c.ws.CloseNow()
-			c2 := reattach(t, nodes[1], p, token)
-			c2.send(&protocol.Sequence{SequenceID: 1})
-			_, _, err := c2.ws.Read(c2.ctx)
-			if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "not on this node") {
-				t.Fatalf("reconnect on the other node: %v; want a policy-violation close saying the connection is not on this node", err)
-			}
-			select {
-			case <-h.gone:
-			case <-c.ctx.Done():
-				t.Fatal("the owner did not end the connection after its window")
-			}
-		})
 	}
 }
 

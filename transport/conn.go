@@ -278,7 +278,10 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 					return nil, 0, nil, nil, handshakeError(protocol.HandshakeErrorCanceled, "handshake larger than the maximum message size")
 				}
 				if sequenceFirst(buf) { // a stateful reconnect (stateful.go)
-					return nil, 0, nil, nil, errSequenceFirst
+					if rerr == io.EOF {
+						rd = nil
+					}
+					return nil, 0, bytes.Clone(buf), rd, errSequenceFirst
 				}
 				if !errors.Is(err, protocol.ErrIncomplete) {
 					return nil, 0, nil, nil, handshakeError(protocol.HandshakeErrorUnexpected+" "+err.Error(), err.Error())
@@ -322,6 +325,11 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 		return
 	}
 	if errors.Is(err, errSequenceFirst) {
+		token := r.URL.Query().Get("id")
+		if s.opts.TakeOver != nil && s.opts.StatefulReconnect && isStateful(token) {
+			s.takeOver(ctx, ws, hub, connID, identity, token, rest, rd, log)
+			return
+		}
 		log.Info("stateful reconnect refused: the connection is not on this node", "reason", errSequenceFirst.Error())
 		_ = ws.Close(websocket.StatusPolicyViolation, errSequenceFirst.Error())
 		return
@@ -379,7 +387,7 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 		c.Close("Server is shutting down.", true)
 	}
 	if st != nil {
-		c.End(s.runStateful(ws, sock.typ, c, st, session, token, rest, rd))
+		endStateful(c, s.runStateful(ws, sock.typ, c, st, session, token, rest, rd))
 		c.Wait()
 		return
 	}

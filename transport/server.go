@@ -54,6 +54,24 @@ type ConnectRequest struct {
 	Request *http.Request
 }
 
+// TakeOverRequest names a stateful connection to move to this node.
+type TakeOverRequest struct {
+	Hub          string
+	ConnectionID string
+	Identity     auth.Identity
+}
+
+// TakeOverGrant is a connection handed over to this node: its protocol,
+// its stateful state, and Attach, which attaches it to its hub as Connect
+// does (without OnConnected). Abort tells the hub the transport could not
+// take it after all (reason says why); call one of the two.
+type TakeOverGrant struct {
+	Protocol protocol.HubProtocol
+	State    conn.StatefulState
+	Attach   func(ctx context.Context, c *conn.Conn) (Session, error)
+	Abort    func(reason string)
+}
+
 // Options configure a Server. The durations and sizes are required (the
 // facade, package hub, fills them from its Config, where their defaults
 // are defined); the other fields document their zero value.
@@ -125,6 +143,12 @@ type Options struct {
 	// WebSocket dropped waits for the client to reconnect with its token.
 	// Required with StatefulReconnect.
 	StatefulReconnectWindow time.Duration
+	// TakeOver, when set, moves here a stateful connection whose client
+	// reconnected to this node while another node owns it (hand-over);
+	// nil refuses such a reconnect. It returns the connection's protocol,
+	// state and how to attach it, or why it cannot move (the text goes to
+	// the client as the WebSocket close reason).
+	TakeOver func(ctx context.Context, req TakeOverRequest) (*TakeOverGrant, error)
 }
 
 func (o Options) withDefaults() (Options, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"sync"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -48,10 +51,93 @@ func (s *Server) statefulConnection(token string, version int) bool {
 
 // errSequenceFirst: a new WebSocket began with a Sequence message instead
 // of a handshake: the client resumes a stateful connection that this node
-// does not have (it lives on another node, or it ended). Moving a
-// connection between nodes is not implemented, so the client is told why
-// in the WebSocket close reason (at most 123 bytes) and starts anew.
-var errSequenceFirst = errors.New("stateful reconnect: the connection is not on this node (moving it between nodes is not supported)")
+// does not have (it lives on another node, or it ended). With
+// Options.TakeOver the connection moves here (takeOver); without, the
+// client is told why in the WebSocket close reason and starts anew.
+var errSequenceFirst = errors.New("stateful reconnect: the connection is not on this node, and this node does not take connections over")
+
+// errMovedAway ends the reading of a stateful connection that was handed
+// over to another node.
+var errMovedAway = errors.New("the connection moved to another node")
+
+// endStateful ends a stateful connection after runStateful: as any other,
+// unless it moved away (then its hub is not told: it goes on elsewhere).
+func endStateful(c *conn.Conn, err error) {
+	if errors.Is(err, errMovedAway) {
+		c.EndMoved()
+		return
+	}
+	c.End(err)
+}
+
+// closeReason fits text into a WebSocket close reason (at most 123 bytes).
+func closeReason(text string) string {
+	if len(text) <= 123 {
+		return text
+	}
+	cut := 120
+	for cut > 0 && text[cut]&0xc0 == 0x80 { // not inside a UTF-8 sequence
+		cut--
+	}
+	return text[:cut] + "..."
+}
+
+// takeOver moves here the stateful connection whose client reconnected on
+// ws (its first bytes, pending and rd, begin with Sequence): the hub gets
+// its state from the node that owns it, the connection is rebuilt from it
+// and the client's socket attached (Sequence, then what the client did not
+// acknowledge), and reading goes on as for any stateful connection. When
+// the move fails the client's WebSocket is closed with the reason.
+func (s *Server) takeOver(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, token string, pending []byte, rd io.Reader, log *slog.Logger) {
+	grant, err := s.opts.TakeOver(ctx, TakeOverRequest{Hub: hub, ConnectionID: connID, Identity: identity})
+	if err != nil {
+		log.Info("stateful reconnect refused: the connection could not move here", "reason", err.Error())
+		_ = ws.Close(websocket.StatusPolicyViolation, closeReason(err.Error()))
+		return
+	}
+	p := grant.Protocol
+	st, err := conn.RestoreStateful(p, s.opts.StatefulReconnectBufferSize, grant.State)
+	if err != nil {
+		grant.Abort(err.Error())
+		log.Warn("stateful reconnect refused: the state from the old node does not restore", "err", err)
+		_ = ws.Close(websocket.StatusInternalError, closeReason("the connection's state did not restore: "+err.Error()))
+		return
+	}
+	sock := wsSocket{ws: ws, typ: websocket.MessageText}
+	if p.TransferFormat() == protocol.TransferBinary {
+		sock.typ = websocket.MessageBinary
+	}
+	var session Session
+	stats := s.opts.Stats[hub]
+	c, err := conn.Open(ctx, st, conn.Options{
+		ID: connID, Protocol: p, MaxOutboundBytes: s.opts.MaxOutboundBytes,
+		KeepAlive: s.opts.KeepAliveInterval, ClientTimeout: s.opts.ClientTimeout,
+		Runtime: seam.Real{}, Logger: log, Stats: stats, Resumed: true,
+	}, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {
+		var err error
+		session, err = grant.Attach(ctx, c)
+		return session, err
+	})
+	if err != nil {
+		if c != nil {
+			c.Wait()
+		}
+		_ = ws.Close(websocket.StatusPolicyViolation, closeReason("the connection could not move here: "+err.Error()))
+		return
+	}
+	if stats != nil {
+		stats.Connections.Add(1)
+		defer stats.Connections.Add(-1)
+	}
+	if s.isStopping() {
+		c.Close("Server is shutting down.", true)
+	}
+	if err := st.Attach(ctx, sock); err != nil {
+		log.Debug("stateful reconnect: resending to the moved connection's socket failed", "err", err)
+	}
+	endStateful(c, s.runStateful(ws, sock.typ, c, st, session, token, pending, rd))
+	c.Wait()
+}
 
 // sequenceFirst reports whether buf begins with a Sequence message in
 // either hub protocol (what a resuming client sends first).
@@ -247,6 +333,9 @@ func (s *Server) runStateful(ws *websocket.Conn, sockType websocket.MessageType,
 	for {
 		err := s.readLoop(ws, c, ss, pending, rd)
 		pending, rd = nil, nil
+		if st.Moved() {
+			return errMovedAway
+		}
 		if ss.sawClose.Load() || st.Closed() {
 			return err
 		}
@@ -271,6 +360,9 @@ func (s *Server) runStateful(ws *websocket.Conn, sockType websocket.MessageType,
 		}
 		c.HandedOff()
 		if next == nil {
+			if st.Moved() {
+				return errMovedAway
+			}
 			if st.Closed() {
 				return err
 			}

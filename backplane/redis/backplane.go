@@ -187,6 +187,21 @@ func New(client redis.UniversalClient, opts Options) (*Backplane, error) {
 	return b, nil
 }
 
+// OneOrderPerChannel implements backplane.ChannelOrder. One Redis server
+// (and one shard of a cluster, with sharded pub/sub) delivers a channel's
+// messages to every subscriber in the order it executed the publishes.
+// Classic pub/sub on a cluster does not: a message published on one node
+// reaches the others over the cluster bus, so two publishers' messages may
+// arrive in different orders on different nodes. Until the mode is known
+// (the first command), it answers as the mode will be on a cluster:
+// sharded unless ShardedOff.
+func (b *Backplane) OneOrderPerChannel() bool {
+	if !b.cluster {
+		return true
+	}
+	return b.currentMode() == modeSharded || (b.currentMode() == modeUnknown && b.opts.Sharded != ShardedOff)
+}
+
 // NewFromString parses s with ParseConnectionString, applies overrides to
 // the Options in order, and returns a Backplane that owns its client:
 // Close closes it.

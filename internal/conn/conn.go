@@ -53,6 +53,9 @@ type Options struct {
 	// and the queued bytes of this connection into its hub's totals (the
 	// same *metrics.Conn for every connection of a hub).
 	Stats *metrics.Conn
+	// Resumed opens a connection that moved here from another node: its
+	// client was greeted there, so no handshake answer is written.
+	Resumed bool
 }
 
 func (o Options) check() error {
@@ -109,7 +112,11 @@ func Open(ctx context.Context, sock Socket, opts Options, connect func(context.C
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Conn{opts: opts, log: log}
-	c.out = newOutbound(sock, opts.Runtime, opts.MaxOutboundBytes, protocol.AppendHandshakeResponse(nil, ""))
+	var greeting []byte
+	if !opts.Resumed {
+		greeting = protocol.AppendHandshakeResponse(nil, "")
+	}
+	c.out = newOutbound(sock, opts.Runtime, opts.MaxOutboundBytes, greeting)
 	c.out.stats = opts.Stats
 	c.out.overflow = func() {
 		if opts.Stats != nil && c.slow.CompareAndSwap(false, true) {

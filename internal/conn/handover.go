@@ -115,3 +115,81 @@ func RestoreStateful(p protocol.HubProtocol, maxBytes int, state StatefulState) 
 	s.acked.Store(state.Acked)
 	return s, nil
 }
+
+// ErrNotStateful is returned by Conn.HandOver for a connection that did
+// not negotiate stateful reconnect.
+var ErrNotStateful = errors.New("conn: the connection is not stateful")
+
+// HandOver gives up the connection for a move to another node. In one
+// step with respect to Enqueue, every record queued before it is in the
+// returned state (the unacknowledged records of the Stateful, then the
+// trackable records still queued), and every record queued after it goes
+// to forward, on the enqueuing goroutine, in each caller's order, and is
+// never written here. The client's socket is closed; its reader ends and
+// the transport calls EndMoved. It waits for a frame being written to
+// finish. It fails on a connection that is not stateful, is closing, or
+// was handed over already.
+func (c *Conn) HandOver(forward func(rec []byte)) (StatefulState, error) {
+	st, ok := c.out.sock.(*Stateful)
+	if !ok {
+		return StatefulState{}, ErrNotStateful
+	}
+	o := c.out
+	o.mu.Lock()
+	if o.closing || o.forward != nil || o.paused || o.held {
+		o.mu.Unlock()
+		return StatefulState{}, errors.New("conn: the connection is closing or already handed over")
+	}
+	o.paused = true
+	var idle chan struct{}
+	if o.writing {
+		idle = make(chan struct{})
+		o.idle = idle
+	}
+	o.mu.Unlock()
+	if idle != nil {
+		<-idle // the writer finished its frame: all it took is in the Stateful
+	}
+	o.mu.Lock()
+	queue := o.queue
+	o.queue, o.queued = nil, 0
+	o.forward = forward
+	o.mu.Unlock()
+	state, ok := st.HandOver(func([]byte) {}) // nothing writes to it any more
+	if !ok {
+		return StatefulState{}, ErrStatefulClosed
+	}
+	for _, rec := range queue {
+		if len(rec) > 0 && recordLen(c.opts.Protocol, rec) == len(rec) && trackable(c.opts.Protocol, rec) {
+			state.Records = append(state.Records, rec)
+		}
+	}
+	return state, nil
+}
+
+// EndMoved ends a connection that was handed over (its reader stopped
+// because HandOver closed the socket): the heartbeat stops and the
+// session is not told, since the connection goes on on another node.
+// Records queued later still go to HandOver's forward. Idempotent.
+func (c *Conn) EndMoved() {
+	c.endOnce.Do(func() {
+		if c.stopHeartbeat != nil {
+			c.stopHeartbeat()
+		}
+		c.out.endMoved()
+	})
+}
+
+// endMoved marks the handed-over outbound closed and its socket done.
+func (o *outbound) endMoved() {
+	o.mu.Lock()
+	if o.closing {
+		o.mu.Unlock()
+		return
+	}
+	o.closing = true
+	o.lastTaken = true
+	o.mu.Unlock()
+	_ = o.sock.CloseNow()
+	close(o.done)
+}

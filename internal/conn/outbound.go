@@ -54,6 +54,9 @@ type outbound struct {
 	buf       []byte     // coalescing buffer, used only by the writer
 	overflow  func()
 	writer    func()        // writeLoop as a func value, made once: started per burst
+	paused    bool          // HandOver waits for the writer to stop: it takes nothing more
+	idle      chan struct{} // closed by the writer when it stops while paused
+	forward   func([]byte)  // set by HandOver: records go there instead of the queue
 	stats     *metrics.Conn // nil: no metrics
 }
 
@@ -78,6 +81,11 @@ func newOutbound(sock Socket, rt seam.Runtime, maxBytes int, greeting []byte) *o
 // the queue holds more than the configured number of bytes.
 func (o *outbound) enqueue(record []byte) error {
 	o.mu.Lock()
+	if fwd := o.forward; fwd != nil {
+		o.mu.Unlock()
+		fwd(record)
+		return nil
+	}
 	if o.closing {
 		o.mu.Unlock()
 		return ErrConnectionClosed
@@ -96,7 +104,7 @@ func (o *outbound) enqueue(record []byte) error {
 	o.queue = append(o.queue, record)
 	o.queued += len(record)
 	o.lastWrite.Store(o.rt.Now().UnixNano())
-	start := !o.writing && !o.held
+	start := !o.writing && !o.held && !o.paused
 	if start {
 		o.writing = true
 	}
@@ -118,9 +126,16 @@ func (o *outbound) release() {
 		return
 	}
 	o.held = false
-	o.greetWait = true
-	o.queue = append([][]byte{o.greeting}, o.queue...)
-	o.queued += len(o.greeting)
+	if len(o.greeting) == 0 { // a connection that moved here: the client was greeted elsewhere
+		if len(o.queue) == 0 {
+			o.mu.Unlock()
+			return
+		}
+	} else {
+		o.greetWait = true
+		o.queue = append([][]byte{o.greeting}, o.queue...)
+		o.queued += len(o.greeting)
+	}
 	o.writing = true
 	o.mu.Unlock()
 	o.wg.Add(1)
@@ -186,8 +201,12 @@ func (o *outbound) writeLoop() {
 			o.finish(last)
 			return
 		}
-		if len(o.queue) == 0 {
+		if len(o.queue) == 0 || o.paused {
 			o.writing = false
+			if o.idle != nil {
+				close(o.idle)
+				o.idle = nil
+			}
 			o.mu.Unlock()
 			return
 		}

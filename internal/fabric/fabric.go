@@ -98,6 +98,11 @@ type ConnectionInfo struct {
 type ConnectRequest struct {
 	Info    *ConnectionInfo
 	Invoker Invoker
+	// Moved is the id of the hand-over (TakeOverResponse.MoveID) when the
+	// connection moved here from another node: it is attached without
+	// OnConnected (it ran on the first node), in its groups, and its
+	// client's messages wait until the hand-over is complete.
+	Moved uint64
 }
 
 // ConnectResponse answers ConnectRequest. Inbound takes the client's
@@ -105,6 +110,44 @@ type ConnectRequest struct {
 type ConnectResponse struct {
 	Inbound *Inbound
 	Err     error
+}
+
+// Mover is implemented by an Outlet that can be handed over to another
+// node (internal/conn's Conn of a stateful connection): see
+// conn.Conn.HandOver.
+type Mover interface {
+	HandOver(forward func(rec []byte)) (conn.StatefulState, error)
+}
+
+// TakeOverRequest asks a hub actor to take over a stateful connection that
+// another node owns: its client reconnected here. The answer is a
+// *TakeOverResponse once the owner handed over the connection's state (or
+// refused, or did not answer within the group acknowledgement timeout).
+// A successful answer is followed by a ConnectRequest with Moved set, or
+// by a TakeOverAbort.
+type TakeOverRequest struct {
+	ConnectionID string
+	// UserID is who the reconnecting client authenticated as; the owner
+	// refuses a different user.
+	UserID string
+}
+
+// TakeOverResponse answers TakeOverRequest: the moving connection's
+// protocol and stateful state, or why it cannot move (Err).
+type TakeOverResponse struct {
+	MoveID   uint64
+	Protocol protocol.HubProtocol
+	State    conn.StatefulState
+	Err      error
+}
+
+// TakeOverAbort tells a hub actor that the transport gave up a hand-over
+// it was granted (the state did not restore, the client's socket failed):
+// the hub ends it and tells the old owner.
+type TakeOverAbort struct {
+	ConnectionID string
+	MoveID       uint64
+	Reason       string
 }
 
 // AbandonConnect tells a hub actor that the facade stopped waiting for

@@ -136,6 +136,65 @@ func (HttpRequestKind) EnumDescriptor() ([]byte, []int) {
 	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{1}
 }
 
+// HandoverStepKind names a step of a hand-over.
+type HandoverStepKind int32
+
+const (
+	HandoverStepKind_HANDOVER_STEP_KIND_UNSPECIFIED HandoverStepKind = 0
+	// HANDOVER_STEP_KIND_SUBSCRIBED: the new owner listens on every route of
+	// the connection (new to old).
+	HandoverStepKind_HANDOVER_STEP_KIND_SUBSCRIBED HandoverStepKind = 1
+	// HANDOVER_STEP_KIND_DONE: every route is cut and every record forwarded
+	// (old to new).
+	HandoverStepKind_HANDOVER_STEP_KIND_DONE HandoverStepKind = 2
+	// HANDOVER_STEP_KIND_ABORTED: the move failed; reason says why (either
+	// way).
+	HandoverStepKind_HANDOVER_STEP_KIND_ABORTED HandoverStepKind = 3
+)
+
+// Enum value maps for HandoverStepKind.
+var (
+	HandoverStepKind_name = map[int32]string{
+		0: "HANDOVER_STEP_KIND_UNSPECIFIED",
+		1: "HANDOVER_STEP_KIND_SUBSCRIBED",
+		2: "HANDOVER_STEP_KIND_DONE",
+		3: "HANDOVER_STEP_KIND_ABORTED",
+	}
+	HandoverStepKind_value = map[string]int32{
+		"HANDOVER_STEP_KIND_UNSPECIFIED": 0,
+		"HANDOVER_STEP_KIND_SUBSCRIBED":  1,
+		"HANDOVER_STEP_KIND_DONE":        2,
+		"HANDOVER_STEP_KIND_ABORTED":     3,
+	}
+)
+
+func (x HandoverStepKind) Enum() *HandoverStepKind {
+	p := new(HandoverStepKind)
+	*p = x
+	return p
+}
+
+func (x HandoverStepKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HandoverStepKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_fabric_v1_envelope_proto_enumTypes[2].Descriptor()
+}
+
+func (HandoverStepKind) Type() protoreflect.EnumType {
+	return &file_fabric_v1_envelope_proto_enumTypes[2]
+}
+
+func (x HandoverStepKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HandoverStepKind.Descriptor instead.
+func (HandoverStepKind) EnumDescriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{2}
+}
+
 // Envelope wraps every payload a node publishes on the backplane. Nodes ignore
 // envelopes whose origin_node is their own, since the backplane echoes a
 // node's publications back to it and local recipients were already served.
@@ -156,6 +215,11 @@ type Envelope struct {
 	//	*Envelope_ClientInvokeAck
 	//	*Envelope_ClientResult
 	//	*Envelope_ClientInvokeCancel
+	//	*Envelope_HandoverRequest
+	//	*Envelope_HandoverState
+	//	*Envelope_HandoverMarker
+	//	*Envelope_HandoverRecord
+	//	*Envelope_HandoverStep
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -286,6 +350,51 @@ func (x *Envelope) GetClientInvokeCancel() *ClientInvokeCancel {
 	return nil
 }
 
+func (x *Envelope) GetHandoverRequest() *HandoverRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HandoverRequest); ok {
+			return x.HandoverRequest
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetHandoverState() *HandoverState {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HandoverState); ok {
+			return x.HandoverState
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetHandoverMarker() *HandoverMarker {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HandoverMarker); ok {
+			return x.HandoverMarker
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetHandoverRecord() *HandoverRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HandoverRecord); ok {
+			return x.HandoverRecord
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetHandoverStep() *HandoverStep {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_HandoverStep); ok {
+			return x.HandoverStep
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -341,6 +450,36 @@ type Envelope_ClientInvokeCancel struct {
 	ClientInvokeCancel *ClientInvokeCancel `protobuf:"bytes,23,opt,name=client_invoke_cancel,json=clientInvokeCancel,proto3,oneof"`
 }
 
+type Envelope_HandoverRequest struct {
+	// handover_request asks the node owning a stateful connection to hand
+	// it over to the origin node (its client reconnected there).
+	HandoverRequest *HandoverRequest `protobuf:"bytes,24,opt,name=handover_request,json=handoverRequest,proto3,oneof"`
+}
+
+type Envelope_HandoverState struct {
+	// handover_state is the old owner's answer: the connection's state.
+	HandoverState *HandoverState `protobuf:"bytes,25,opt,name=handover_state,json=handoverState,proto3,oneof"`
+}
+
+type Envelope_HandoverMarker struct {
+	// handover_marker cuts one route of a moving connection: what the
+	// channel carried before it is the old owner's to deliver, what comes
+	// after it the new owner's.
+	HandoverMarker *HandoverMarker `protobuf:"bytes,26,opt,name=handover_marker,json=handoverMarker,proto3,oneof"`
+}
+
+type Envelope_HandoverRecord struct {
+	// handover_record is a record the old owner queued for the connection
+	// after it gave up its state, forwarded to the new owner.
+	HandoverRecord *HandoverRecord `protobuf:"bytes,27,opt,name=handover_record,json=handoverRecord,proto3,oneof"`
+}
+
+type Envelope_HandoverStep struct {
+	// handover_step moves a hand-over on (subscribed, done) or ends it
+	// (aborted).
+	HandoverStep *HandoverStep `protobuf:"bytes,28,opt,name=handover_step,json=handoverStep,proto3,oneof"`
+}
+
 func (*Envelope_Invocation) isEnvelope_Body() {}
 
 func (*Envelope_GroupCommand) isEnvelope_Body() {}
@@ -358,6 +497,16 @@ func (*Envelope_ClientInvokeAck) isEnvelope_Body() {}
 func (*Envelope_ClientResult) isEnvelope_Body() {}
 
 func (*Envelope_ClientInvokeCancel) isEnvelope_Body() {}
+
+func (*Envelope_HandoverRequest) isEnvelope_Body() {}
+
+func (*Envelope_HandoverState) isEnvelope_Body() {}
+
+func (*Envelope_HandoverMarker) isEnvelope_Body() {}
+
+func (*Envelope_HandoverRecord) isEnvelope_Body() {}
+
+func (*Envelope_HandoverStep) isEnvelope_Body() {}
 
 // Invocation is a hub message pre-serialized once per hub protocol, so each
 // receiving node writes the same framed bytes to its clients as-is.
@@ -1051,11 +1200,422 @@ func (x *ClientInvokeCancel) GetInvocationId() string {
 	return ""
 }
 
+// HandoverRequest is published by the node a stateful connection's client
+// reconnected to, on the connection's channel; its owner answers on the
+// origin node's channel with a HandoverState or an aborted HandoverStep.
+type HandoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// move_id identifies the hand-over on the origin node.
+	MoveId uint64 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	// connection_id is the connection to move.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// user_id is the user the reconnecting client authenticated as; the
+	// owner refuses the move when it is not the connection's.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRequest) Reset() {
+	*x = HandoverRequest{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRequest) ProtoMessage() {}
+
+func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
+func (*HandoverRequest) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HandoverRequest) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *HandoverRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *HandoverRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// HandoverState is what moves with a stateful connection.
+type HandoverState struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	MoveId       uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Hub          string                 `protobuf:"bytes,2,opt,name=hub,proto3" json:"hub,omitempty"`
+	ConnectionId string                 `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// protocol is the connection's hub protocol name ("json", "messagepack").
+	Protocol string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// user_id is the connection's user ("" for none).
+	UserId string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// groups are the groups the connection is in.
+	Groups []string `protobuf:"bytes,6,rep,name=groups,proto3" json:"groups,omitempty"`
+	// records are the framed records the client did not acknowledge, in
+	// order; first_seq is the sequence id of the first (or of the next
+	// record when there is none).
+	Records  [][]byte `protobuf:"bytes,7,rep,name=records,proto3" json:"records,omitempty"`
+	FirstSeq int64    `protobuf:"varint,8,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	// processed is the highest sequence id of the client's messages the old
+	// owner handled; acked the last Ack it sent.
+	Processed     int64 `protobuf:"varint,9,opt,name=processed,proto3" json:"processed,omitempty"`
+	Acked         int64 `protobuf:"varint,10,opt,name=acked,proto3" json:"acked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverState) Reset() {
+	*x = HandoverState{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverState) ProtoMessage() {}
+
+func (x *HandoverState) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverState.ProtoReflect.Descriptor instead.
+func (*HandoverState) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HandoverState) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *HandoverState) GetHub() string {
+	if x != nil {
+		return x.Hub
+	}
+	return ""
+}
+
+func (x *HandoverState) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *HandoverState) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *HandoverState) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *HandoverState) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *HandoverState) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *HandoverState) GetFirstSeq() int64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *HandoverState) GetProcessed() int64 {
+	if x != nil {
+		return x.Processed
+	}
+	return 0
+}
+
+func (x *HandoverState) GetAcked() int64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+// HandoverMarker is published by the old owner on each route channel of a
+// moving connection (its connection, user, groups and the hub's all).
+type HandoverMarker struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	MoveId uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	// mover_node is the node the connection moves to (the move's origin).
+	MoverNode     string `protobuf:"bytes,2,opt,name=mover_node,json=moverNode,proto3" json:"mover_node,omitempty"`
+	ConnectionId  string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverMarker) Reset() {
+	*x = HandoverMarker{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverMarker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverMarker) ProtoMessage() {}
+
+func (x *HandoverMarker) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverMarker.ProtoReflect.Descriptor instead.
+func (*HandoverMarker) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *HandoverMarker) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *HandoverMarker) GetMoverNode() string {
+	if x != nil {
+		return x.MoverNode
+	}
+	return ""
+}
+
+func (x *HandoverMarker) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+// HandoverRecord carries one framed record from the old owner to the new.
+type HandoverRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Hub           string                 `protobuf:"bytes,2,opt,name=hub,proto3" json:"hub,omitempty"`
+	ConnectionId  string                 `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Record        []byte                 `protobuf:"bytes,4,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRecord) Reset() {
+	*x = HandoverRecord{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRecord) ProtoMessage() {}
+
+func (x *HandoverRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRecord.ProtoReflect.Descriptor instead.
+func (*HandoverRecord) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HandoverRecord) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *HandoverRecord) GetHub() string {
+	if x != nil {
+		return x.Hub
+	}
+	return ""
+}
+
+func (x *HandoverRecord) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *HandoverRecord) GetRecord() []byte {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// HandoverStep is published on the other node's channel.
+type HandoverStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// move_id and mover_node identify the hand-over (mover_node is the new
+	// owner).
+	MoveId        uint64           `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	MoverNode     string           `protobuf:"bytes,2,opt,name=mover_node,json=moverNode,proto3" json:"mover_node,omitempty"`
+	Hub           string           `protobuf:"bytes,3,opt,name=hub,proto3" json:"hub,omitempty"`
+	ConnectionId  string           `protobuf:"bytes,4,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Kind          HandoverStepKind `protobuf:"varint,5,opt,name=kind,proto3,enum=fabric.v1.HandoverStepKind" json:"kind,omitempty"`
+	Reason        string           `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverStep) Reset() {
+	*x = HandoverStep{}
+	mi := &file_fabric_v1_envelope_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverStep) ProtoMessage() {}
+
+func (x *HandoverStep) ProtoReflect() protoreflect.Message {
+	mi := &file_fabric_v1_envelope_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverStep.ProtoReflect.Descriptor instead.
+func (*HandoverStep) Descriptor() ([]byte, []int) {
+	return file_fabric_v1_envelope_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HandoverStep) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *HandoverStep) GetMoverNode() string {
+	if x != nil {
+		return x.MoverNode
+	}
+	return ""
+}
+
+func (x *HandoverStep) GetHub() string {
+	if x != nil {
+		return x.Hub
+	}
+	return ""
+}
+
+func (x *HandoverStep) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *HandoverStep) GetKind() HandoverStepKind {
+	if x != nil {
+		return x.Kind
+	}
+	return HandoverStepKind_HANDOVER_STEP_KIND_UNSPECIFIED
+}
+
+func (x *HandoverStep) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_fabric_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x18fabric/v1/envelope.proto\x12\tfabric.v1\"\xfa\x04\n" +
+	"\x18fabric/v1/envelope.proto\x12\tfabric.v1\"\xd2\a\n" +
 	"\bEnvelope\x12\x1f\n" +
 	"\vorigin_node\x18\x01 \x01(\tR\n" +
 	"originNode\x127\n" +
@@ -1070,7 +1630,12 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\rclient_invoke\x18\x14 \x01(\v2\x17.fabric.v1.ClientInvokeH\x00R\fclientInvoke\x12H\n" +
 	"\x11client_invoke_ack\x18\x15 \x01(\v2\x1a.fabric.v1.ClientInvokeAckH\x00R\x0fclientInvokeAck\x12>\n" +
 	"\rclient_result\x18\x16 \x01(\v2\x17.fabric.v1.ClientResultH\x00R\fclientResult\x12Q\n" +
-	"\x14client_invoke_cancel\x18\x17 \x01(\v2\x1d.fabric.v1.ClientInvokeCancelH\x00R\x12clientInvokeCancelB\x06\n" +
+	"\x14client_invoke_cancel\x18\x17 \x01(\v2\x1d.fabric.v1.ClientInvokeCancelH\x00R\x12clientInvokeCancel\x12G\n" +
+	"\x10handover_request\x18\x18 \x01(\v2\x1a.fabric.v1.HandoverRequestH\x00R\x0fhandoverRequest\x12A\n" +
+	"\x0ehandover_state\x18\x19 \x01(\v2\x18.fabric.v1.HandoverStateH\x00R\rhandoverState\x12D\n" +
+	"\x0fhandover_marker\x18\x1a \x01(\v2\x19.fabric.v1.HandoverMarkerH\x00R\x0ehandoverMarker\x12D\n" +
+	"\x0fhandover_record\x18\x1b \x01(\v2\x19.fabric.v1.HandoverRecordH\x00R\x0ehandoverRecord\x12>\n" +
+	"\rhandover_step\x18\x1c \x01(\v2\x17.fabric.v1.HandoverStepH\x00R\fhandoverStepB\x06\n" +
 	"\x04body\"z\n" +
 	"\n" +
 	"Invocation\x126\n" +
@@ -1120,7 +1685,41 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\x12ClientInvokeCancel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12#\n" +
-	"\rinvocation_id\x18\x03 \x01(\tR\finvocationId*Z\n" +
+	"\rinvocation_id\x18\x03 \x01(\tR\finvocationId\"h\n" +
+	"\x0fHandoverRequest\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"\x97\x02\n" +
+	"\rHandoverState\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x12\x10\n" +
+	"\x03hub\x18\x02 \x01(\tR\x03hub\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x17\n" +
+	"\auser_id\x18\x05 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06groups\x18\x06 \x03(\tR\x06groups\x12\x18\n" +
+	"\arecords\x18\a \x03(\fR\arecords\x12\x1b\n" +
+	"\tfirst_seq\x18\b \x01(\x03R\bfirstSeq\x12\x1c\n" +
+	"\tprocessed\x18\t \x01(\x03R\tprocessed\x12\x14\n" +
+	"\x05acked\x18\n" +
+	" \x01(\x03R\x05acked\"m\n" +
+	"\x0eHandoverMarker\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x12\x1d\n" +
+	"\n" +
+	"mover_node\x18\x02 \x01(\tR\tmoverNode\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\"x\n" +
+	"\x0eHandoverRecord\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x12\x10\n" +
+	"\x03hub\x18\x02 \x01(\tR\x03hub\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x16\n" +
+	"\x06record\x18\x04 \x01(\fR\x06record\"\xc6\x01\n" +
+	"\fHandoverStep\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x12\x1d\n" +
+	"\n" +
+	"mover_node\x18\x02 \x01(\tR\tmoverNode\x12\x10\n" +
+	"\x03hub\x18\x03 \x01(\tR\x03hub\x12#\n" +
+	"\rconnection_id\x18\x04 \x01(\tR\fconnectionId\x12/\n" +
+	"\x04kind\x18\x05 \x01(\x0e2\x1b.fabric.v1.HandoverStepKindR\x04kind\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason*Z\n" +
 	"\vGroupAction\x12\x1c\n" +
 	"\x18GROUP_ACTION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10GROUP_ACTION_ADD\x10\x01\x12\x17\n" +
@@ -1129,7 +1728,12 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\x1dHTTP_REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16HTTP_REQUEST_KIND_POLL\x10\x01\x12\x1a\n" +
 	"\x16HTTP_REQUEST_KIND_SEND\x10\x02\x12\x1c\n" +
-	"\x18HTTP_REQUEST_KIND_DELETE\x10\x03B9Z7github.com/hubfabric/hubfabric/proto/fabric/v1;fabricv1b\x06proto3"
+	"\x18HTTP_REQUEST_KIND_DELETE\x10\x03*\x96\x01\n" +
+	"\x10HandoverStepKind\x12\"\n" +
+	"\x1eHANDOVER_STEP_KIND_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dHANDOVER_STEP_KIND_SUBSCRIBED\x10\x01\x12\x1b\n" +
+	"\x17HANDOVER_STEP_KIND_DONE\x10\x02\x12\x1e\n" +
+	"\x1aHANDOVER_STEP_KIND_ABORTED\x10\x03B9Z7github.com/hubfabric/hubfabric/proto/fabric/v1;fabricv1b\x06proto3"
 
 var (
 	file_fabric_v1_envelope_proto_rawDescOnce sync.Once
@@ -1143,39 +1747,51 @@ func file_fabric_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_fabric_v1_envelope_proto_rawDescData
 }
 
-var file_fabric_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fabric_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_fabric_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_fabric_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_fabric_v1_envelope_proto_goTypes = []any{
 	(GroupAction)(0),           // 0: fabric.v1.GroupAction
 	(HttpRequestKind)(0),       // 1: fabric.v1.HttpRequestKind
-	(*Envelope)(nil),           // 2: fabric.v1.Envelope
-	(*Invocation)(nil),         // 3: fabric.v1.Invocation
-	(*GroupCommand)(nil),       // 4: fabric.v1.GroupCommand
-	(*GroupAck)(nil),           // 5: fabric.v1.GroupAck
-	(*HttpRequest)(nil),        // 6: fabric.v1.HttpRequest
-	(*HttpResponse)(nil),       // 7: fabric.v1.HttpResponse
-	(*ClientInvoke)(nil),       // 8: fabric.v1.ClientInvoke
-	(*ClientInvokeAck)(nil),    // 9: fabric.v1.ClientInvokeAck
-	(*ClientResult)(nil),       // 10: fabric.v1.ClientResult
-	(*ClientInvokeCancel)(nil), // 11: fabric.v1.ClientInvokeCancel
+	(HandoverStepKind)(0),      // 2: fabric.v1.HandoverStepKind
+	(*Envelope)(nil),           // 3: fabric.v1.Envelope
+	(*Invocation)(nil),         // 4: fabric.v1.Invocation
+	(*GroupCommand)(nil),       // 5: fabric.v1.GroupCommand
+	(*GroupAck)(nil),           // 6: fabric.v1.GroupAck
+	(*HttpRequest)(nil),        // 7: fabric.v1.HttpRequest
+	(*HttpResponse)(nil),       // 8: fabric.v1.HttpResponse
+	(*ClientInvoke)(nil),       // 9: fabric.v1.ClientInvoke
+	(*ClientInvokeAck)(nil),    // 10: fabric.v1.ClientInvokeAck
+	(*ClientResult)(nil),       // 11: fabric.v1.ClientResult
+	(*ClientInvokeCancel)(nil), // 12: fabric.v1.ClientInvokeCancel
+	(*HandoverRequest)(nil),    // 13: fabric.v1.HandoverRequest
+	(*HandoverState)(nil),      // 14: fabric.v1.HandoverState
+	(*HandoverMarker)(nil),     // 15: fabric.v1.HandoverMarker
+	(*HandoverRecord)(nil),     // 16: fabric.v1.HandoverRecord
+	(*HandoverStep)(nil),       // 17: fabric.v1.HandoverStep
 }
 var file_fabric_v1_envelope_proto_depIdxs = []int32{
-	3,  // 0: fabric.v1.Envelope.invocation:type_name -> fabric.v1.Invocation
-	4,  // 1: fabric.v1.Envelope.group_command:type_name -> fabric.v1.GroupCommand
-	5,  // 2: fabric.v1.Envelope.group_ack:type_name -> fabric.v1.GroupAck
-	6,  // 3: fabric.v1.Envelope.http_request:type_name -> fabric.v1.HttpRequest
-	7,  // 4: fabric.v1.Envelope.http_response:type_name -> fabric.v1.HttpResponse
-	8,  // 5: fabric.v1.Envelope.client_invoke:type_name -> fabric.v1.ClientInvoke
-	9,  // 6: fabric.v1.Envelope.client_invoke_ack:type_name -> fabric.v1.ClientInvokeAck
-	10, // 7: fabric.v1.Envelope.client_result:type_name -> fabric.v1.ClientResult
-	11, // 8: fabric.v1.Envelope.client_invoke_cancel:type_name -> fabric.v1.ClientInvokeCancel
-	0,  // 9: fabric.v1.GroupCommand.action:type_name -> fabric.v1.GroupAction
-	1,  // 10: fabric.v1.HttpRequest.kind:type_name -> fabric.v1.HttpRequestKind
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 0: fabric.v1.Envelope.invocation:type_name -> fabric.v1.Invocation
+	5,  // 1: fabric.v1.Envelope.group_command:type_name -> fabric.v1.GroupCommand
+	6,  // 2: fabric.v1.Envelope.group_ack:type_name -> fabric.v1.GroupAck
+	7,  // 3: fabric.v1.Envelope.http_request:type_name -> fabric.v1.HttpRequest
+	8,  // 4: fabric.v1.Envelope.http_response:type_name -> fabric.v1.HttpResponse
+	9,  // 5: fabric.v1.Envelope.client_invoke:type_name -> fabric.v1.ClientInvoke
+	10, // 6: fabric.v1.Envelope.client_invoke_ack:type_name -> fabric.v1.ClientInvokeAck
+	11, // 7: fabric.v1.Envelope.client_result:type_name -> fabric.v1.ClientResult
+	12, // 8: fabric.v1.Envelope.client_invoke_cancel:type_name -> fabric.v1.ClientInvokeCancel
+	13, // 9: fabric.v1.Envelope.handover_request:type_name -> fabric.v1.HandoverRequest
+	14, // 10: fabric.v1.Envelope.handover_state:type_name -> fabric.v1.HandoverState
+	15, // 11: fabric.v1.Envelope.handover_marker:type_name -> fabric.v1.HandoverMarker
+	16, // 12: fabric.v1.Envelope.handover_record:type_name -> fabric.v1.HandoverRecord
+	17, // 13: fabric.v1.Envelope.handover_step:type_name -> fabric.v1.HandoverStep
+	0,  // 14: fabric.v1.GroupCommand.action:type_name -> fabric.v1.GroupAction
+	1,  // 15: fabric.v1.HttpRequest.kind:type_name -> fabric.v1.HttpRequestKind
+	2,  // 16: fabric.v1.HandoverStep.kind:type_name -> fabric.v1.HandoverStepKind
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_fabric_v1_envelope_proto_init() }
@@ -1193,14 +1809,19 @@ func file_fabric_v1_envelope_proto_init() {
 		(*Envelope_ClientInvokeAck)(nil),
 		(*Envelope_ClientResult)(nil),
 		(*Envelope_ClientInvokeCancel)(nil),
+		(*Envelope_HandoverRequest)(nil),
+		(*Envelope_HandoverState)(nil),
+		(*Envelope_HandoverMarker)(nil),
+		(*Envelope_HandoverRecord)(nil),
+		(*Envelope_HandoverStep)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fabric_v1_envelope_proto_rawDesc), len(file_fabric_v1_envelope_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   10,
+			NumEnums:      3,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
