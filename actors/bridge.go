@@ -196,7 +196,7 @@ func (b *bridge) onPublish(ctx actor.Context, s *send) {
 		return
 	}
 	env, err := proto.Marshal(&fabricv1.Envelope{OriginNode: b.cfg.NodeID, Body: &fabricv1.Envelope_Invocation{Invocation: &fabricv1.Invocation{
-		ExcludedConnectionIds: s.route.Excluded, Json: s.payload.json, Messagepack: s.payload.msgpack,
+		ExcludedConnectionIds: s.route.Excluded, Json: s.payload.json, Messagepack: s.payload.msgpack, EchoSeq: s.seq,
 	}}})
 	if err != nil { // cannot happen for these field types; never silent
 		b.log.Error("marshal envelope", "err", err)

@@ -22,11 +22,23 @@ package actors
 // node. Only the actor that fans out the route (the hub, or the group's
 // actor) touches it.
 type cut struct {
-	in      bool // the new owner's side
-	marked  bool // old owner: the marker is published
-	seen    bool // the marker arrived (old owner: came back)
-	echoes  int  // new owner: own sends on this route whose echo is awaited
-	counted bool // new owner: done was reported to the hub actor
+	in bool // the new owner's side
+	// listening: new owner: its subscription to the route is in effect.
+	// Its own sends before that reach the old owner ahead of the marker
+	// (the new owner tells it to publish markers only after), so the old
+	// owner delivers them, and no echo of theirs is awaited: it may never
+	// come.
+	listening bool
+	marked    bool // old owner: the marker is published
+	seen      bool // the marker arrived (old owner: came back)
+	echoes    int  // new owner: own sends on this route whose echo is awaited
+	// firstEcho: new owner: the echo number (send.seq) of the first send
+	// whose echo is awaited. Echoes of earlier sends come back too (a send
+	// decided before listening may be published after), and must not be
+	// taken for awaited ones: one channel's echoes return in send order, so
+	// every echo numbered from firstEcho on is awaited.
+	firstEcho uint64
+	counted   bool // new owner: done was reported to the hub actor
 }
 
 // own decides a send made on this node: whether the connection gets it
@@ -35,6 +47,9 @@ type cut struct {
 func (c *cut) own() (deliver, echo bool) {
 	if !c.in {
 		return !c.marked, false
+	}
+	if !c.listening {
+		return false, false
 	}
 	if c.seen && c.echoes == 0 {
 		return true, false
@@ -51,11 +66,11 @@ func (c *cut) arrived() bool {
 	return !c.seen
 }
 
-// echoed decides the echo of a send made on this node. Echoes nobody waits
-// for (the old owner's, or those of sends made before the connection began
-// to move here) are not delivered.
-func (c *cut) echoed() bool {
-	if !c.in || c.echoes == 0 {
+// echoed decides the echo of a send made on this node, numbered seq.
+// Echoes nobody waits for (the old owner's, or those of sends made before
+// the route was listening here) are not delivered.
+func (c *cut) echoed(seq uint64) bool {
+	if !c.in || c.echoes == 0 || seq < c.firstEcho {
 		return false
 	}
 	c.echoes--
@@ -67,19 +82,29 @@ func (c *cut) echoed() bool {
 // route's sends as any other member.
 func (c *cut) done() bool { return c.in && c.seen && c.echoes == 0 }
 
-// take applies c (nil: the connection does not move) to s.
-func (c *cut) take(s *send) bool {
+// take applies c (nil: the connection does not move) to s. A send made on
+// this node whose echo c awaits is published even when no other node
+// listens, and numbered from last (the fanning-out actor's counter) unless
+// another cut numbered it already.
+func (c *cut) take(s *send, last *uint64) bool {
 	switch {
 	case c == nil:
 		return !s.echo
 	case s.echo:
-		return c.echoed()
+		return c.echoed(s.seq)
 	case s.arrived:
 		return c.arrived()
 	}
 	deliver, echo := c.own()
 	if echo {
 		s.force = true
+		if s.seq == 0 {
+			*last++
+			s.seq = *last
+		}
+		if c.firstEcho == 0 {
+			c.firstEcho = s.seq
+		}
 	}
 	return deliver
 }

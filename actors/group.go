@@ -25,6 +25,7 @@ type group struct {
 	pending   []pendingJoin // join requesters waiting for the subscription
 	processed uint64        // membership requests handled, reported to the hub
 	moving    int           // members with a cut (moving between nodes, cut.go)
+	echoSeq   uint64        // the last echo number given to a send fanned out here (cut.go)
 }
 
 // pendingJoin is a join's requester and its answer.
@@ -117,7 +118,7 @@ func (g *group) onAdd(ctx actor.Context, m *groupMembership) {
 	if _, ok := g.index[m.connID]; !ok {
 		mem := groupMember{id: m.connID, pid: m.pid, outlet: m.outlet}
 		if m.incoming != nil {
-			mem.cut = &cut{in: true}
+			mem.cut = &cut{in: true, listening: g.state == subscribed}
 			g.moving++
 		}
 		g.index[m.connID] = len(g.members)
@@ -148,8 +149,18 @@ func (g *group) onSubscribed(ctx actor.Context, err error) {
 		ctx.Logger().Warn("group subscription failed; members get local messages until the backplane recovers", "group", g.name, "err", err)
 	}
 	g.state = subscribed
+	for i := range g.members {
+		if c := g.members[i].cut; c != nil && c.in {
+			c.listening = true
+		}
+	}
 	g.unsubscribeIfEmpty(ctx) // everyone may have left while we subscribed
 	for _, p := range g.pending {
+		if ms, ok := p.answer.(*moveSubscribed); ok && err != nil {
+			// A connection moving here needs the subscription now: the
+			// move fails instead.
+			p.answer = &moveSubscribed{connID: ms.connID, key: ms.key, group: ms.group, err: err}
+		}
 		answer(ctx, p.reply, p.answer)
 	}
 	g.pending = nil
@@ -202,7 +213,7 @@ func (g *group) fanOut(ctx actor.Context, s *send) {
 	}
 	for i := range g.members {
 		mem := &g.members[i]
-		if (len(r.Excluded) == 0 || !r.excludes(mem.id)) && mem.cut.take(s) {
+		if (len(r.Excluded) == 0 || !r.excludes(mem.id)) && mem.cut.take(s, &g.echoSeq) {
 			deliver(mem.outlet, s.payload)
 		}
 		if s.echo {

@@ -105,7 +105,7 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 			return
 		}
 		route.Excluded = inv.ExcludedConnectionIds
-		h.root.Send(pid, &arrival{route: route, payload: &payload{json: inv.Json, msgpack: inv.Messagepack}, echo: echo})
+		h.root.Send(pid, &arrival{route: route, payload: &payload{json: inv.Json, msgpack: inv.Messagepack}, echo: echo, seq: inv.EchoSeq})
 	case *fabricv1.Envelope_GroupCommand:
 		cmd := body.GroupCommand
 		action := cmd.Action

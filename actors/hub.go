@@ -36,6 +36,7 @@ type hub struct {
 	ins      map[string]*moveIn
 	nextMove uint64
 	echo     *echoCounter // shared with the backplane handler
+	echoSeq  uint64       // the last echo number given to a send fanned out here (cut.go)
 }
 
 type hubConn struct {
@@ -81,6 +82,7 @@ type send struct {
 	echo    bool       // came back from the backplane: only moving connections may take it (cut.go)
 	publish bool       // set by route: hand it to the bridge after the local fan-out
 	force   bool       // a moving connection waits for its echo: publish even if nobody else listens
+	seq     uint64     // the echo's number, when a moving connection waits for it (cut.go)
 }
 
 // arrival is a send that another node published, decoded by the backplane
@@ -88,7 +90,8 @@ type send struct {
 type arrival struct {
 	route   Route
 	payload *payload
-	echo    bool // the node's own send, come back (cut.go)
+	echo    bool   // the node's own send, come back (cut.go)
+	seq     uint64 // its echo number (cut.go)
 }
 
 // groupCommand asks the bridge to have the node owning a connection apply a
@@ -145,7 +148,7 @@ func (h *hub) Receive(ctx actor.Context) {
 		}
 		h.route(ctx, &send{hub: h.name, route: m.Route, payload: m.payload, reply: ctx.Sender()})
 	case *arrival:
-		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true, echo: m.echo})
+		h.route(ctx, &send{hub: h.name, route: m.route, payload: m.payload, arrived: true, echo: m.echo, seq: m.seq})
 	case *GroupRequest:
 		err := m.check()
 		if err == nil {
@@ -267,7 +270,7 @@ func (h *hub) routeMoving(ctx actor.Context, s *send) {
 	switch r.Kind {
 	case RouteAll:
 		for _, c := range h.order {
-			if (len(r.Excluded) == 0 || !r.excludes(c.id)) && c.cuts.of(RouteAll).take(s) {
+			if (len(r.Excluded) == 0 || !r.excludes(c.id)) && c.cuts.of(RouteAll).take(s, &h.echoSeq) {
 				deliver(c.outlet, s.payload)
 			}
 			if s.echo && c.cuts != nil {
@@ -276,7 +279,7 @@ func (h *hub) routeMoving(ctx actor.Context, s *send) {
 		}
 	case RouteConnection:
 		if c := h.conns[r.Name]; c != nil {
-			took := c.cuts.of(RouteConnection).take(s)
+			took := c.cuts.of(RouteConnection).take(s, &h.echoSeq)
 			if took {
 				deliver(c.outlet, s.payload)
 			}
@@ -290,7 +293,7 @@ func (h *hub) routeMoving(ctx actor.Context, s *send) {
 		}
 	case RouteUser:
 		for _, c := range h.users[r.Name] {
-			if c.cuts.of(RouteUser).take(s) {
+			if c.cuts.of(RouteUser).take(s, &h.echoSeq) {
 				deliver(c.outlet, s.payload)
 			}
 			if s.echo && c.cuts != nil {
@@ -396,25 +399,31 @@ func (h *hub) answerIfEmpty(ctx actor.Context) {
 	h.emptyWaiters = nil
 }
 
+// unregister forgets a connection: sends stop reaching it from this node,
+// and its own channels are let go.
+func (h *hub) unregister(ctx actor.Context, c *hubConn) {
+	id := c.id
+	delete(h.byPID, c.pid.Id)
+	delete(h.conns, id)
+	last := len(h.order) - 1
+	h.order[c.pos] = h.order[last]
+	h.order[c.pos].pos = c.pos
+	h.order[last] = nil
+	h.order = h.order[:last]
+	unsub := []Route{{Kind: RouteConnection, Name: id}}
+	if u := c.userID; u != "" {
+		h.users[u] = slices.DeleteFunc(h.users[u], func(x *hubConn) bool { return x == c })
+		if len(h.users[u]) == 0 {
+			delete(h.users, u)
+			unsub = append(unsub, Route{Kind: RouteUser, Name: u})
+		}
+	}
+	ctx.Send(h.bridge, &subscribeRequest{Hub: h.name, Routes: unsub, Unsubscribe: true})
+}
+
 func (h *hub) onTerminated(ctx actor.Context, who *actor.PID) {
 	if id, ok := h.byPID[who.Id]; ok {
-		c := h.conns[id]
-		delete(h.byPID, who.Id)
-		delete(h.conns, id)
-		last := len(h.order) - 1
-		h.order[c.pos] = h.order[last]
-		h.order[c.pos].pos = c.pos
-		h.order[last] = nil
-		h.order = h.order[:last]
-		unsub := []Route{{Kind: RouteConnection, Name: id}}
-		if u := c.userID; u != "" {
-			h.users[u] = slices.DeleteFunc(h.users[u], func(x *hubConn) bool { return x == c })
-			if len(h.users[u]) == 0 {
-				delete(h.users, u)
-				unsub = append(unsub, Route{Kind: RouteUser, Name: u})
-			}
-		}
-		ctx.Send(h.bridge, &subscribeRequest{Hub: h.name, Routes: unsub, Unsubscribe: true})
+		h.unregister(ctx, h.conns[id])
 		return
 	}
 	if name, ok := h.gByPID[who.Id]; ok {

@@ -133,9 +133,12 @@ type (
 		key    moveKey
 		stage  int
 	}
+	// moveSubscribed: a subscription of a connection moving here is in
+	// effect: its group's ("" for its connection and user channels).
 	moveSubscribed struct {
 		connID string
 		key    moveKey
+		group  string
 		err    error
 	}
 	// groupCut: a group actor cut one member's route (old owner: its marker
@@ -423,7 +426,7 @@ func (h *hub) onConnectMoved(ctx actor.Context, m *fabric.ConnectRequest) {
 		Failed: func(err error) any { return &moveSubscribed{connID: id, key: key, err: err} }})
 	for _, g := range mi.groups {
 		mi.cuts++
-		h.forwardMembership(ctx, &GroupRequest{Action: GroupAdd, ConnectionID: id, Group: g}, hc, ctx.Self(), &moveSubscribed{connID: id, key: key})
+		h.forwardMembership(ctx, &GroupRequest{Action: GroupAdd, ConnectionID: id, Group: g}, hc, ctx.Self(), &moveSubscribed{connID: id, key: key, group: g})
 	}
 	ctx.Respond(resp)
 }
@@ -436,6 +439,11 @@ func (h *hub) onMoveSubscribed(ctx actor.Context, m *moveSubscribed) {
 	if m.err != nil {
 		h.abortIn(ctx, mi, "the new node could not subscribe to the connection's channels: "+m.err.Error(), true)
 		return
+	}
+	if m.group == "" && mi.conn != nil {
+		for _, k := range []RouteKind{RouteAll, RouteConnection, RouteUser} {
+			mi.conn.cuts.of(k).listening = true
+		}
 	}
 	mi.subs--
 	if mi.subs == 0 {
@@ -608,7 +616,11 @@ func (h *hub) finishIfDone(ctx actor.Context, mo *moveOut) {
 	mo.fwd.stop()
 	delete(h.outs, mo.conn.id)
 	ctx.Send(h.bridge, &moveClosed{key: mo.key})
-	ctx.Send(mo.conn.pid, &quit{}) // its Terminated unregisters it
+	// Unregistered now, not when its actor stops: from here on a send to
+	// it must go to the new owner, never into the outlet it left behind.
+	h.unregister(ctx, mo.conn)
+	ctx.Send(mo.conn.pid, &quit{})
+	h.answerIfEmpty(ctx)
 	ctx.Logger().Debug("connection moved away", "hub", h.name, "conn_id", mo.conn.id, "to", mo.key.node)
 }
 

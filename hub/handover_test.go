@@ -127,6 +127,11 @@ func TestStatefulHandOver(t *testing.T) {
 			}
 			got := map[string][]int{}
 			total := 0
+			defer func() {
+				if t.Failed() {
+					t.Logf("the client got %d of %d messages: %v", total, len(senders)*perSender, got)
+				}
+			}()
 			take := func(m protocol.Message, conn *rawConn) {
 				inv, ok := m.(*protocol.Invocation)
 				if !ok {

@@ -520,7 +520,11 @@ type Invocation struct {
 	Json []byte `protobuf:"bytes,2,opt,name=json,proto3" json:"json,omitempty"`
 	// messagepack is the message framed for the MessagePack hub protocol
 	// (length prefix included); empty when no node needs it.
-	Messagepack   []byte `protobuf:"bytes,3,opt,name=messagepack,proto3" json:"messagepack,omitempty"`
+	Messagepack []byte `protobuf:"bytes,3,opt,name=messagepack,proto3" json:"messagepack,omitempty"`
+	// echo_seq numbers, on its origin node, a send whose echo the origin
+	// awaits because a connection is moving there; 0 otherwise. Only the
+	// origin node reads it, to match an echo to the send it belongs to.
+	EchoSeq       uint64 `protobuf:"varint,4,opt,name=echo_seq,json=echoSeq,proto3" json:"echo_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +578,13 @@ func (x *Invocation) GetMessagepack() []byte {
 		return x.Messagepack
 	}
 	return nil
+}
+
+func (x *Invocation) GetEchoSeq() uint64 {
+	if x != nil {
+		return x.EchoSeq
+	}
+	return 0
 }
 
 // GroupCommand asks the node owning connection_id to add it to or remove it
@@ -1636,12 +1647,13 @@ const file_fabric_v1_envelope_proto_rawDesc = "" +
 	"\x0fhandover_marker\x18\x1a \x01(\v2\x19.fabric.v1.HandoverMarkerH\x00R\x0ehandoverMarker\x12D\n" +
 	"\x0fhandover_record\x18\x1b \x01(\v2\x19.fabric.v1.HandoverRecordH\x00R\x0ehandoverRecord\x12>\n" +
 	"\rhandover_step\x18\x1c \x01(\v2\x17.fabric.v1.HandoverStepH\x00R\fhandoverStepB\x06\n" +
-	"\x04body\"z\n" +
+	"\x04body\"\x95\x01\n" +
 	"\n" +
 	"Invocation\x126\n" +
 	"\x17excluded_connection_ids\x18\x01 \x03(\tR\x15excludedConnectionIds\x12\x12\n" +
 	"\x04json\x18\x02 \x01(\fR\x04json\x12 \n" +
-	"\vmessagepack\x18\x03 \x01(\fR\vmessagepack\"\x89\x01\n" +
+	"\vmessagepack\x18\x03 \x01(\fR\vmessagepack\x12\x19\n" +
+	"\becho_seq\x18\x04 \x01(\x04R\aechoSeq\"\x89\x01\n" +
 	"\fGroupCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x16.fabric.v1.GroupActionR\x06action\x12\x14\n" +
