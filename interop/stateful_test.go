@@ -12,8 +12,9 @@ import (
 // withStatefulReconnect() (JSON and MessagePack) reach node 1 through a TCP proxy that cuts
 // their socket and holds the reconnect while another client sends a burst to them and they
 // send to it; once the reconnect goes through, each side must have everything, once, in order.
-// Two nodes on one redis-server run with --stateful-reconnect; a resume that the proxy sends to
-// the other node is refused there with a close reason the client reports.
+// Two nodes on one redis-server run with --stateful-reconnect; in the other-node scenarios the
+// proxy sends the reconnect to node 2, and the connection moves there (hand-over) with the same
+// guarantees.
 func TestInteropStatefulReconnect(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {
