@@ -288,7 +288,8 @@ type echoCounter = atomic.Int32
 func (h *hub) handoverOK() error {
 	o, ok := backplane.Ability[backplane.ChannelOrder](h.cfg.Backplane)
 	if !ok || !o.OneOrderPerChannel() {
-		return fmt.Errorf("%w: the backplane does not deliver each channel in one order to every node (Redis classic pub/sub on a cluster), which moving a connection needs", ErrNoHandover)
+		// Cause first: a WebSocket close reason keeps 123 bytes.
+		return fmt.Errorf("%w: classic pub/sub on a Redis cluster has no one order per channel, which moving needs", ErrNoHandover)
 	}
 	return nil
 }
