@@ -97,7 +97,9 @@ func dropWithPending(t *testing.T, tn *testNode, p protocol.HubProtocol) (token,
 func TestHandOverRefused(t *testing.T) {
 	p := protocol.JSON
 	cfg := hub.Config{StatefulReconnect: true, StatefulReconnectWindow: 10 * time.Second, GroupAckTimeout: time.Second}
-	hubs := func(h *moverHub) func() map[string]any { return func() map[string]any { return map[string]any{"s": h} } }
+	hubs := func(h *moverHub) func() map[string]any {
+		return func() map[string]any { return map[string]any{"s": h} }
+	}
 
 	t.Run("nobody owns it", func(t *testing.T) {
 		h := &moverHub{statefulHub: statefulHub{gone: make(chan error, 1)}}
