@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -368,7 +369,13 @@ func (h *hub) register(ctx actor.Context, m *fabric.ConnectRequest, moved bool) 
 	}
 	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity, h.cfg.MaxStreamsPerConnection)
 	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes)
-	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg, moved), "c-"+id)
+	name := "c-" + id
+	if moved {
+		// It may be moving back to this node while the actor it left
+		// here still stops.
+		name += "-m" + strconv.FormatUint(m.Moved, 10)
+	}
+	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg, moved), name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spawn connection actor: %w", err)
 	}

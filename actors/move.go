@@ -269,6 +269,17 @@ func (o *heldOutlet) Send(m protocol.Message) error {
 	return o.Enqueue(rec)
 }
 
+// HandOver implements fabric.Mover for the connection's own outlet, so a
+// connection that moved here can move on (or back). The hub moves a
+// connection only once it has settled here, when nothing is held.
+func (o *heldOutlet) HandOver(forward func(rec []byte)) (conn.StatefulState, error) {
+	m, ok := o.Outlet.(fabric.Mover)
+	if !ok {
+		return conn.StatefulState{}, errors.New("the connection's transport cannot move")
+	}
+	return m.HandOver(forward)
+}
+
 // release queues what was held, in order, and lets later records through.
 func (o *heldOutlet) release() {
 	o.mu.Lock()
@@ -618,7 +629,14 @@ func (h *hub) finishIfDone(ctx actor.Context, mo *moveOut) {
 	delete(h.outs, mo.conn.id)
 	ctx.Send(h.bridge, &moveClosed{key: mo.key})
 	// Unregistered now, not when its actor stops: from here on a send to
-	// it must go to the new owner, never into the outlet it left behind.
+	// it must go to the new owner, never into the outlet it left behind,
+	// and it may move back here while that actor still stops.
+	for g := range mo.conn.groups {
+		if hg := h.groups[g]; hg != nil {
+			hg.forwarded++
+			ctx.Send(hg.pid, &groupMembership{action: GroupRemove, connID: mo.conn.id})
+		}
+	}
 	h.unregister(ctx, mo.conn)
 	ctx.Send(mo.conn.pid, &quit{})
 	h.answerIfEmpty(ctx)

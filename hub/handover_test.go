@@ -252,3 +252,68 @@ func checkStatefulHandOver(t *testing.T, p protocol.HubProtocol, newBackplane fu
 		t.Fatal("OnDisconnected did not run on the new node")
 	}
 }
+
+// TestStatefulHandOverBackAndForth: one connection moves a→b→a→b→a. Each move lands on a
+// node it was on before (whose token it already used there), keeps its user and group, and
+// gets what was sent to it while it was away, once, in order.
+func TestStatefulHandOverBackAndForth(t *testing.T) {
+	p := protocol.JSON
+	h := &moverHub{statefulHub: statefulHub{gone: make(chan error, 1)}}
+	nodes := startCluster(t, 2, hub.Config{StatefulReconnect: true, StatefulReconnectWindow: 10 * time.Second, GroupAckTimeout: 2 * time.Second, Authenticator: alice},
+		func() map[string]any { return map[string]any{"s": h} })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, token, id := dialStateful(t, nodes[0], p)
+	r := &statefulReader{c: c, next: 1}
+	c.send(&protocol.Invocation{InvocationID: "join", Target: "Join", Arguments: []any{"g"}})
+	if m, ok := r.read().(*protocol.Completion); !ok || m.Error != "" {
+		t.Fatalf("join: %+v", m)
+	}
+	for i := range 4 {
+		c.ws.CloseNow()
+		from, to := nodes[i%2], nodes[(i+1)%2]
+		hc, err := from.node.HubContext("s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{fmt.Sprintf("conn-%d", i), fmt.Sprintf("user-%d", i), fmt.Sprintf("group-%d", i)}
+		for _, err := range []error{
+			hc.Clients.Client(id).Send(ctx, "got", want[0]),
+			hc.Clients.User("alice").Send(ctx, "got", want[1]),
+			hc.Clients.Group("g").Send(ctx, "got", want[2]),
+		} {
+			if err != nil {
+				t.Fatalf("move %d: send while away: %v", i, err)
+			}
+		}
+		c = reattach(t, to, p, token)
+		r.c = c
+		// The client's own messages so far (Join, then one Record per move) all
+		// reached the node: it resends none, and its next one is number 2+i.
+		c.send(&protocol.Sequence{SequenceID: int64(2 + i)})
+		c.send(&protocol.Invocation{InvocationID: fmt.Sprint(i), Target: "Record", Arguments: []any{i}})
+		var got []string
+		for done := false; !done; {
+			switch m := r.read().(type) {
+			case *protocol.Invocation:
+				var s string
+				c.bind(m.Arguments[0], &s)
+				got = append(got, s)
+			case *protocol.Completion:
+				if m.Error != "" {
+					t.Fatalf("move %d: the call after the reconnect: %s", i, m.Error)
+				}
+				done = true
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("move %d: got %q, want %q", i, got, want)
+		}
+	}
+	if got := h.recorded(); !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Errorf("the hub ran Record %v, want [0 1 2 3]", got)
+	}
+	if n, d := h.connected.Load(), h.disconnected.Load(); n != 1 || d != 0 {
+		t.Errorf("OnConnected ran %d times and OnDisconnected %d, want 1 and 0", n, d)
+	}
+}

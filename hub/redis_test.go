@@ -15,7 +15,7 @@ import (
 // redisBackplanes returns a factory of Redis backplanes on connection
 // string conn, each closed when the test ends (the node closes it too;
 // Close is idempotent).
-func redisBackplanes(t *testing.T, conn string) func() backplane.Backplane {
+func redisBackplanes(t testing.TB, conn string) func() backplane.Backplane {
 	return func() backplane.Backplane {
 		bp, err := redisbp.NewFromString(conn)
 		if err != nil {

@@ -77,7 +77,7 @@ func TestStatefulNegotiate(t *testing.T) {
 
 // dialStateful negotiates stateful reconnect, connects with a version 2 handshake and returns
 // the connection and its token.
-func dialStateful(t *testing.T, tn *testNode, p protocol.HubProtocol) (*rawConn, string, string) {
+func dialStateful(t testing.TB, tn *testNode, p protocol.HubProtocol) (*rawConn, string, string) {
 	t.Helper()
 	nr := negotiateQuery(t, tn.url, "negotiateVersion=1&useStatefulReconnect=true")
 	if !nr.UseStatefulReconnect {
@@ -96,7 +96,7 @@ func dialStateful(t *testing.T, tn *testNode, p protocol.HubProtocol) (*rawConn,
 }
 
 // reattach opens a new WebSocket with token (no handshake, as the official clients do).
-func reattach(t *testing.T, tn *testNode, p protocol.HubProtocol, token string) *rawConn {
+func reattach(t testing.TB, tn *testNode, p protocol.HubProtocol, token string) *rawConn {
 	t.Helper()
 	c, _, err := dialRaw(t, tn.url, "s", "id="+token, nil)
 	if err != nil {

@@ -52,6 +52,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	handedOff := false
 	token := r.URL.Query().Get("id")
 	claimed := false
+	resumeOnly := false // the token admits only a take-over (claimResume)
 	defer func() {
 		if !handedOff {
 			if claimed {
@@ -66,11 +67,21 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	} else {
 		var err error
 		connID, err = s.tokens.claim(token, identity.UserID)
-		switch {
-		case errors.Is(err, errTokenActive):
-			if s.tryResume(w, r, token) { // a stateful connection's reconnect
+		if err != nil && !errors.Is(err, errTokenInvalid) && s.opts.StatefulReconnect && isStateful(token) {
+			// A stateful connection's reconnect, however old its token:
+			// to the connection waiting here, or to take it over from
+			// another node (which may be one it left this one for).
+			if s.tryResume(w, r, token) {
 				return
 			}
+			if s.opts.TakeOver != nil {
+				if connID, err = s.tokens.claimResume(token, identity.UserID); err == nil {
+					resumeOnly = true
+				}
+			}
+		}
+		switch {
+		case errors.Is(err, errTokenActive):
 			http.Error(w, "a connection with that ID is already active", http.StatusConflict)
 			return
 		case err != nil:
@@ -113,7 +124,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 				ws.CloseNow()
 			}
 		}()
-		s.runConnection(ctx, ws, hub, connID, identity, r)
+		s.runConnection(ctx, ws, hub, connID, identity, r, resumeOnly)
 	}()
 }
 
@@ -318,10 +329,18 @@ func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
 
 func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
 
-func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request) {
+// runConnection serves a WebSocket from its handshake on; with
+// resumeOnly, the client must be resuming (Sequence first) a connection
+// that it takes over.
+func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly bool) {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
+		return
+	}
+	if resumeOnly && !errors.Is(err, errSequenceFirst) {
+		log.Info("connection refused: its token was used before, and it did not resume", "err", err)
+		_ = ws.Close(websocket.StatusPolicyViolation, errTokenUsed.Error())
 		return
 	}
 	if errors.Is(err, errSequenceFirst) {

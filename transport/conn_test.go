@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,5 +177,87 @@ func TestOptionsNeedEveryLimit(t *testing.T) {
 		if _, err := NewServer(o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("NewServer = %v, want an error saying %q", err, tc.want)
 		}
+	}
+}
+
+// TestStatefulReconnectOutlivesTheTokenTTL: the TTL bounds how long a negotiated token may
+// open a connection, not how long a stateful connection may reconnect with it. The client
+// reconnects an hour after negotiate (the node's clock says so) and resumes: the node answers
+// with its Sequence message, and the session is not ended.
+func TestStatefulReconnectOutlivesTheTokenTTL(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	sess := &recordingSession{got: make(chan protocol.Message, 16), closed: make(chan error, 1)}
+	opts := testOptions(func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
+	opts.StatefulReconnect, opts.StatefulReconnectBufferSize, opts.StatefulReconnectWindow = true, 1<<16, time.Minute
+	opts.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, err := NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	nr, err := protocol.ParseNegotiateResponse(body)
+	if err != nil || !nr.UseStatefulReconnect {
+		t.Fatalf("negotiate: %q %v", body, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := srv.URL + "/hubs/chat?id=" + nr.ConnectionToken
+	c, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, protocol.AppendHandshakeRequest(nil, protocol.HandshakeRequest{Protocol: "json", Version: 2})); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := c.Read(ctx); err != nil || string(data) != "{}\x1e" {
+		t.Fatalf("handshake answer %q, %v", data, err)
+	}
+	c.CloseNow() // the socket drops
+
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	c2, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("the reconnect an hour later: %v", err)
+	}
+	defer c2.CloseNow()
+	seq, _ := protocol.JSON.AppendMessage(nil, &protocol.Sequence{SequenceID: 1})
+	if err := c2.Write(ctx, websocket.MessageText, seq); err != nil {
+		t.Fatal(err)
+	}
+	_, data, err := c2.Read(ctx)
+	if err != nil {
+		t.Fatalf("the resumed socket: %v", err)
+	}
+	msgs, _, err := protocol.JSON.ParseMessages(data, 1<<20)
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("the resumed socket sent %q (%v)", data, err)
+	}
+	if _, ok := msgs[0].(*protocol.Sequence); !ok {
+		t.Fatalf("the resumed socket began with %#v, want the node's Sequence", msgs[0])
+	}
+	select {
+	case err := <-sess.closed:
+		t.Fatalf("the session ended: %v", err)
+	default:
+	}
+	closeMsg, _ := protocol.JSON.AppendMessage(nil, &protocol.Close{})
+	if err := c2.Write(ctx, websocket.MessageText, closeMsg); err != nil { // a graceful end: no window
+		t.Fatal(err)
+	}
+	c2.Close(websocket.StatusNormalClosure, "")
+	<-sess.closed
+	s.StopAccepting()
+	if err := s.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
 	}
 }

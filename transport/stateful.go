@@ -167,10 +167,12 @@ type resumeSlot struct {
 	pending *websocket.Conn // a reconnect waiting to be attached
 	next    chan struct{}   // signalled when pending is set
 	ended   bool
+	st      *conn.Stateful
+	gone    chan struct{} // closed once the slot is removed and its token released
 }
 
-func (r *resumes) add(token string, ws *websocket.Conn) *resumeSlot {
-	slot := &resumeSlot{cur: ws, next: make(chan struct{}, 1)}
+func (r *resumes) add(token string, ws *websocket.Conn, st *conn.Stateful) *resumeSlot {
+	slot := &resumeSlot{cur: ws, next: make(chan struct{}, 1), st: st, gone: make(chan struct{})}
 	r.mu.Lock()
 	if r.m == nil {
 		r.m = map[string]*resumeSlot{}
@@ -194,6 +196,7 @@ func (r *resumes) remove(token string, slot *resumeSlot) {
 	if p != nil {
 		_ = p.Close(websocket.StatusNormalClosure, "the connection ended")
 	}
+	close(slot.gone)
 }
 
 func (r *resumes) get(token string) *resumeSlot {
@@ -245,6 +248,15 @@ func (slot *resumeSlot) take() *websocket.Conn {
 func (s *Server) tryResume(w http.ResponseWriter, r *http.Request, token string) bool {
 	slot := s.resumes.get(token)
 	if slot == nil {
+		return false
+	}
+	if slot.st.Moved() {
+		// It moved to another node, and is letting go of its slot and
+		// token here: once it has, the caller can take it over (back).
+		select {
+		case <-slot.gone:
+		case <-r.Context().Done():
+		}
 		return false
 	}
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
@@ -325,8 +337,11 @@ func (ss *statefulSession) stop() {
 // no WebSocket came back within the window after a drop. It returns why,
 // as readLoop does (nil for a normal close).
 func (s *Server) runStateful(ws *websocket.Conn, sockType websocket.MessageType, c *conn.Conn, st *conn.Stateful, session Session, token string, pending []byte, rd io.Reader) error {
-	slot := s.resumes.add(token, ws)
-	defer s.resumes.remove(token, slot)
+	slot := s.resumes.add(token, ws, st)
+	defer func() {
+		s.tokens.release(token) // before the slot goes: a take-over may wait for it (tryResume)
+		s.resumes.remove(token, slot)
+	}()
 	ss := &statefulSession{inner: session, st: st, c: c}
 	defer ss.stop()
 	cur := conn.Socket(wsSocket{ws: ws, typ: sockType})

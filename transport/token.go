@@ -121,36 +121,46 @@ var maxTokenLen = b64.EncodedLen(tokenBytes) + 1 + b64.EncodedLen(maxHomeLen)
 // maxHomeLen bounds a home node id (Options.NodeID with a Relay).
 const maxHomeLen = 255
 
-// check verifies token for userID and returns its connection id and home
-// node ("" for none), without claiming it.
+// check verifies token for userID and its age, and returns its connection
+// id and home node ("" for none), without claiming it.
 func (t *tokens) check(token, userID string) (connID, home string, err error) {
-	if len(token) > maxTokenLen {
-		return "", "", errTokenInvalid // checked first: a long query is not decoded
+	connID, home, issued, err := t.verify(token, userID)
+	if err != nil {
+		return "", "", err
 	}
-	base, homePart, hasHome := strings.Cut(token, ".")
-	if len(base) != b64.EncodedLen(tokenBytes) {
-		return "", "", errTokenInvalid
-	}
-	raw, err := b64.DecodeString(base)
-	if err != nil || len(raw) != tokenBytes {
-		return "", "", errTokenInvalid
-	}
-	if hasHome {
-		h, err := b64.DecodeString(homePart)
-		if err != nil || len(h) == 0 {
-			return "", "", errTokenInvalid
-		}
-		home = string(h)
-	}
-	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], home), userID)[:tokenMAC]) {
-		return "", "", errTokenInvalid
-	}
-	issued := time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
 	now := t.now()
 	if now.Sub(issued) > t.ttl || issued.Sub(now) > time.Minute {
 		return "", "", errTokenExpired
 	}
-	return t.connectionID(t.signed(raw, home), token), home, nil
+	return connID, home, nil
+}
+
+// verify checks token's signature for userID (not its age) and returns
+// its connection id, home node and time of issue.
+func (t *tokens) verify(token, userID string) (connID, home string, issued time.Time, err error) {
+	if len(token) > maxTokenLen {
+		return "", "", time.Time{}, errTokenInvalid // checked first: a long query is not decoded
+	}
+	base, homePart, hasHome := strings.Cut(token, ".")
+	if len(base) != b64.EncodedLen(tokenBytes) {
+		return "", "", time.Time{}, errTokenInvalid
+	}
+	raw, err := b64.DecodeString(base)
+	if err != nil || len(raw) != tokenBytes {
+		return "", "", time.Time{}, errTokenInvalid
+	}
+	if hasHome {
+		h, err := b64.DecodeString(homePart)
+		if err != nil || len(h) == 0 {
+			return "", "", time.Time{}, errTokenInvalid
+		}
+		home = string(h)
+	}
+	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], home), userID)[:tokenMAC]) {
+		return "", "", time.Time{}, errTokenInvalid
+	}
+	issued = time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
+	return t.connectionID(t.signed(raw, home), token), home, issued, nil
 }
 
 func (t *tokens) connectionID(raw []byte, token string) string {
@@ -183,6 +193,29 @@ func (t *tokens) claim(token, userID string) (string, error) {
 	}
 	t.used[token] = tokenUse{expires: issued.Add(t.ttl + time.Minute), active: true}
 	t.sweepLocked(now)
+	return connID, nil
+}
+
+// claimResume checks token for userID as claim does, except that neither
+// its age nor an earlier use refuses it: a stateful connection's reconnect
+// may come long after negotiate, and to a node the connection was on
+// before (it moved away and back). Only a resume of a live connection may
+// follow (the caller sees to it). It marks the token active, and fails
+// with errTokenActive when it is.
+func (t *tokens) claimResume(token, userID string) (string, error) {
+	connID, _, _, err := t.verify(token, userID)
+	if err != nil {
+		return "", err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u, ok := t.used[token]
+	if ok && u.active {
+		return "", errTokenActive
+	}
+	// Kept while the connection lives, and refused for a fresh connection
+	// for a minute after, as any used token.
+	t.used[token] = tokenUse{expires: t.now().Add(time.Minute), active: true}
 	return connID, nil
 }
 

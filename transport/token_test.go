@@ -78,6 +78,43 @@ func TestTokens(t *testing.T) {
 	}
 }
 
+// TestClaimResume: a stateful reconnect's token is accepted however old, and after an
+// earlier use (the connection left this node and comes back), but never while active, never
+// for another user, never forged.
+func TestClaimResume(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	tk := newTokens([]byte("secret"), time.Minute, func() time.Time { return now })
+	token, id := tk.mint(false, "alice")
+	if _, err := tk.claim(token, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.claimResume(token, "alice"); err != errTokenActive {
+		t.Fatalf("claimResume while the token is active = %v, want errTokenActive", err)
+	}
+	tk.release(token)
+	now = now.Add(time.Hour) // long past the TTL
+	if _, err := tk.claim(token, "alice"); err != errTokenExpired {
+		t.Fatalf("claim of the old token = %v, want errTokenExpired", err)
+	}
+	if got, err := tk.claimResume(token, "alice"); err != nil || got != id {
+		t.Fatalf("claimResume of a used, old token = %q, %v; want %q", got, err, id)
+	}
+	if _, err := tk.claimResume(token, "alice"); err != errTokenActive {
+		t.Fatalf("second claimResume = %v, want errTokenActive", err)
+	}
+	tk.release(token)
+	if _, err := tk.claim(token, "alice"); err == nil {
+		t.Fatal("after a resume the token connects a fresh connection")
+	}
+	if _, err := tk.claimResume(token, "bob"); err != errTokenInvalid {
+		t.Fatalf("claimResume by another user = %v, want errTokenInvalid", err)
+	}
+	if _, err := tk.claimResume(strings.Repeat("A", 22), "alice"); err != errTokenInvalid {
+		t.Fatalf("claimResume of a forged token = %v, want errTokenInvalid", err)
+	}
+}
+
 // FuzzTokenClaim: whatever a client puts in ?id=, claim never panics and
 // accepts nothing but a token this secret minted (for that user); a long
 // value is refused before it is decoded.
