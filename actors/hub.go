@@ -180,6 +180,8 @@ func (h *hub) Receive(ctx actor.Context) {
 		h.onTakeOverAbort(ctx, m)
 	case *handoverRequest:
 		h.onHandoverRequest(ctx, m)
+	case *handedOver:
+		h.onHandedOver(ctx, m)
 	case *handoverState:
 		h.onHandoverState(ctx, m)
 	case *handoverRecord:

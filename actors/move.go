@@ -135,6 +135,14 @@ type (
 	}
 	// moveSubscribed: a subscription of a connection moving here is in
 	// effect: its group's ("" for its connection and user channels).
+	// handedOver: the connection moving away gave up its state (or could
+	// not).
+	handedOver struct {
+		connID string
+		key    moveKey
+		state  conn.StatefulState
+		err    error
+	}
 	moveSubscribed struct {
 		connID string
 		key    moveKey
@@ -272,12 +280,13 @@ func (o *heldOutlet) Send(m protocol.Message) error {
 // HandOver implements fabric.Mover for the connection's own outlet, so a
 // connection that moved here can move on (or back). The hub moves a
 // connection only once it has settled here, when nothing is held.
-func (o *heldOutlet) HandOver(forward func(rec []byte)) (conn.StatefulState, error) {
+func (o *heldOutlet) HandOver(forward func(rec []byte), done func(conn.StatefulState, error)) {
 	m, ok := o.Outlet.(fabric.Mover)
 	if !ok {
-		return conn.StatefulState{}, errors.New("the connection's transport cannot move")
+		done(conn.StatefulState{}, errors.New("the connection's transport cannot move"))
+		return
 	}
-	return m.HandOver(forward)
+	m.HandOver(forward, done)
 }
 
 // release queues what was held, in order, and lets later records through.
@@ -559,14 +568,35 @@ func (h *hub) onHandoverRequest(ctx actor.Context, m *handoverRequest) {
 		return
 	}
 	fwd := &forwarder{root: ctx.ActorSystem().Root, bridge: h.bridge, hub: h.name, key: m.key, connID: m.connID, notify: ctx.Self()}
-	state, err := mover.HandOver(fwd.forward)
-	if err != nil {
-		refuse(err.Error())
-		return
-	}
 	mo := &moveOut{key: m.key, conn: c, fwd: fwd}
 	h.outs[m.connID] = mo
 	c.cuts = &connCuts{}
+	self, root, key, id := ctx.Self(), ctx.ActorSystem().Root, m.key, m.connID
+	// Not waited for here: the connection's writer may be in the middle of
+	// a frame, and the state comes once it is out.
+	mover.HandOver(fwd.forward, func(state conn.StatefulState, err error) {
+		root.Send(self, &handedOver{connID: id, key: key, state: state, err: err})
+	})
+	h.armMove(ctx, &mo.stage, &mo.timer, m.connID, m.key)
+}
+
+// onHandedOver goes on with a move away once the connection gave up its
+// state: the state goes to the new owner.
+func (h *hub) onHandedOver(ctx actor.Context, m *handedOver) {
+	mo := h.moveOutOf(m.connID, m.key)
+	if mo == nil {
+		return // the move ended meanwhile (abortOut ended the connection)
+	}
+	c := mo.conn
+	if m.err != nil {
+		mo.timer.Stop()
+		delete(h.outs, m.connID)
+		c.cuts = nil
+		ctx.Send(h.bridge, &moveClosed{key: m.key})
+		h.step(ctx, m.key.node, m.key, m.connID, fabricv1.HandoverStepKind_HANDOVER_STEP_KIND_ABORTED, m.err.Error(), false)
+		return
+	}
+	state := m.state
 	groups := make([]string, 0, len(c.groups))
 	for g := range c.groups {
 		groups = append(groups, g)
@@ -576,7 +606,7 @@ func (h *hub) onHandoverRequest(ctx actor.Context, m *handoverRequest) {
 		env: &fabricv1.Envelope{Body: &fabricv1.Envelope_HandoverState{HandoverState: &fabricv1.HandoverState{
 			MoveId: m.key.id, Hub: h.name, ConnectionId: m.connID, Protocol: c.outlet.Protocol().Name(), UserId: c.userID,
 			Groups: groups, Records: state.Records, FirstSeq: state.FirstSeq, Processed: state.Processed, Acked: state.Acked}}}})
-	fwd.start()
+	mo.fwd.start()
 	ctx.Send(c.pid, &leave{})
 	h.armMove(ctx, &mo.stage, &mo.timer, m.connID, m.key)
 }

@@ -52,6 +52,19 @@ func init() {
 	fabric.Hooks.Attach = func(ctx context.Context, node any, hub, id string, identity auth.Identity, out fabric.Outlet) (*fabric.Inbound, error) {
 		return node.(*Node).attach(ctx, hub, id, identity, out)
 	}
+	fabric.Hooks.Stateful = func(node any) (bool, int, time.Duration) {
+		c := node.(*Node).cfg
+		return c.StatefulReconnect, c.StatefulReconnectBufferSize, c.StatefulReconnectWindow
+	}
+	fabric.Hooks.TakeOver = func(ctx context.Context, node any, hub, id string, identity auth.Identity) (protocol.HubProtocol, conn.StatefulState,
+		func(context.Context, *conn.Conn) (conn.Session, error), func(string), error) {
+		g, err := node.(*Node).takeOver(ctx, transport.TakeOverRequest{Hub: hub, ConnectionID: id, Identity: identity})
+		if err != nil {
+			return nil, conn.StatefulState{}, nil, nil, err
+		}
+		attach := func(ctx context.Context, c *conn.Conn) (conn.Session, error) { return g.Attach(ctx, c) }
+		return g.Protocol, g.State, attach, g.Abort, nil
+	}
 	fabric.Hooks.ConnOptions = func(node any, id string, p protocol.HubProtocol) conn.Options {
 		n := node.(*Node)
 		return conn.Options{

@@ -17,9 +17,10 @@ import (
 )
 
 // Bus is the simulated Redis: it delivers what a node publishes to every
-// node subscribed to the channel, each delivery a scheduler task. Order is
-// kept per publisher, channel and subscriber, as Redis keeps it; everything
-// else interleaves as the seed decides. Faults: extra delivery delay, a
+// node subscribed to the channel, each delivery a scheduler task. Each
+// channel's messages reach every subscriber in one order, the order of
+// the publishes, as one Redis server (or shard) keeps it; everything else
+// interleaves as the seed decides. Faults: extra delivery delay, a
 // node partitioned from it, a whole outage.
 type Bus struct {
 	s     *Scheduler
@@ -33,10 +34,16 @@ type Bus struct {
 }
 
 type fifo struct {
-	pub, sub *SimBackplane
-	channel  string
-	items    [][]byte
-	active   bool
+	sub     *SimBackplane
+	channel string
+	items   []busItem
+	active  bool
+}
+
+// busItem is one message in a fifo and who published it.
+type busItem struct {
+	pub     *SimBackplane
+	payload []byte
 }
 
 func newBus(s *Scheduler, tr *Trace) *Bus {
@@ -87,6 +94,10 @@ func (p *SimBackplane) unavailableLocked() error {
 	return nil
 }
 
+// OneOrderPerChannel implements backplane.ChannelOrder: the bus keeps one
+// order per channel, so connections can move between nodes.
+func (p *SimBackplane) OneOrderPerChannel() bool { return true }
+
 // Start implements backplane.Backplane.
 func (p *SimBackplane) Start(_ context.Context, h backplane.Handler) error {
 	p.bus.mu.Lock()
@@ -119,13 +130,13 @@ func (p *SimBackplane) Publish(_ context.Context, msgs []backplane.Message) erro
 			if sub.closed || !sub.subs[ch] {
 				continue
 			}
-			k := p.owner + "|" + o + "|" + ch
+			k := o + "|" + ch
 			q := b.queues[k]
 			if q == nil {
-				q = &fifo{pub: p, sub: sub, channel: ch}
+				q = &fifo{sub: sub, channel: ch}
 				b.queues[k] = q
 			}
-			q.items = append(q.items, slices.Clone(m.Payload))
+			q.items = append(q.items, busItem{pub: p, payload: slices.Clone(m.Payload)})
 			if !q.active {
 				q.active = true
 				b.scheduleLocked(k, q)
@@ -140,7 +151,7 @@ func (b *Bus) scheduleLocked(k string, q *fifo) {
 	if b.maxDelay > 0 {
 		delay = time.Duration(b.s.Intn(int(b.maxDelay))) + 1
 	}
-	b.s.add(&task{key: "bp/" + k, node: q.sub.owner, label: "deliver " + q.pub.owner + "->" + q.sub.owner + " " + q.channel, run: func() { b.deliver(k, q) }}, delay)
+	b.s.add(&task{key: "bp/" + k, node: q.sub.owner, label: "deliver " + q.items[0].pub.owner + "->" + q.sub.owner + " " + q.channel, run: func() { b.deliver(k, q) }}, delay)
 }
 
 func (b *Bus) deliver(k string, q *fifo) {
@@ -150,7 +161,8 @@ func (b *Bus) deliver(k string, q *fifo) {
 		b.mu.Unlock()
 		return
 	}
-	payload := q.items[0]
+	item := q.items[0]
+	payload := item.payload
 	q.items = q.items[1:]
 	sub := q.sub
 	ok := sub.h != nil && !sub.closed && !sub.partitioned && !b.down && sub.subs[q.channel]
@@ -162,10 +174,10 @@ func (b *Bus) deliver(k string, q *fifo) {
 	h := sub.h
 	b.mu.Unlock()
 	if ok {
-		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s -> %s %s %s", q.pub.owner, sub.owner, q.channel, describe(payload)))
+		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s -> %s %s %s", item.pub.owner, sub.owner, q.channel, describe(payload)))
 		h.HandleMessage(sub.local(q.channel), payload)
 	} else {
-		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s -> %s %s LOST (subscriber down or unsubscribed)", q.pub.owner, sub.owner, q.channel))
+		b.trace.add(b.s.Now(), "bp", fmt.Sprintf("%s -> %s %s LOST (subscriber down or unsubscribed)", item.pub.owner, sub.owner, q.channel))
 	}
 }
 
@@ -174,7 +186,7 @@ func (b *Bus) deliver(k string, q *fifo) {
 func (b *Bus) dropQueuesLocked(match func(q *fifo) bool) {
 	for _, q := range b.queues {
 		if match(q) && len(q.items) > 0 {
-			b.trace.add(b.s.Now(), "fault", fmt.Sprintf("%d in-flight deliveries %s->%s %s lost", len(q.items), q.pub.owner, q.sub.owner, q.channel))
+			b.trace.add(b.s.Now(), "fault", fmt.Sprintf("%d in-flight deliveries to %s on %s lost", len(q.items), q.sub.owner, q.channel))
 			q.items = nil
 		}
 	}

@@ -29,7 +29,14 @@ type Client struct {
 	connID  string
 	attempt int
 	in      *fabric.Inbound
-	out     *pipe // the current connection's socket
+	session clientSession // where the client's messages go: in, or a stateful session before it
+	out     *pipe         // the current connection's socket
+
+	// stateful reconnect (stateful.go)
+	stateful bool
+	seqNext  int64              // sequence id of the next trackable message on this socket
+	seqGot   int64              // sequence id of the last one read
+	sent     []protocol.Message // what the client sent on its connection, resent after a reconnect
 
 	calls    map[string]*Call
 	nextCall int
@@ -47,6 +54,12 @@ type Client struct {
 	// slow client: it reads one frame per slowEvery (the node's writer
 	// waits that long on each frame).
 	slowEvery time.Duration
+}
+
+// clientSession is where a client's parsed messages go.
+type clientSession interface {
+	Receive(m protocol.Message)
+	Closed(err error)
 }
 
 // Received is one invocation a client got.
@@ -88,6 +101,9 @@ type pipe struct {
 	greeted  bool // the handshake answer was read
 	closed   bool // the node closed the socket, or the client lost it
 	dropped  bool // the client lost it: writes fail
+	// stateful reconnect (stateful.go)
+	st     *conn.Stateful
+	window *bgTimer // the node waits this long for the client after a drop
 }
 
 var errDropped = errors.New("testkit: connection dropped")
@@ -125,7 +141,11 @@ func (p *pipe) Close() error {
 	// session to tell).
 	cl := p.cl
 	cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + p.id, run: func() {
-		if p.attached {
+		switch {
+		case !p.attached:
+		case p.st != nil:
+			cl.readerEnd(p, nil)
+		default:
 			p.conn.End(nil)
 		}
 	}}, 0)
@@ -181,25 +201,35 @@ func (cl *Client) Connect(node *Node) error {
 	cl.out = p
 	cl.silent, cl.pings = false, 0
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect as %s user=%q to %s", cl.name, cl.connID, cl.user, node.name))
-	opts := fabric.Hooks.ConnOptions(node.node, cl.connID, protocol.JSON)
-	opts.Runtime = &connRuntime{nodeRuntime: nodeRuntime{s: cl.c.s, node: node.owner}, id: cl.connID}
-	opts.Logger = nil
-	c, err := conn.Open(context.Background(), p, opts, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {
+	attach := func(ctx context.Context, c *conn.Conn) (*fabric.Inbound, error) {
 		in, err := fabric.Hooks.Attach(ctx, node.node, cl.hub, cl.connID, auth.Identity{UserID: cl.user}, c)
 		if err != nil {
 			return nil, err
 		}
-		cl.in = in
+		cl.in, cl.session = in, in
 		return in, nil
-	})
-	p.conn = c
+	}
+	var err error
+	if cl.stateful {
+		cl.seqNext, cl.seqGot, cl.sent = 1, 0, nil
+		err = cl.openStateful(node, p, nil, attach)
+	} else {
+		opts := fabric.Hooks.ConnOptions(node.node, cl.connID, protocol.JSON)
+		opts.Runtime = &connRuntime{nodeRuntime: nodeRuntime{s: cl.c.s, node: node.owner}, id: cl.connID}
+		opts.Logger = nil
+		var c *conn.Conn
+		c, err = conn.Open(context.Background(), p, opts, func(ctx context.Context, c *conn.Conn) (conn.Session, error) { return attach(ctx, c) })
+		p.conn = c
+		if err == nil {
+			p.attached = true
+		}
+	}
 	if err != nil {
 		p.closed = true
 		cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s connect failed: %v", cl.name, err))
 		return err
 	}
-	p.attached = true
-	c.Received() // the handshake: the client timeout counts from here
+	p.conn.Received() // the handshake: the client timeout counts from here
 	cl.stopPinger = cl.startPinger(p)
 	cl.c.onConnect(cl)
 	return nil
@@ -216,6 +246,11 @@ func (cl *Client) Drop() {
 	p.dropped = true
 	cl.stopPingerOf(p)
 	p.closed = true
+	if p.st != nil {
+		// Stateful: the connection waits for its client (Resume).
+		cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + cl.connID, run: func() { cl.readerEnd(p, errDropped) }}, 0)
+		return
+	}
 	cl.c.onClosed(cl)
 	cl.c.s.add(&task{key: "c/" + cl.name, node: cl.node.owner, label: "reader-end " + cl.connID, run: func() { p.conn.End(errDropped) }}, 0)
 }
@@ -258,7 +293,10 @@ func (cl *Client) Invoke(method string, args ...any) *Call {
 	cl.calls[cl.connID+"/"+call.ID] = call
 	cl.c.trace.add(cl.c.s.Now(), "client", fmt.Sprintf("%s(%s) invoke #%s %s", cl.name, cl.connID, call.ID, describeMessage(msgs[0])))
 	cl.out.conn.Received() // what the transport's reader does for every frame
-	cl.in.Receive(msgs[0])
+	if cl.stateful {
+		cl.sent = append(cl.sent, msgs[0])
+	}
+	cl.session.Receive(msgs[0])
 	return call
 }
 
@@ -312,6 +350,23 @@ func (cl *Client) read(at time.Duration, rec []byte) {
 	}
 	step := cl.c.s.Steps()
 	for _, m := range msgs {
+		if cl.stateful {
+			switch v := m.(type) {
+			case *protocol.Sequence:
+				cl.seqNext = v.SequenceID
+				continue
+			case *protocol.Ack:
+				continue
+			}
+			if t := m.MessageType(); t >= protocol.TypeInvocation && t <= protocol.TypeCancelInvocation {
+				seq := cl.seqNext
+				cl.seqNext++
+				if seq <= cl.seqGot {
+					continue // resent after a reconnect: the client has it
+				}
+				cl.seqGot = seq
+			}
+		}
 		cl.c.trace.add(at, "recv", fmt.Sprintf("%s(%s) <- %s", cl.name, cl.connID, describeMessage(m)))
 		switch v := m.(type) {
 		case *protocol.Invocation:

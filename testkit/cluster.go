@@ -239,6 +239,11 @@ func (n *Node) Kill() {
 	c.chk.fault()
 	n.alive = false
 	for _, cl := range c.clients {
+		if cl.node == n && cl.stateful && cl.out != nil && cl.out.dropped {
+			// A stateful connection waiting for its client: gone with the node.
+			cl.Closes = append(cl.Closes, "node killed")
+			c.onClosed(cl)
+		}
 		if cl.node == n && cl.Connected() {
 			cl.out.closed = true
 			cl.stopPingerOf(cl.out)

@@ -120,36 +120,45 @@ func RestoreStateful(p protocol.HubProtocol, maxBytes int, state StatefulState) 
 // not negotiate stateful reconnect.
 var ErrNotStateful = errors.New("conn: the connection is not stateful")
 
-// HandOver gives up the connection for a move to another node. In one
-// step with respect to Enqueue, every record queued before it is in the
-// returned state (the unacknowledged records of the Stateful, then the
-// trackable records still queued), and every record queued after it goes
-// to forward, on the enqueuing goroutine, in each caller's order, and is
-// never written here. The client's socket is closed; its reader ends and
-// the transport calls EndMoved. It waits for a frame being written to
-// finish. It fails on a connection that is not stateful, is closing, or
+// HandOver gives up the connection for a move to another node, and calls
+// done with its state (or why it cannot). In one step with respect to
+// Enqueue, every record queued before it is in the state (the
+// unacknowledged records of the Stateful, then the trackable records still
+// queued), and every record queued after it goes to forward, on the
+// enqueuing goroutine, in each caller's order, and is never written here.
+// The client's socket is closed; its reader ends and the transport calls
+// EndMoved. It never blocks: when a frame is being written, done runs on
+// the writer's goroutine once the frame is out; else before HandOver
+// returns. It fails on a connection that is not stateful, is closing, or
 // was handed over already.
-func (c *Conn) HandOver(forward func(rec []byte)) (StatefulState, error) {
+func (c *Conn) HandOver(forward func(rec []byte), done func(StatefulState, error)) {
 	st, ok := c.out.sock.(*Stateful)
 	if !ok {
-		return StatefulState{}, ErrNotStateful
+		done(StatefulState{}, ErrNotStateful)
+		return
 	}
 	o := c.out
 	o.mu.Lock()
 	if o.closing || o.forward != nil || o.paused || o.held {
 		o.mu.Unlock()
-		return StatefulState{}, errors.New("conn: the connection is closing or already handed over")
+		done(StatefulState{}, errors.New("conn: the connection is closing or already handed over"))
+		return
 	}
 	o.paused = true
-	var idle chan struct{}
 	if o.writing {
-		idle = make(chan struct{})
-		o.idle = idle
+		// The writer finishes its frame first: all it took is then in the
+		// Stateful. It goes on from there.
+		o.idle = func() { c.finishHandOver(st, forward, done) }
+		o.mu.Unlock()
+		return
 	}
 	o.mu.Unlock()
-	if idle != nil {
-		<-idle // the writer finished its frame: all it took is in the Stateful
-	}
+	c.finishHandOver(st, forward, done)
+}
+
+// finishHandOver is HandOver once the writer is idle.
+func (c *Conn) finishHandOver(st *Stateful, forward func(rec []byte), done func(StatefulState, error)) {
+	o := c.out
 	o.mu.Lock()
 	queue := o.queue
 	o.queue, o.queued = nil, 0
@@ -157,14 +166,15 @@ func (c *Conn) HandOver(forward func(rec []byte)) (StatefulState, error) {
 	o.mu.Unlock()
 	state, ok := st.HandOver(func([]byte) {}) // nothing writes to it any more
 	if !ok {
-		return StatefulState{}, ErrStatefulClosed
+		done(StatefulState{}, ErrStatefulClosed)
+		return
 	}
 	for _, rec := range queue {
 		if len(rec) > 0 && recordLen(c.opts.Protocol, rec) == len(rec) && trackable(c.opts.Protocol, rec) {
 			state.Records = append(state.Records, rec)
 		}
 	}
-	return state, nil
+	done(state, nil)
 }
 
 // EndMoved ends a connection that was handed over (its reader stopped

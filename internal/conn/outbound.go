@@ -55,7 +55,7 @@ type outbound struct {
 	overflow  func()
 	writer    func()        // writeLoop as a func value, made once: started per burst
 	paused    bool          // HandOver waits for the writer to stop: it takes nothing more
-	idle      chan struct{} // closed by the writer when it stops while paused
+	idle      func()        // called (once) by the writer when it stops while paused
 	forward   func([]byte)  // set by HandOver: records go there instead of the queue
 	stats     *metrics.Conn // nil: no metrics
 }
@@ -197,17 +197,23 @@ func (o *outbound) writeLoop() {
 		o.mu.Lock()
 		if o.closing {
 			last := o.lastFrameLocked(o.closeRec)
+			idle := o.idle
+			o.idle = nil
 			o.mu.Unlock()
 			o.finish(last)
+			if idle != nil {
+				idle()
+			}
 			return
 		}
 		if len(o.queue) == 0 || o.paused {
 			o.writing = false
-			if o.idle != nil {
-				close(o.idle)
-				o.idle = nil
-			}
+			idle := o.idle
+			o.idle = nil
 			o.mu.Unlock()
+			if idle != nil {
+				idle()
+			}
 			return
 		}
 		queued, records := o.queued, len(o.queue)

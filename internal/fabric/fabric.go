@@ -116,7 +116,7 @@ type ConnectResponse struct {
 // node (internal/conn's Conn of a stateful connection): see
 // conn.Conn.HandOver.
 type Mover interface {
-	HandOver(forward func(rec []byte)) (conn.StatefulState, error)
+	HandOver(forward func(rec []byte), done func(conn.StatefulState, error))
 }
 
 // TakeOverRequest asks a hub actor to take over a stateful connection that
@@ -279,4 +279,15 @@ var Hooks struct {
 	// keep-alive, client timeout and logger, on the real runtime (the
 	// testkit puts its own in).
 	ConnOptions func(node any, id string, p protocol.HubProtocol) conn.Options
+	// Stateful returns node's stateful reconnect settings: whether it is
+	// on, the unacknowledged bytes kept per connection, and the window a
+	// dropped connection waits for its client.
+	Stateful func(node any) (on bool, bufferSize int, window time.Duration)
+	// TakeOver moves the stateful connection id of hub to node (its client
+	// reconnected there), as the node's transport does: it returns the
+	// connection's protocol and state from its old node, attach (which
+	// connects the connection rebuilt from that state, see Attach), and
+	// abort (which gives up the move before attach).
+	TakeOver func(ctx context.Context, node any, hub, id string, identity auth.Identity) (p protocol.HubProtocol, state conn.StatefulState,
+		attach func(ctx context.Context, c *conn.Conn) (conn.Session, error), abort func(reason string), err error)
 }
