@@ -54,22 +54,7 @@ func resume(t *testing.T, tn *testNode, p protocol.HubProtocol, token string, n 
 	c.send(&protocol.Sequence{SequenceID: 1})
 	c.send(&protocol.Invocation{InvocationID: "r", Target: "Record", Arguments: []any{n}})
 	r := &statefulReader{c: c}
-	var got []string
-	for {
-		switch m := r.read().(type) {
-		case *protocol.Invocation:
-			var s string
-			c.bind(m.Arguments[0], &s)
-			got = append(got, s)
-		case *protocol.Completion:
-			if m.Error != "" {
-				t.Fatalf("Record after the resume: %s", m.Error)
-			}
-			return got
-		default:
-			t.Fatalf("unexpected %T after the resume", m)
-		}
-	}
+	return r.untilCompletion("Record after the resume")
 }
 
 // dropWithPending connects a stateful client to tn, drops its socket, and

@@ -101,6 +101,29 @@ func handOverBackplanes(t *testing.T) []struct {
 // alice identifies every caller as user alice.
 var alice = auth.AuthenticatorFunc(func(*http.Request) (auth.Identity, error) { return auth.Identity{UserID: "alice"}, nil })
 
+// untilCompletion reads the string arguments of the invocations that come
+// before the next Completion, which must not carry an error (what names
+// the call in the failure).
+func (r *statefulReader) untilCompletion(what string) []string {
+	r.c.t.Helper()
+	var got []string
+	for {
+		switch m := r.read().(type) {
+		case *protocol.Invocation:
+			var s string
+			r.c.bind(m.Arguments[0], &s)
+			got = append(got, s)
+		case *protocol.Completion:
+			if m.Error != "" {
+				r.c.t.Fatalf("%s: %s", what, m.Error)
+			}
+			return got
+		default:
+			r.c.t.Fatalf("%s: unexpected %T", what, m)
+		}
+	}
+}
+
 // TestStatefulHandOver: a stateful client whose socket drops and whose reconnect lands on
 // the other node moves there. Eight senders (a connection, a user, a group and all, from each
 // node) send throughout, before, during and after the move; the client gets every message
@@ -292,20 +315,7 @@ func TestStatefulHandOverBackAndForth(t *testing.T) {
 		// reached the node: it resends none, and its next one is number 2+i.
 		c.send(&protocol.Sequence{SequenceID: int64(2 + i)})
 		c.send(&protocol.Invocation{InvocationID: fmt.Sprint(i), Target: "Record", Arguments: []any{i}})
-		var got []string
-		for done := false; !done; {
-			switch m := r.read().(type) {
-			case *protocol.Invocation:
-				var s string
-				c.bind(m.Arguments[0], &s)
-				got = append(got, s)
-			case *protocol.Completion:
-				if m.Error != "" {
-					t.Fatalf("move %d: the call after the reconnect: %s", i, m.Error)
-				}
-				done = true
-			}
-		}
+		got := r.untilCompletion(fmt.Sprintf("move %d: the call after the reconnect", i))
 		if !slices.Equal(got, want) {
 			t.Fatalf("move %d: got %q, want %q", i, got, want)
 		}
