@@ -220,6 +220,13 @@ func TestStatefulReconnectOutlivesTheTokenTTL(t *testing.T) {
 	if _, data, err := c.Read(ctx); err != nil || string(data) != "{}\x1e" {
 		t.Fatalf("handshake answer %q, %v", data, err)
 	}
+	// A message reaches the session once the connection reads its socket as
+	// a stateful one: only then can it resume.
+	inv, _ := protocol.JSON.AppendMessage(nil, &protocol.Invocation{Target: "Hello"})
+	if err := c.Write(ctx, websocket.MessageText, inv); err != nil {
+		t.Fatal(err)
+	}
+	<-sess.got
 	c.CloseNow() // the socket drops
 
 	mu.Lock()
