@@ -8,7 +8,6 @@ import (
 
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/hub"
-	"github.com/hubfabric/hubfabric/internal/redistest"
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
@@ -22,18 +21,7 @@ import (
 //
 // It reports the median and the 99th percentile (ms) besides ns/op.
 func BenchmarkHandOver(b *testing.B) {
-	for _, bp := range []struct {
-		name string
-		new  func(b *testing.B) func() backplane.Backplane
-	}{
-		{"memory", func(*testing.B) func() backplane.Backplane {
-			bus := backplane.NewMemoryBus()
-			return func() backplane.Backplane { return bus.NewBackplane() }
-		}},
-		{"redis", func(b *testing.B) func() backplane.Backplane {
-			return redisBackplanes(b, redistest.StartStandalone(b).Addr)
-		}},
-	} {
+	for _, bp := range handOverBackplanes()[:2] { // memory, redis
 		b.Run(bp.name, func(b *testing.B) { benchHandOver(b, bp.new(b)) })
 	}
 }

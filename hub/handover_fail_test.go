@@ -231,3 +231,44 @@ func TestHandOverOldOwnerLost(t *testing.T) {
 		t.Errorf("OnConnected ran %d times and OnDisconnected %d, want 1 and 1", c, d)
 	}
 }
+
+// TestHandOverPendingResultAndUsedToken: a client result the old node waits for when the
+// connection moves fails with an error saying it moved (the caller calls again), and the node
+// the connection left refuses its token for a fresh connection (it admits only a resume).
+func TestHandOverPendingResultAndUsedToken(t *testing.T) {
+	p := protocol.JSON
+	h := &moverHub{statefulHub: statefulHub{gone: make(chan error, 1)}}
+	nodes := startCluster(t, 2, hub.Config{StatefulReconnect: true, StatefulReconnectWindow: 10 * time.Second, GroupAckTimeout: 2 * time.Second},
+		func() map[string]any { return map[string]any{"s": h} })
+	c, token, id := dialStateful(t, nodes[0], p)
+	hc, err := nodes[0].node.HubContext("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() {
+		_, err := hub.Invoke[int](ctx, hc.Clients, id, "add", 1, 2)
+		result <- err
+	}()
+	r := &statefulReader{c: c, next: 1}
+	if m, ok := r.read().(*protocol.Invocation); !ok || m.Target != "add" {
+		t.Fatalf("the client result request: %+v", m)
+	}
+	c.ws.CloseNow() // the client never answers; its reconnect lands on node 1
+	c2 := reattach(t, nodes[1], p, token)
+	c2.send(&protocol.Sequence{SequenceID: 1})
+	c2.send(&protocol.Invocation{InvocationID: "1", Target: "Record", Arguments: []any{1}})
+	r.c = c2
+	r.untilCompletion("a call after the move")
+	if err := <-result; !errors.Is(err, actors.ErrClientDisconnected) || !strings.Contains(err.Error(), "moved to another node") {
+		t.Fatalf("the pending client result: %v, want that the connection moved", err)
+	}
+
+	fresh := reattach(t, nodes[0], p, token)
+	fresh.writeText(string(protocol.AppendHandshakeRequest(nil, protocol.HandshakeRequest{Protocol: p.Name(), Version: 2})))
+	if why := endReason(t, fresh); !strings.Contains(why, "already used") {
+		t.Fatalf("a fresh connection with the token on the node it left ended with %q, want the token refused as used", why)
+	}
+}

@@ -76,22 +76,22 @@ func (r *statefulReader) read() protocol.Message {
 // handOverBackplanes are the backplanes a hand-over is tested on: the
 // in-memory bus, one redis-server, and a 3-master Redis Cluster (sharded
 // pub/sub). Each returns a factory for the nodes of one test.
-func handOverBackplanes(t *testing.T) []struct {
+func handOverBackplanes() []struct {
 	name string
-	new  func(t *testing.T) func() backplane.Backplane
+	new  func(t testing.TB) func() backplane.Backplane
 } {
 	return []struct {
 		name string
-		new  func(t *testing.T) func() backplane.Backplane
+		new  func(t testing.TB) func() backplane.Backplane
 	}{
-		{"memory", func(*testing.T) func() backplane.Backplane {
+		{"memory", func(testing.TB) func() backplane.Backplane {
 			bus := backplane.NewMemoryBus()
 			return func() backplane.Backplane { return bus.NewBackplane() }
 		}},
-		{"redis", func(t *testing.T) func() backplane.Backplane {
+		{"redis", func(t testing.TB) func() backplane.Backplane {
 			return redisBackplanes(t, redistest.StartStandalone(t).Addr)
 		}},
-		{"redis-cluster", func(t *testing.T) func() backplane.Backplane {
+		{"redis-cluster", func(t testing.TB) func() backplane.Backplane {
 			cl := redistest.StartCluster(t, 3)
 			return redisBackplanes(t, strings.Join(cl.Addrs, ","))
 		}},
@@ -131,7 +131,7 @@ func (r *statefulReader) untilCompletion(what string) []string {
 // OnDisconnected never, and after the move it is served by the new node. On each backplane,
 // with each protocol.
 func TestStatefulHandOver(t *testing.T) {
-	for _, bp := range handOverBackplanes(t) {
+	for _, bp := range handOverBackplanes() {
 		t.Run(bp.name, func(t *testing.T) {
 			newBackplane := bp.new(t)
 			for _, p := range []protocol.HubProtocol{protocol.JSON, protocol.MessagePack} {

@@ -136,7 +136,7 @@ func (c targets) InvokeClient(ctx context.Context, connectionID, target string, 
 	case errors.Is(resp.Err, context.Canceled):
 		return &Error{Message: what + ": cancelled", Err: context.Canceled}
 	case errors.Is(resp.Err, actors.ErrClientDisconnected):
-		return &Error{Message: what + ": " + actors.ErrClientDisconnected.Error(), Err: resp.Err}
+		return &Error{Message: what + ": " + resp.Err.Error(), Err: resp.Err} // with why, when the node said (it moved)
 	case resp.Err != nil:
 		return clientError(what, resp.Err)
 	}

@@ -128,7 +128,13 @@ func FuzzTokenClaim(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, token, user string) {
 		tk := newTokens([]byte("secret"), time.Minute, clock)
+		// A resume's claim skips only the age and the earlier use: it
+		// accepts no token that claim refuses as invalid.
+		_, rerr := newTokens([]byte("secret"), time.Minute, clock).claimResume(token, user)
 		id, err := tk.claim(token, user)
+		if (rerr == nil) != (err == nil) {
+			t.Fatalf("claim(%q, %q) = %v but claimResume = %v", token, user, err, rerr)
+		}
 		if err != nil {
 			return
 		}
