@@ -52,7 +52,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	handedOff := false
 	token := r.URL.Query().Get("id")
 	claimed := false
-	resumeOnly := false // the token admits only a take-over (claimResume)
+	var resumeOnly error // set: the token admits only a take-over (claimResume); why it admits nothing else
 	defer func() {
 		if !handedOff {
 			if claimed {
@@ -75,8 +75,9 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 				return
 			}
 			if s.opts.TakeOver != nil {
+				refused := err
 				if connID, err = s.tokens.claimResume(token, identity.UserID); err == nil {
-					resumeOnly = true
+					resumeOnly = refused
 				}
 			}
 		}
@@ -330,17 +331,18 @@ func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
 func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
 
 // runConnection serves a WebSocket from its handshake on; with
-// resumeOnly, the client must be resuming (Sequence first) a connection
-// that it takes over.
-func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly bool) {
+// resumeOnly set, the client must be resuming (Sequence first) a
+// connection that it takes over, or it is closed with resumeOnly as the
+// reason (its token is expired or used).
+func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
 		return
 	}
-	if resumeOnly && !errors.Is(err, errSequenceFirst) {
-		log.Info("connection refused: its token was used before, and it did not resume", "err", err)
-		_ = ws.Close(websocket.StatusPolicyViolation, errTokenUsed.Error())
+	if resumeOnly != nil && !errors.Is(err, errSequenceFirst) {
+		log.Info("connection refused: its token admits only a stateful reconnect, and it did not resume", "reason", resumeOnly.Error(), "err", err)
+		_ = ws.Close(websocket.StatusPolicyViolation, resumeOnly.Error())
 		return
 	}
 	if errors.Is(err, errSequenceFirst) {
