@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/protocol"
@@ -278,12 +277,12 @@ func resultOf(data []byte, binary bool) (any, error) {
 		}
 		return string(data), nil
 	}
+	// The protocol's own decoder checks every length against the bytes
+	// there are: the library's decoder made a map header claiming four
+	// billion entries allocate (and hang) before finding the data short.
 	var v any
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&v); err == nil {
-		if _, err := dec.DecodeInterface(); err == io.EOF {
-			return v, nil
-		}
+	if err := protocol.MessagePack.Unmarshal(protocol.RawValue(data), &v); err == nil {
+		return v, nil
 	}
 	return string(data), nil
 }
