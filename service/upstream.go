@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/hubfabric/hubfabric/hub"
 	"github.com/hubfabric/hubfabric/protocol"
 )
