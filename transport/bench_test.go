@@ -24,7 +24,7 @@ import (
 // websocket.Accept does on its own.
 func BenchmarkOutbound(b *testing.B) {
 	b.Run("buffers=small", func(b *testing.B) {
-		benchmarkOutbound(b, func(w http.ResponseWriter) http.ResponseWriter { return smallBuffers{w} })
+		benchmarkOutbound(b, func(w http.ResponseWriter) http.ResponseWriter { return &smallBuffers{ResponseWriter: w} })
 	})
 	b.Run("buffers=net-http", func(b *testing.B) {
 		benchmarkOutbound(b, func(w http.ResponseWriter) http.ResponseWriter { return w })

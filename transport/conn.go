@@ -27,13 +27,55 @@ import (
 type wsSocket struct {
 	ws  *websocket.Conn
 	typ websocket.MessageType
+	fw  *frameWriter // under ws's write buffer; nil when ws was not accepted with smallBuffers
 }
 
+// WriteFrame writes frame, waiting for the client as long as ctx allows.
 func (w wsSocket) WriteFrame(ctx context.Context, frame []byte) error {
+	if w.fw != nil {
+		w.fw.blocking.Store(true)
+		defer w.fw.blocking.Store(false)
+	}
 	return w.ws.Write(ctx, w.typ, frame)
 }
-func (w wsSocket) Close() error    { return w.ws.Close(websocket.StatusNormalClosure, "") }
+
+// Close writes a Close frame (waiting for the client to take it), waits
+// for the client's answer and closes the socket.
+func (w wsSocket) Close() error {
+	if w.fw != nil {
+		w.fw.blocking.Store(true)
+		defer w.fw.blocking.Store(false)
+	}
+	return w.ws.Close(websocket.StatusNormalClosure, "")
+}
+
+// CloseNow closes the socket at once.
 func (w wsSocket) CloseNow() error { return w.ws.CloseNow() }
+
+// withTryWrite returns the socket as a conn.TrySocket when it is a TCP
+// socket under a frameWriter (the connection's writer then writes inline,
+// without a goroutine, while the client keeps up), and as it is otherwise.
+// From then on only WriteFrame and Close wait for the client.
+func (w wsSocket) withTryWrite() conn.Socket {
+	if w.fw == nil || w.fw.raw == nil {
+		return w
+	}
+	w.fw.try.Store(true)
+	return tryWSSocket{w}
+}
+
+// tryWSSocket is a wsSocket whose writes need not wait for the client.
+type tryWSSocket struct{ wsSocket }
+
+// TryWriteFrame writes frame as far as the socket takes it at once; the
+// rest waits in the frameWriter for Flush or the next WriteFrame.
+func (w tryWSSocket) TryWriteFrame(frame []byte) (complete bool, err error) {
+	err = w.ws.Write(context.Background(), w.typ, frame)
+	return !w.fw.spilled(), err
+}
+
+// Flush writes what TryWriteFrame left, waiting for the client.
+func (w tryWSSocket) Flush() error { return w.fw.flush() }
 
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string) {
 	if r.Method != http.MethodGet || !websocketRequested(r) {
@@ -94,7 +136,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	// The Origin was checked above by the same function as negotiate's
 	// (checkOrigin), so coder/websocket's own check, which parses the
 	// Origin more leniently, is skipped.
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	accepted := &smallBuffers{ResponseWriter: w}
+	ws, err := websocket.Accept(accepted, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
@@ -125,7 +168,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 				ws.CloseNow()
 			}
 		}()
-		s.runConnection(ctx, ws, hub, connID, identity, r, resumeOnly)
+		s.runConnection(ctx, ws, accepted.fw, hub, connID, identity, r, resumeOnly)
 	}()
 }
 
@@ -139,14 +182,17 @@ const readBufferSize = 512
 // smallBuffers is the ResponseWriter given to websocket.Accept: its Hijack
 // replaces net/http's 4 KiB read and write buffers with a readBufferSize
 // one (carrying over any bytes the client sent early) and a
-// writeBufferSize one over a frameWriter.
-type smallBuffers struct{ http.ResponseWriter }
+// writeBufferSize one over a frameWriter, which it keeps in fw.
+type smallBuffers struct {
+	http.ResponseWriter
+	fw *frameWriter // set by Hijack
+}
 
 // Unwrap lets http.ResponseController reach the wrapped writer.
-func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Hijack takes over the connection from net/http.
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
@@ -157,7 +203,8 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	bw := bufio.NewWriterSize(&frameWriter{conn: conn}, writeBufferSize)
+	w.fw = newFrameWriter(conn)
+	bw := bufio.NewWriterSize(w.fw, writeBufferSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
 		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, readBufferSize), bw), nil
@@ -334,7 +381,7 @@ func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire
 // resumeOnly set, the client must be resuming (Sequence first) a
 // connection that it takes over, or it is closed with resumeOnly as the
 // reason (its token is expired or used).
-func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) {
+func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
@@ -369,16 +416,18 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, hub, con
 		ws.CloseNow()
 		return
 	}
-	sock := wsSocket{ws: ws, typ: websocket.MessageText}
+	sock := wsSocket{ws: ws, typ: websocket.MessageText, fw: fw}
 	if p.TransferFormat() == protocol.TransferBinary {
 		sock.typ = websocket.MessageBinary
 	}
-	var out conn.Socket = sock
+	var out conn.Socket
 	var st *conn.Stateful // stateful reconnect (stateful.go)
 	token := r.URL.Query().Get("id")
 	if s.statefulConnection(token, version) {
 		st = conn.NewStateful(p, s.opts.StatefulReconnectBufferSize, sock)
 		out = st
+	} else {
+		out = sock.withTryWrite()
 	}
 	var session Session
 	stats := s.opts.Stats[hub]

@@ -1,8 +1,11 @@
 package transport
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 )
 
 // writeBufferSize is the size of the bufio.Writer coder/websocket frames
@@ -12,16 +15,40 @@ import (
 // two pieces that frameWriter joins into one writev.
 const writeBufferSize = 256
 
+// maxSpilledControl bounds the spilled bytes behind which a control frame
+// (a Pong answering the client's Ping, a Close) may still be kept: a client
+// that sends Pings but does not read is closed instead of growing the
+// spill.
+const maxSpilledControl = 4 << 10
+
+// errSpillFull fails a control frame written while more than
+// maxSpilledControl bytes wait for a client that does not read.
+var errSpillFull = errors.New("transport: the client does not read: its socket is full and a control frame would wait behind more than 4 KiB")
+
 // frameWriter is the io.Writer under coder/websocket's bufio.Writer. It
 // follows the server's outgoing WebSocket frames (unmasked; header then
 // payload) and sends each frame in one system call: bytes that bufio
 // flushes because its buffer filled mid-frame are held, and go out with
 // the rest of the frame as one writev. It only ever holds bytes of the
-// frame being written, so nothing waits once a frame is complete. Writes
-// are serialized by coder/websocket (one frame writer at a time).
+// frame being written, so nothing waits once a frame is complete.
+//
+// Once try is set (over a TCP socket: raw set) a write does not wait for
+// the client unless blocking is set: what the socket does not take at once is spilled, and
+// goes out first with the next blocking write or flush. The connection's
+// writer sets blocking while it may wait (wsSocket.WriteFrame, Close);
+// everything else (a write inline in the fan-out, a Pong from the reading
+// goroutine) never waits for the client. Writes are serialized by
+// coder/websocket (one frame writer at a time) and, with flush, by mu.
 type frameWriter struct {
-	conn net.Conn
-	held *[]byte // an incomplete frame's first bytes, from heldBuffers
+	conn     net.Conn
+	raw      syscall.RawConn // nil: every write waits for the socket
+	try      atomic.Bool     // set once by its wsSocket: writes need not wait (over raw)
+	blocking atomic.Bool     // while try is set: this write may wait for the client
+
+	mu    sync.Mutex
+	held  *[]byte // an incomplete frame's first bytes, from heldBuffers
+	spill []byte  // complete frames' bytes the socket has not taken yet
+	op    byte    // opcode of the frame being tracked
 
 	// Frame tracking: in the header, hdr collects its bytes; in the
 	// payload, payloadLeft counts what is still to come.
@@ -33,24 +60,147 @@ type frameWriter struct {
 
 var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBufferSize); return &b }}
 
-// Write passes p on at once when p ends a frame, and holds it otherwise.
-func (w *frameWriter) Write(p []byte) (int, error) {
-	if w.endsFrame(p) {
-		if w.held == nil {
-			return w.conn.Write(p)
+// newFrameWriter returns a frameWriter over conn; it can write without
+// waiting when conn is a socket whose descriptor it can reach.
+func newFrameWriter(conn net.Conn) *frameWriter {
+	w := &frameWriter{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			w.raw = raw
 		}
-		bufs := net.Buffers{*w.held, p}
-		held := len(*w.held)
-		n, err := bufs.WriteTo(w.conn)
-		w.release()
-		return max(int(n)-held, 0), err
 	}
+	return w
+}
+
+// Write passes p on at once when p ends a frame, and holds it otherwise.
+// Without blocking set (and over a TCP socket) it writes only what the
+// socket takes at once and spills the rest.
+func (w *frameWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.endsFrame(p) {
+		if w.held == nil {
+			w.held = heldBuffers.Get().(*[]byte)
+		}
+		*w.held = append(*w.held, p...)
+		return len(p), nil
+	}
+	if w.raw != nil && w.try.Load() && !w.blocking.Load() {
+		return w.writeNow(p)
+	}
+	if len(w.spill) > 0 {
+		if err := w.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return w.writeFrame(p)
+}
+
+// writeFrame writes the held bytes and p, the rest of a frame, waiting
+// for the socket.
+func (w *frameWriter) writeFrame(p []byte) (int, error) {
 	if w.held == nil {
-		w.held = heldBuffers.Get().(*[]byte)
+		return w.conn.Write(p)
 	}
-	*w.held = append(*w.held, p...)
+	bufs := net.Buffers{*w.held, p}
+	held := len(*w.held)
+	n, err := bufs.WriteTo(w.conn)
+	w.release()
+	return max(int(n)-held, 0), err
+}
+
+// writeNow writes the held bytes and p (the rest of a frame) as far as the
+// socket takes them without waiting, and spills what it does not take.
+func (w *frameWriter) writeNow(p []byte) (int, error) {
+	if len(w.spill) > 0 {
+		if isControl(w.op) && len(w.spill) > maxSpilledControl {
+			return 0, errSpillFull
+		}
+		if w.held != nil {
+			w.spill = append(w.spill, *w.held...)
+			w.release()
+		}
+		w.spill = append(w.spill, p...)
+		n, err := w.tryWrite(w.spill)
+		if err != nil {
+			return 0, err
+		}
+		w.spill = w.spill[:copy(w.spill, w.spill[n:])]
+		return len(p), nil
+	}
+	if w.held != nil {
+		held := *w.held
+		n, err := w.tryWrite(held)
+		if err != nil {
+			w.release()
+			return 0, err
+		}
+		if n < len(held) {
+			w.spill = append(append(w.spill, held[n:]...), p...)
+			w.release()
+			return len(p), nil
+		}
+		w.release()
+	}
+	n, err := w.tryWrite(p)
+	if err != nil {
+		return 0, err
+	}
+	if n < len(p) {
+		w.spill = append(w.spill, p[n:]...)
+	}
 	return len(p), nil
 }
+
+// tryWrite makes one write system call that does not wait: it returns how
+// much of b the socket took (0 when its buffer is full).
+func (w *frameWriter) tryWrite(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := w.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true // done, whatever happened: never wait for writability
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, werr
+	}
+	return max(n, 0), nil
+}
+
+// spilled reports whether bytes wait for a flush.
+func (w *frameWriter) spilled() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.spill) > 0
+}
+
+// flush writes the spilled bytes, waiting for the client to take them.
+func (w *frameWriter) flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
+}
+
+func (w *frameWriter) flushLocked() error {
+	if len(w.spill) == 0 {
+		return nil
+	}
+	_, err := w.conn.Write(w.spill)
+	w.spill = nil // spills are rare: an idle connection keeps no buffer
+	return err
+}
+
+// isControl reports whether a WebSocket opcode is a control frame's.
+func isControl(op byte) bool { return op&0x8 != 0 }
 
 func (w *frameWriter) release() {
 	if cap(*w.held) <= 4*writeBufferSize {
@@ -75,6 +225,9 @@ func (w *frameWriter) endsFrame(p []byte) bool {
 				w.inPayload = false
 			}
 			continue
+		}
+		if w.hdrN == 0 {
+			w.op = p[0] & 0x0f
 		}
 		w.hdr[w.hdrN] = p[0]
 		w.hdrN++

@@ -96,7 +96,7 @@ func TestSmallBuffersCarryMessagesOfAnySize(t *testing.T) {
 	sizes := []int{0, 1, 125, 126, 240, 255, 256, 300, 4095, 4096, 4097, 65535, 65536, 200000}
 	done := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(smallBuffers{w}, r, nil)
+		ws, err := websocket.Accept(&smallBuffers{ResponseWriter: w}, r, nil)
 		if err != nil {
 			done <- err
 			return

@@ -259,7 +259,7 @@ func (s *Server) tryResume(w http.ResponseWriter, r *http.Request, token string)
 		}
 		return false
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	ws, err := websocket.Accept(&smallBuffers{ResponseWriter: w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed (stateful reconnect)", "err", err)
 		return true

@@ -33,6 +33,23 @@ type Socket interface {
 	CloseNow() error
 }
 
+// TrySocket is a Socket that can also write without waiting for the
+// client. A connection over one writes a record inline, on the goroutine
+// that queues it, when nothing else is queued or being written, and
+// starts its writer goroutine only when the client falls behind (the
+// socket did not take a frame whole) or records pile up. Calls are made
+// by one goroutine at a time, as for WriteFrame.
+type TrySocket interface {
+	Socket
+	// TryWriteFrame writes frame as far as the socket takes it at once and
+	// keeps the rest, which Flush or the next WriteFrame writes first;
+	// complete is false when something was kept. It does not wait for the
+	// client.
+	TryWriteFrame(frame []byte) (complete bool, err error)
+	// Flush writes what TryWriteFrame kept, waiting for the client.
+	Flush() error
+}
+
 // Options configure a connection. Every field is required except Logger
 // (nil discards) and Stats (nil counts nothing).
 type Options struct {

@@ -28,11 +28,15 @@ const maxCoalescedFrame = 64 << 10
 // the socket. Records are never split; when several are queued they are
 // written as one frame (SignalR allows several records per frame). Writing
 // runs on a goroutine started on demand and ended when the queue is empty,
-// so an idle connection has no writer goroutine. All methods are safe for
+// so an idle connection has no writer goroutine. Over a TrySocket a record
+// that finds the queue empty is written inline by Enqueue's caller
+// instead, without waiting for the client; the goroutine starts only when
+// the socket did not take it whole or more records came meanwhile. All methods are safe for
 // concurrent use; fan-out never blocks on a slow client: Enqueue only
 // appends or fails.
 type outbound struct {
 	sock     Socket
+	try      TrySocket // sock, when it can write without waiting; nil otherwise
 	rt       seam.Runtime
 	maxBytes int
 	wg       sync.WaitGroup // writer goroutines; Conn.Wait joins them
@@ -56,6 +60,7 @@ type outbound struct {
 	writer    func()        // writeLoop as a func value, made once: started per burst
 	paused    bool          // HandOver waits for the writer to stop: it takes nothing more
 	idle      func()        // called (once) by the writer when it stops while paused
+	spilled   bool          // an inline write left bytes in the socket: the writer flushes them first
 	forward   func([]byte)  // set by HandOver: records go there instead of the queue
 	stats     *metrics.Conn // nil: no metrics
 }
@@ -71,6 +76,7 @@ const closeGrace = 5 * time.Second
 func newOutbound(sock Socket, rt seam.Runtime, maxBytes int, greeting []byte) *outbound {
 	o := &outbound{sock: sock, rt: rt, maxBytes: maxBytes, done: make(chan struct{}), held: true, greeting: greeting}
 	o.writer = o.writeLoop
+	o.try, _ = sock.(TrySocket)
 	o.lastWrite.Store(rt.Now().UnixNano())
 	return o
 }
@@ -104,16 +110,51 @@ func (o *outbound) enqueue(record []byte) error {
 	o.queue = append(o.queue, record)
 	o.queued += len(record)
 	o.lastWrite.Store(o.rt.Now().UnixNano())
-	start := !o.writing && !o.held && !o.paused
-	if start {
-		o.writing = true
+	if o.writing || o.held || o.paused {
+		o.mu.Unlock()
+		return nil
 	}
-	o.mu.Unlock()
-	if start {
-		o.wg.Add(1)
+	o.writing = true
+	o.wg.Add(1) // the writer, inline or not: Conn.Wait joins it
+	if o.try == nil || len(o.queue) != 1 {
+		o.mu.Unlock()
 		o.rt.Go(o.writer)
+		return nil
 	}
+	frame, records, queued := o.takeLocked()
+	o.mu.Unlock()
+	o.count(records, queued)
+	o.writeInline(frame)
 	return nil
+}
+
+// writeInline writes frame, the only record queued, on the caller's
+// goroutine without waiting for the client, and hands over to the writer
+// goroutine when the socket did not take it whole, more records came, the
+// connection is closing or the write failed.
+func (o *outbound) writeInline(frame []byte) {
+	complete, err := o.try.TryWriteFrame(frame)
+	if err != nil {
+		o.rt.Go(o.failWrite) // a method value made only when a write failed
+		return
+	}
+	o.mu.Lock()
+	if !complete {
+		o.spilled = true
+	}
+	if !complete || o.closing || (len(o.queue) > 0 && !o.paused) {
+		o.mu.Unlock()
+		o.rt.Go(o.writer)
+		return
+	}
+	o.writing = false
+	idle := o.idle
+	o.idle = nil
+	o.mu.Unlock()
+	o.wg.Done()
+	if idle != nil {
+		idle()
+	}
 }
 
 // release writes the greeting and then everything queued while the
@@ -193,6 +234,16 @@ func (o *outbound) refuse(record []byte) {
 
 func (o *outbound) writeLoop() {
 	defer o.wg.Done()
+	o.mu.Lock()
+	flush := o.spilled
+	o.spilled = false
+	o.mu.Unlock()
+	if flush {
+		if err := o.try.Flush(); err != nil {
+			o.fail()
+			return
+		}
+	}
 	for {
 		o.mu.Lock()
 		if o.closing {
@@ -216,37 +267,60 @@ func (o *outbound) writeLoop() {
 			}
 			return
 		}
-		queued, records := o.queued, len(o.queue)
-		frame := o.takeLocked()
-		records -= len(o.queue)
+		frame, records, queued := o.takeLocked()
 		o.mu.Unlock()
-		if st := o.stats; st != nil {
-			// Once per frame, not per record: a backlogged connection
-			// coalesces many records into one write.
-			st.Sent.Add(uint64(records))
-			if st.QueueBytes != nil {
-				st.QueueBytes.Observe(float64(queued))
-			}
-		}
+		o.count(records, queued)
 		// No deadline context: with one, coder/websocket arms and disarms a
 		// timer per write (5% of a node's CPU at 5,000 publishes/s). Close
 		// bounds a hung write instead.
 		if err := o.sock.WriteFrame(context.Background(), frame); err != nil {
-			o.mu.Lock()
-			o.closing = true
-			o.closeRec = nil
-			o.queue, o.queued = nil, 0
-			o.lastTaken = true // the socket is broken: nothing more goes out
-			o.mu.Unlock()
-			o.finish(nil)
+			o.fail()
 			return
 		}
 	}
 }
 
+// failWrite is the writer goroutine after an inline write failed.
+func (o *outbound) failWrite() {
+	defer o.wg.Done()
+	o.fail()
+}
+
+// fail ends the connection after a failed write: the socket is broken,
+// so nothing more goes out.
+func (o *outbound) fail() {
+	o.mu.Lock()
+	o.closing = true
+	o.closeRec = nil
+	o.queue, o.queued = nil, 0
+	o.lastTaken = true
+	o.mu.Unlock()
+	o.finish(nil)
+}
+
+// count adds a frame of records, taken with queued bytes waiting, to the
+// stats: once per frame, not per record, since a backlogged connection
+// coalesces many records into one write.
+func (o *outbound) count(records, queued int) {
+	if st := o.stats; st != nil {
+		st.Sent.Add(uint64(records))
+		if st.QueueBytes != nil {
+			st.QueueBytes.Observe(float64(queued))
+		}
+	}
+}
+
 // takeLocked removes up to maxCoalescedFrame bytes of whole records from
-// the queue and returns them as one frame.
-func (o *outbound) takeLocked() []byte {
+// the queue and returns them as one frame, with how many records it holds
+// and how many bytes were queued before.
+func (o *outbound) takeLocked() (frame []byte, records, queued int) {
+	queued, records = o.queued, len(o.queue)
+	frame = o.takeFrameLocked()
+	return frame, records - len(o.queue), queued
+}
+
+// takeFrameLocked is takeLocked's frame.
+func (o *outbound) takeFrameLocked() []byte {
 	o.greetWait = false // the greeting is the queue's first record
 	if len(o.queue) == 1 || len(o.queue[0]) >= maxCoalescedFrame {
 		rec := o.queue[0]

@@ -16,7 +16,10 @@ func TestTakeCoalescesWholeRecords(t *testing.T) {
 		o.queued += len(rec)
 		want = append(want, rec...)
 	}
-	frame := o.takeLocked()
+	frame, records, queued := o.takeLocked()
+	if records != 5 || queued != 55 {
+		t.Fatalf("took %d records of %d queued bytes, want 5 of 55", records, queued)
+	}
 	if !bytes.Equal(frame, want) {
 		t.Fatalf("frame = %q, want every queued record in order", frame)
 	}
@@ -34,7 +37,7 @@ func TestTakeNeverSplitsAndBoundsFrames(t *testing.T) {
 		o.queued += len(big)
 	}
 	for i := 0; i < 3; i++ {
-		frame := o.takeLocked()
+		frame, _, _ := o.takeLocked()
 		if len(frame) != len(big) {
 			t.Fatalf("frame %d has %d bytes; two records of %d would exceed the %d-byte bound, so each goes alone", i, len(frame), len(big), maxCoalescedFrame)
 		}
