@@ -91,6 +91,7 @@ type bridge struct {
 
 	pending  []pendingPublish
 	flushing bool
+	inFlight int // publishes in the batch being flushed
 	acks     map[uint64]*pendingAck
 	nextID   uint64
 
@@ -211,6 +212,13 @@ func (b *bridge) enqueue(ctx actor.Context, p pendingPublish) {
 	if !b.flushing {
 		b.flush(ctx)
 	}
+	b.countQueued()
+}
+
+// countQueued sets the PublishQueued gauge: what waits for a batch, and
+// what the batch in flight holds.
+func (b *bridge) countQueued() {
+	b.cfg.Counters.PublishQueued.Store(int64(len(b.pending) + b.inFlight))
 }
 
 func (b *bridge) flush(ctx actor.Context) {
@@ -227,6 +235,7 @@ func (b *bridge) flush(ctx actor.Context) {
 	clear(b.pending[rest:])
 	b.pending = b.pending[:rest]
 	b.flushing = true
+	b.inFlight = n
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	b.wg.Add(1)
 	b.cfg.Seams.Runtime.Go(func() {
@@ -251,6 +260,8 @@ func (b *bridge) flush(ctx actor.Context) {
 
 func (b *bridge) onFlushDone(ctx actor.Context, m *flushDone) {
 	b.flushing = false
+	b.inFlight = 0
+	defer b.countQueued()
 	resp := &SendResponse{}
 	if m.err != nil {
 		b.cfg.Counters.PublishFailed.Add(uint64(len(m.batch)))
@@ -452,6 +463,7 @@ func (b *bridge) failMove(ctx actor.Context, m *handoverPublish, err error) {
 	}
 	b.failedMoves[m.key] = true
 	b.pending = slices.DeleteFunc(b.pending, func(p pendingPublish) bool { return p.move != nil && p.move.key == m.key })
+	b.countQueued()
 	if errors.Is(err, backplane.ErrUnavailable) || !errors.Is(err, ErrUnknownConnection) {
 		err = fmt.Errorf("%w (%v)", ErrNotDeliveredRemotely, err)
 	}

@@ -26,6 +26,7 @@ type group struct {
 	processed uint64        // membership requests handled, reported to the hub
 	moving    int           // members with a cut (moving between nodes, cut.go)
 	echoSeq   uint64        // the last echo number given to a send fanned out here (cut.go)
+	batch     batch         // members whose records wait for the mailbox to run dry
 }
 
 // pendingJoin is a join's requester and its answer.
@@ -77,7 +78,7 @@ type groupEmpty struct {
 func newGroupProps(hubName, name string, bridge *actor.PID, cfg *fabric.NodeConfig) *actor.Props {
 	box := cfg.Mailboxes.Ref(MailboxGroup)
 	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
-		return &group{hub: hubName, name: name, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}, box: box}
+		return &group{hub: hubName, name: name, bridge: bridge, index: map[string]int{}, byPID: map[string]string{}, box: box, batch: batch{flusher: cfg.Flusher}}
 	}), box)
 }
 
@@ -87,6 +88,8 @@ func (g *group) Receive(ctx actor.Context) {
 	case *send:
 		g.fanOut(ctx, m)
 		finishSend(ctx, g.bridge, m)
+	case flushBatch:
+		g.batch.flush()
 	case *groupMembership:
 		g.processed++
 		if m.action == GroupAdd {
@@ -109,6 +112,8 @@ func (g *group) Receive(ctx actor.Context) {
 		if id, ok := g.byPID[m.Who.Id]; ok {
 			g.remove(ctx, id)
 		}
+	case *actor.Stopping, *actor.Restarting:
+		g.batch.flush() // nothing queued is left unwritten
 	case *actor.Stopped:
 		g.box.Remove()
 	}
@@ -206,7 +211,7 @@ func (g *group) fanOut(ctx actor.Context, s *send) {
 		}
 		for _, mem := range g.members {
 			if len(r.Excluded) == 0 || !r.excludes(mem.id) {
-				deliver(mem.outlet, s.payload)
+				g.batch.deliver(ctx, mem.outlet, s.payload)
 			}
 		}
 		return
@@ -214,7 +219,7 @@ func (g *group) fanOut(ctx actor.Context, s *send) {
 	for i := range g.members {
 		mem := &g.members[i]
 		if (len(r.Excluded) == 0 || !r.excludes(mem.id)) && mem.cut.take(s, &g.echoSeq) {
-			deliver(mem.outlet, s.payload)
+			g.batch.deliver(ctx, mem.outlet, s.payload)
 		}
 		if s.echo {
 			g.reportIfCut(ctx, mem)

@@ -17,6 +17,7 @@ import (
 // connection, user id -> local connections, group name -> group actor. Its
 // route method is the one place that decides who gets a send.
 type hub struct {
+	batch  batch               // connections whose records wait for the mailbox to run dry
 	box    *metrics.MailboxRef // nil without metrics; forgotten when the hub stops
 	name   string
 	cfg    *fabric.NodeConfig
@@ -116,6 +117,7 @@ func newHubProps(name string, cfg *fabric.NodeConfig, bridge *actor.PID, echo *e
 	box := cfg.Mailboxes.Ref(MailboxHub)
 	return trackMailbox(cfg.Seams.Props(func() actor.Actor {
 		return &hub{
+			batch:  batch{flusher: cfg.Flusher},
 			box:    box,
 			name:   name,
 			cfg:    cfg,
@@ -212,6 +214,10 @@ func (h *hub) Receive(ctx actor.Context) {
 	case *fabric.WaitNoConnections:
 		h.emptyWaiters = append(h.emptyWaiters, ctx.Sender())
 		h.answerIfEmpty(ctx)
+	case flushBatch:
+		h.batch.flush()
+	case *actor.Stopping, *actor.Restarting:
+		h.batch.flush() // nothing queued is left unwritten
 	case *actor.Terminated:
 		h.onTerminated(ctx, m.Who)
 		h.answerIfEmpty(ctx)
@@ -241,17 +247,17 @@ func (h *hub) route(ctx actor.Context, s *send) {
 	case RouteAll:
 		for _, c := range h.order {
 			if len(r.Excluded) == 0 || !r.excludes(c.id) {
-				deliver(c.outlet, s.payload)
+				h.batch.deliver(ctx, c.outlet, s.payload)
 			}
 		}
 	case RouteConnection:
 		if c := h.conns[r.Name]; c != nil {
-			deliver(c.outlet, s.payload)
+			h.batch.deliver(ctx, c.outlet, s.payload)
 			s.publish = false // connection ids are unique: nobody else has it
 		}
 	case RouteUser:
 		for _, c := range h.users[r.Name] {
-			deliver(c.outlet, s.payload)
+			h.batch.deliver(ctx, c.outlet, s.payload)
 		}
 	case RouteGroup:
 		if g := h.groups[r.Name]; g != nil {
@@ -274,7 +280,7 @@ func (h *hub) routeMoving(ctx actor.Context, s *send) {
 	case RouteAll:
 		for _, c := range h.order {
 			if (len(r.Excluded) == 0 || !r.excludes(c.id)) && c.cuts.of(RouteAll).take(s, &h.echoSeq) {
-				deliver(c.outlet, s.payload)
+				h.batch.deliver(ctx, c.outlet, s.payload)
 			}
 			if s.echo && c.cuts != nil {
 				h.countCut(ctx, c, RouteAll)
@@ -284,7 +290,7 @@ func (h *hub) routeMoving(ctx actor.Context, s *send) {
 		if c := h.conns[r.Name]; c != nil {
 			took := c.cuts.of(RouteConnection).take(s, &h.echoSeq)
 			if took {
-				deliver(c.outlet, s.payload)
+				h.batch.deliver(ctx, c.outlet, s.payload)
 			}
 			if s.echo && c.cuts != nil {
 				h.countCut(ctx, c, RouteConnection)
@@ -297,7 +303,7 @@ func (h *hub) routeMoving(ctx actor.Context, s *send) {
 	case RouteUser:
 		for _, c := range h.users[r.Name] {
 			if c.cuts.of(RouteUser).take(s, &h.echoSeq) {
-				deliver(c.outlet, s.payload)
+				h.batch.deliver(ctx, c.outlet, s.payload)
 			}
 			if s.echo && c.cuts != nil {
 				h.countCut(ctx, c, RouteUser)
@@ -370,7 +376,7 @@ func (h *hub) register(ctx actor.Context, m *fabric.ConnectRequest, moved bool) 
 		return nil, nil, fmt.Errorf("connection id %s is already connected", id)
 	}
 	uploads := fabric.NewUploads(h.cfg.StreamBufferCapacity, h.cfg.MaxStreamsPerConnection)
-	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes)
+	pending := fabric.NewPending(h.cfg.MaxPendingInvocations, h.cfg.MaxPendingInvocationBytes, h.cfg.Counters)
 	name := "c-" + id
 	if moved {
 		// It may be moving back to this node while the actor it left

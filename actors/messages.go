@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/protocol"
@@ -152,11 +154,74 @@ type payload struct {
 // fan-out runs in one actor; a caller's Completion still follows its
 // sends, since a send is answered only after its local fan-out.
 func deliver(o fabric.Outlet, p *payload) {
+	_ = o.Enqueue(p.record(o))
+}
+
+// record is p in o's protocol.
+func (p *payload) record(o fabric.Outlet) []byte {
 	if o.Protocol().TransferFormat() == protocol.TransferBinary {
-		_ = o.Enqueue(p.msgpack)
+		return p.msgpack
+	}
+	return p.json
+}
+
+// batch is a fan-out's outlets that hold deferred records (fabric.Batcher)
+// until the actor's mailbox has no more sends: the actor sends itself a
+// flushBatch after the first, and flushes every outlet when it arrives, so
+// the sends that queued up meanwhile reach each connection in one write.
+// Owned by one actor.
+type batch struct {
+	outlets []fabric.Batcher
+	asked   bool            // a flushBatch is on its way
+	sends   int             // sends deferred since the last flush
+	last    *payload        // the last of them
+	flusher *fabric.Flusher // writes batches while the node is behind; nil: flush always writes
+}
+
+// flushBatch is the message an actor sends itself to flush its batch.
+type flushBatch struct{}
+
+// deliver queues p for o: deferred when o batches, at once otherwise.
+func (b *batch) deliver(ctx actor.Context, o fabric.Outlet, p *payload) {
+	bo, ok := o.(fabric.Batcher)
+	if !ok {
+		deliver(o, p)
 		return
 	}
-	_ = o.Enqueue(p.json)
+	if p != b.last {
+		b.last = p
+		b.sends++
+	}
+	if flush, _ := bo.EnqueueDeferred(p.record(o)); flush {
+		b.outlets = append(b.outlets, bo)
+		if !b.asked {
+			b.asked = true
+			ctx.Send(ctx.Self(), flushBatch{})
+		}
+	}
+}
+
+// flush writes every outlet's deferred records on the actor's goroutine
+// while the node keeps up: the batch holds one send (none queued up behind
+// it in the mailbox) and the flusher is idle. Otherwise the node is behind
+// and the flusher writes them: the actor goes back to its mailbox, and the
+// records that pile up meanwhile share the flusher's writes.
+func (b *batch) flush() {
+	b.asked = false
+	behind := b.sends > 1
+	b.sends, b.last = 0, nil
+	if b.flusher != nil && (behind || b.flusher.Busy()) {
+		b.flusher.Add(b.outlets)
+		clear(b.outlets)
+		b.outlets = b.outlets[:0]
+		return
+	}
+	for i, o := range b.outlets {
+		o.Flush()
+		b.outlets[i] = nil
+	}
+	b.outlets = b.outlets[:0]
+	b.asked = false
 }
 
 // To returns a request with the same serialized invocation for another

@@ -171,6 +171,16 @@ var (
 		"Messages queued in the deepest mailbox of each actor kind.", []string{"kind"}, nil)
 	descActors = prometheus.NewDesc("hubfabric_actors",
 		"Live actors of each kind whose mailboxes are tracked (hub, group, bridge).", []string{"kind"}, nil)
+	descQueuedBytes = prometheus.NewDesc("hubfabric_outbound_queued_bytes",
+		"Bytes waiting in all connections' outbound queues now, by hub.", []string{"hub"}, nil)
+	descQueuedRecords = prometheus.NewDesc("hubfabric_outbound_queued_messages",
+		"Hub messages waiting in all connections' outbound queues now, by hub.", []string{"hub"}, nil)
+	descPendingInvocations = prometheus.NewDesc("hubfabric_pending_invocations",
+		"Invocations read from clients that have not started (each waits for its connection's previous call).", nil, nil)
+	descReadsPaused = prometheus.NewDesc("hubfabric_reads_paused",
+		"Connections whose socket is not read because their pending invocations reached the bound.", nil, nil)
+	descPublishQueued = prometheus.NewDesc("hubfabric_backplane_publish_queued",
+		"Sends handed to the backplane bridge whose batch publish has not completed.", nil, nil)
 )
 
 // nodeCollector reads a node's counters when scraped; it costs nothing
@@ -184,7 +194,8 @@ type nodeCollector struct {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descReceived, descSent, descSlow, descBackplaneUp,
 		descPublished, descPublishErrors, descBPReceived, descMalformed, descGaps, descDown,
-		descMailbox, descMailboxMax, descActors} {
+		descMailbox, descMailboxMax, descActors, descQueuedBytes, descQueuedRecords,
+		descPendingInvocations, descReadsPaused, descPublishQueued} {
 		ch <- d
 	}
 }
@@ -206,6 +217,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(st.Received.Load()), rt.name)
 		ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(st.Sent.Load()), rt.name)
 		ch <- prometheus.MustNewConstMetric(descSlow, prometheus.CounterValue, float64(st.SlowCloses.Load()), rt.name)
+		ch <- prometheus.MustNewConstMetric(descQueuedBytes, prometheus.GaugeValue, float64(st.QueuedBytes.Load()), rt.name)
+		ch <- prometheus.MustNewConstMetric(descQueuedRecords, prometheus.GaugeValue, float64(st.QueuedRecords.Load()), rt.name)
 	}
 	up := 0.0
 	if ok, _ := n.Ready(); ok {
@@ -221,6 +234,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		{descMalformed, s.Malformed}, {descGaps, s.Gaps}, {descDown, s.Down},
 	} {
 		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.v))
+	}
+	for _, v := range []struct {
+		d *prometheus.Desc
+		v int64
+	}{
+		{descPendingInvocations, s.PendingInvocations}, {descReadsPaused, s.ReadsPaused}, {descPublishQueued, s.PublishQueued},
+	} {
+		ch <- prometheus.MustNewConstMetric(v.d, prometheus.GaugeValue, float64(v.v))
 	}
 	for _, ms := range c.mailboxes.Snapshot(actors.MailboxHub, actors.MailboxGroup, actors.MailboxBridge) {
 		ch <- prometheus.MustNewConstMetric(descMailbox, prometheus.GaugeValue, float64(ms.Messages), ms.Kind)

@@ -193,6 +193,12 @@ func TestMetricsCountWhatTheNodeDoes(t *testing.T) {
 	}
 	g = gather(t, reg)
 	g.want(t, 1, "hubfabric_slow_client_closes_total", "hub", "chat")
+	// Every call has completed and was read: no stage holds a backlog.
+	g.want(t, 0, "hubfabric_pending_invocations")
+	g.want(t, 0, "hubfabric_reads_paused")
+	g.want(t, 0, "hubfabric_backplane_publish_queued")
+	g.metric(t, "hubfabric_outbound_queued_bytes", "hub", "chat")
+	g.metric(t, "hubfabric_outbound_queued_messages", "hub", "chat")
 	h := g.metric(t, "hubfabric_outbound_queue_bytes", "hub", "chat").GetHistogram()
 	big := uint64(0)
 	for _, bk := range h.GetBucket() {

@@ -96,7 +96,8 @@ type Node struct {
 	ownsSys  bool
 	root     *actor.RootContext
 	counters fabric.Counters
-	metrics  *nodeMetrics // nil without Config.Metrics
+	flusher  *fabric.Flusher // set by Start: writes what the fan-outs deferred
+	metrics  *nodeMetrics    // nil without Config.Metrics
 
 	mu   sync.Mutex // guards hubs until Start; they never change after it
 	hubs map[string]*hubRuntime
@@ -294,6 +295,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 	if n.state.Load() == stateStopped {
 		return nil, ErrNodeClosed
 	}
+	n.flusher = fabric.NewFlusher(c.seams.Runtime)
 	ncfg := &fabric.NodeConfig{
 		NodeID: c.NodeID, Hubs: names, Backplane: c.Backplane,
 		BackplaneTimeout: c.BackplaneTimeout, GroupAckTimeout: c.GroupAckTimeout, MaxBatch: defaultMaxPublishBatch,
@@ -301,7 +303,7 @@ func (n *Node) startNode(ctx context.Context) (*transport.Server, error) {
 		MaxPendingInvocations: c.MaxPendingInvocations, MaxPendingInvocationBytes: c.MaxPendingInvocationBytes,
 		MaxStreamsPerConnection: c.MaxStreamsPerConnection,
 		MaxGroupsPerConnection:  c.MaxGroupsPerConnection, MaxGroupNameBytes: c.MaxGroupNameBytes,
-		Seams: c.seams, Logger: n.log.With("component", "bridge"), Counters: &n.counters,
+		Seams: c.seams, Logger: n.log.With("component", "bridge"), Counters: &n.counters, Flusher: n.flusher,
 		OnBackplaneEvent: n.onBackplaneEvent,
 		ServeHTTP:        serveForwarded(srv),
 	}
@@ -441,6 +443,12 @@ type Stats struct {
 	Malformed     uint64 // backplane messages that were not valid envelopes, dropped
 	Gaps          uint64 // resubscriptions after a drop (possible loss, logged)
 	Down          uint64 // times the backplane went down
+
+	// Where a backlog sits now (gauges; the outbound queues' share is in
+	// the metrics, by hub):
+	PendingInvocations int64 // invocations read from clients, not started
+	ReadsPaused        int64 // connections not read: their pending invocations reached the bound
+	PublishQueued      int64 // sends waiting for, or in, a backplane batch publish
 }
 
 // Stats returns a snapshot of the node's counters. Safe to call at any time.
@@ -449,6 +457,7 @@ func (n *Node) Stats() Stats {
 	return Stats{
 		Published: c.Published.Load(), PublishFailed: c.PublishFailed.Load(), Received: c.Received.Load(),
 		Malformed: c.Malformed.Load(), Gaps: c.Gaps.Load(), Down: c.Down.Load(),
+		PendingInvocations: c.PendingInvocations.Load(), ReadsPaused: c.ReadsPaused.Load(), PublishQueued: c.PublishQueued.Load(),
 	}
 }
 
@@ -642,6 +651,10 @@ func (n *Node) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop bridge: %w", err))
 		}
 	}
+	if n.flusher != nil {
+		n.flusher.Wait() // the actors are stopped: nothing hands it more
+	}
+
 	if err := n.cfg.Backplane.Close(); err != nil && !errors.Is(err, backplane.ErrClosed) {
 		errs = append(errs, fmt.Errorf("close backplane: %w", err))
 	}

@@ -170,6 +170,22 @@ func (c *Conn) Protocol() protocol.HubProtocol { return c.opts.Protocol }
 // the connection is closing. It never blocks.
 func (c *Conn) Enqueue(record []byte) error { return c.out.enqueue(record) }
 
+// EnqueueDeferred queues a framed record as Enqueue does but does not
+// start writing it: records queued so between two Flush calls go out
+// together, as one frame. flush is true when the caller must call Flush
+// (once, after its batch) for them to be written; false when a writer is
+// already at work, another EnqueueDeferred asked for the Flush, or err is
+// set. A fan-out that queues a burst of sends this way pays one write per
+// connection for the burst instead of one per send.
+func (c *Conn) EnqueueDeferred(record []byte) (flush bool, err error) {
+	return c.out.enqueueDeferred(record)
+}
+
+// Flush writes what EnqueueDeferred queued, without waiting for the
+// client: inline when the socket takes it at once, on the writer
+// goroutine otherwise.
+func (c *Conn) Flush() { c.out.flush() }
+
 // Send encodes m with the connection's protocol and queues it.
 func (c *Conn) Send(m protocol.Message) error {
 	rec, err := c.opts.Protocol.AppendMessage(nil, m)

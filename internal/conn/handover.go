@@ -161,7 +161,7 @@ func (c *Conn) finishHandOver(st *Stateful, forward func(rec []byte), done func(
 	o := c.out
 	o.mu.Lock()
 	queue := o.queue
-	o.queue, o.queued = nil, 0
+	o.dropQueueLocked()
 	o.forward = forward
 	o.mu.Unlock()
 	state, ok := st.HandOver(func([]byte) {}) // nothing writes to it any more

@@ -61,9 +61,14 @@ type outbound struct {
 	paused    bool          // HandOver waits for the writer to stop: it takes nothing more
 	idle      func()        // called (once) by the writer when it stops while paused
 	spilled   bool          // an inline write left bytes in the socket: the writer flushes them first
+	deferred  bool          // enqueueDeferred queued records that wait for flush
 	forward   func([]byte)  // set by HandOver: records go there instead of the queue
 	stats     *metrics.Conn // nil: no metrics
 }
+
+// errForwarded tells enqueue's helpers that a moved connection's record
+// went to its forward func instead of the queue.
+var errForwarded = errors.New("conn: record forwarded")
 
 // closeGrace is how long a write already in progress may go on after Close
 // before the socket is shut under it.
@@ -87,13 +92,57 @@ func newOutbound(sock Socket, rt seam.Runtime, maxBytes int, greeting []byte) *o
 // the queue holds more than the configured number of bytes.
 func (o *outbound) enqueue(record []byte) error {
 	o.mu.Lock()
+	if err := o.appendLocked(record); err != nil || o.writing || o.held || o.paused {
+		o.mu.Unlock()
+		if err == errForwarded {
+			return nil
+		}
+		return err
+	}
+	o.deferred = false
+	o.startLocked()
+	return nil
+}
+
+// enqueueDeferred queues record as enqueue does but does not start
+// writing it: flush is true when the caller must call flush later (the
+// outbound was idle, and nothing else will write what it queued). Records
+// queued this way between two flushes go out as one frame.
+func (o *outbound) enqueueDeferred(record []byte) (flush bool, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.appendLocked(record); err != nil || o.writing || o.held || o.paused || o.deferred {
+		if err == errForwarded {
+			err = nil
+		}
+		return false, err
+	}
+	o.deferred = true
+	return true, nil
+}
+
+// flush writes what enqueueDeferred queued, unless a writer is already at
+// work (it takes those records too).
+func (o *outbound) flush() {
+	o.mu.Lock()
+	o.deferred = false
+	if o.writing || o.held || o.paused || o.closing || len(o.queue) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	o.startLocked()
+}
+
+// appendLocked queues record, or says why not: the connection is closing,
+// or the record overflows the queue (which starts closing it).
+func (o *outbound) appendLocked(record []byte) error {
 	if fwd := o.forward; fwd != nil {
 		o.mu.Unlock()
 		fwd(record)
-		return nil
+		o.mu.Lock()
+		return errForwarded
 	}
 	if o.closing {
-		o.mu.Unlock()
 		return ErrConnectionClosed
 	}
 	if o.queued+len(record) > o.maxBytes && o.queued > 0 {
@@ -105,27 +154,31 @@ func (o *outbound) enqueue(record []byte) error {
 		if o.overflow != nil {
 			o.overflow()
 		}
+		o.mu.Lock()
 		return ErrOutboundOverflow
 	}
 	o.queue = append(o.queue, record)
 	o.queued += len(record)
+	o.account(len(record), 1)
 	o.lastWrite.Store(o.rt.Now().UnixNano())
-	if o.writing || o.held || o.paused {
-		o.mu.Unlock()
-		return nil
-	}
+	return nil
+}
+
+// startLocked starts writing the queue, inline when the socket allows it
+// and one record waits, on the writer goroutine otherwise. It is called
+// with mu held and no writer at work, and unlocks mu.
+func (o *outbound) startLocked() {
 	o.writing = true
 	o.wg.Add(1) // the writer, inline or not: Conn.Wait joins it
-	if o.try == nil || len(o.queue) != 1 {
+	if o.try == nil {
 		o.mu.Unlock()
 		o.rt.Go(o.writer)
-		return nil
+		return
 	}
 	frame, records, queued := o.takeLocked()
 	o.mu.Unlock()
 	o.count(records, queued)
 	o.writeInline(frame)
-	return nil
 }
 
 // writeInline writes frame, the only record queued, on the caller's
@@ -176,6 +229,7 @@ func (o *outbound) release() {
 		o.greetWait = true
 		o.queue = append([][]byte{o.greeting}, o.queue...)
 		o.queued += len(o.greeting)
+		o.account(len(o.greeting), 1)
 	}
 	o.writing = true
 	o.mu.Unlock()
@@ -195,7 +249,7 @@ func (o *outbound) close(closeRecord []byte) {
 	}
 	o.closing = true
 	o.closeRec = closeRecord
-	o.queue, o.queued = nil, 0
+	o.dropQueueLocked()
 	start := !o.writing
 	o.writing = true
 	if !start {
@@ -292,7 +346,7 @@ func (o *outbound) fail() {
 	o.mu.Lock()
 	o.closing = true
 	o.closeRec = nil
-	o.queue, o.queued = nil, 0
+	o.dropQueueLocked()
 	o.lastTaken = true
 	o.mu.Unlock()
 	o.finish(nil)
@@ -316,7 +370,23 @@ func (o *outbound) count(records, queued int) {
 func (o *outbound) takeLocked() (frame []byte, records, queued int) {
 	queued, records = o.queued, len(o.queue)
 	frame = o.takeFrameLocked()
-	return frame, records - len(o.queue), queued
+	records -= len(o.queue)
+	o.account(o.queued-queued, -records)
+	return frame, records, queued
+}
+
+// dropQueueLocked discards what is queued.
+func (o *outbound) dropQueueLocked() {
+	o.account(-o.queued, -len(o.queue))
+	o.queue, o.queued = nil, 0
+}
+
+// account adds to the stats' gauges of queued bytes and records.
+func (o *outbound) account(bytes, records int) {
+	if st := o.stats; st != nil {
+		st.QueuedBytes.Add(int64(bytes))
+		st.QueuedRecords.Add(int64(records))
+	}
 }
 
 // takeFrameLocked is takeLocked's frame.

@@ -24,6 +24,19 @@ import (
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
+// Batcher is an Outlet that can hold records for a batch: a fan-out
+// queues each send's record with EnqueueDeferred and, once its mailbox has
+// no more sends, calls Flush on every outlet that asked for it, so a
+// connection gets one write per burst instead of one per send.
+// *conn.Conn is one. Safe for concurrent use.
+type Batcher interface {
+	// EnqueueDeferred queues a framed record without writing it yet; flush
+	// is true when the caller must call Flush afterwards.
+	EnqueueDeferred(record []byte) (flush bool, err error)
+	// Flush writes what EnqueueDeferred queued.
+	Flush()
+}
+
 // Outlet is the socket side of a connection as the actors see it: the
 // connection's bounded outbound queue. Safe for concurrent use.
 type Outlet interface {
@@ -225,6 +238,9 @@ type NodeConfig struct {
 	Seams                  seam.Seams
 	Logger                 *slog.Logger
 	Counters               *Counters
+	// Flusher writes what the hub and group actors' fan-outs deferred;
+	// nil: each actor writes its batch itself when its mailbox runs dry.
+	Flusher *Flusher
 	// PublishDuration observes how long each batch publish to the backplane
 	// took, in seconds; nil for none.
 	PublishDuration metrics.Observer
@@ -261,6 +277,18 @@ type Counters struct {
 	Malformed     atomic.Uint64 // payloads that were not valid envelopes
 	Gaps          atomic.Uint64 // EventGap reports
 	Down          atomic.Uint64 // EventDown reports
+
+	// Stage depths, read as gauges: where a backlog sits.
+
+	// PendingInvocations is the invocations read from clients' sockets
+	// that have not started (waiting for their connection's previous call).
+	PendingInvocations atomic.Int64
+	// ReadsPaused is the connections whose socket is not read because
+	// their pending invocations reached the bound.
+	ReadsPaused atomic.Int64
+	// PublishQueued is the sends handed to the bridge whose batch publish
+	// has not completed (queued behind a batch in flight, or in it).
+	PublishQueued atomic.Int64
 }
 
 // Hooks reach the parts of package hub that the module's own test

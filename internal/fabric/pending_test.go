@@ -12,7 +12,7 @@ import (
 // false. synctest.Wait makes "still waiting" an observation, not a timing.
 func TestPendingBoundsCountAndBytes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := NewPending(2, 100)
+		p := NewPending(2, 100, nil)
 		gone := make(chan struct{})
 		if !p.Acquire(10, gone) || !p.Acquire(10, gone) {
 			t.Fatal("Acquire under the bound did not pass")
@@ -65,4 +65,42 @@ func TestPendingBoundsCountAndBytes(t *testing.T) {
 			t.Fatal("Acquire passed on a closed bound")
 		}
 	})
+}
+
+// TestPendingCountsInTheNodeGauges: what a Pending holds is in
+// PendingInvocations while it waits; a Close takes what is left out (the
+// connection ended), and Releases after it change nothing; a reader that
+// waited is out of ReadsPaused once its wait ends.
+func TestPendingCountsInTheNodeGauges(t *testing.T) {
+	var c Counters
+	p := NewPending(2, 100, &c)
+	gone := make(chan struct{})
+	for i := 0; i < 2; i++ {
+		if !p.Acquire(10, gone) {
+			t.Fatal("Acquire under the bound failed")
+		}
+	}
+	if n := c.PendingInvocations.Load(); n != 2 {
+		t.Fatalf("PendingInvocations = %d, want 2", n)
+	}
+	p.Release(10)
+	if n := c.PendingInvocations.Load(); n != 1 {
+		t.Fatalf("PendingInvocations after a Release = %d, want 1", n)
+	}
+	if !p.Acquire(10, gone) {
+		t.Fatal("Acquire after a Release failed")
+	}
+	waited := make(chan bool)
+	go func() { waited <- p.Acquire(10, gone) }() // over the bound: waits
+	p.Close()
+	if <-waited {
+		t.Fatal("a waiting Acquire succeeded after Close")
+	}
+	if n, r := c.PendingInvocations.Load(), c.ReadsPaused.Load(); n != 0 || r != 0 {
+		t.Fatalf("after Close: PendingInvocations = %d, ReadsPaused = %d; want 0, 0", n, r)
+	}
+	p.Release(10) // the connection actor lets go of what it held
+	if n := c.PendingInvocations.Load(); n != 0 {
+		t.Fatalf("a Release after Close moved PendingInvocations to %d", n)
+	}
 }

@@ -299,6 +299,7 @@ func invocationSize(target, id string, args []any, streamIDs []string) int {
 // for concurrent use; one goroutine (the reader) Acquires.
 type Pending struct {
 	maxCount, maxBytes int
+	stats              *Counters // nil: not counted
 
 	mu     sync.Mutex
 	count  int
@@ -309,9 +310,10 @@ type Pending struct {
 
 // NewPending returns a bound of maxCount invocations and maxBytes bytes
 // (both at least 1; one invocation is always let through when none waits,
-// whatever its size).
-func NewPending(maxCount, maxBytes int) *Pending {
-	return &Pending{maxCount: max(maxCount, 1), maxBytes: max(maxBytes, 1)}
+// whatever its size). stats, when not nil, counts its invocations in
+// PendingInvocations and a wait in ReadsPaused.
+func NewPending(maxCount, maxBytes int, stats *Counters) *Pending {
+	return &Pending{maxCount: max(maxCount, 1), maxBytes: max(maxBytes, 1), stats: stats}
 }
 
 // Acquire takes room for one invocation of size bytes, waiting while the
@@ -327,6 +329,9 @@ func (p *Pending) Acquire(size int, gone <-chan struct{}) bool {
 		if p.count == 0 || (p.count < p.maxCount && p.bytes+size <= p.maxBytes) {
 			p.count++
 			p.bytes += size
+			if p.stats != nil {
+				p.stats.PendingInvocations.Add(1)
+			}
 			p.mu.Unlock()
 			return true
 		}
@@ -335,11 +340,23 @@ func (p *Pending) Acquire(size int, gone <-chan struct{}) bool {
 		}
 		space := p.space
 		p.mu.Unlock()
-		select {
-		case <-space:
-		case <-gone:
+		if !p.wait(space, gone) {
 			return false
 		}
+	}
+}
+
+// wait waits for space or gone, counted in ReadsPaused; it reports space.
+func (p *Pending) wait(space, gone <-chan struct{}) bool {
+	if p.stats != nil {
+		p.stats.ReadsPaused.Add(1)
+		defer p.stats.ReadsPaused.Add(-1)
+	}
+	select {
+	case <-space:
+		return true
+	case <-gone:
+		return false
 	}
 }
 
@@ -348,6 +365,9 @@ func (p *Pending) Release(size int) {
 	p.mu.Lock()
 	p.count--
 	p.bytes -= size
+	if p.stats != nil && !p.closed {
+		p.stats.PendingInvocations.Add(-1)
+	}
 	space := p.space
 	p.mu.Unlock()
 	if space != nil {
@@ -359,6 +379,10 @@ func (p *Pending) Release(size int) {
 // false. Idempotent.
 func (p *Pending) Close() {
 	p.mu.Lock()
+	if p.stats != nil && !p.closed {
+		// What still waits is no longer counted: the connection ended.
+		p.stats.PendingInvocations.Add(int64(-p.count))
+	}
 	p.closed = true
 	space := p.space
 	p.mu.Unlock()

@@ -33,6 +33,11 @@ type Conn struct {
 	// SlowCloses counts connections closed because their outbound queue
 	// overflowed.
 	SlowCloses atomic.Uint64
+	// QueuedBytes and QueuedRecords are what all connections' outbound
+	// queues hold now (gauges): where a backlog waiting for slow sockets,
+	// or for a busy node to write it, sits.
+	QueuedBytes   atomic.Int64
+	QueuedRecords atomic.Int64
 	// QueueBytes observes the bytes waiting in a connection's outbound
 	// queue each time its writer takes a frame, and when an enqueue
 	// overflows it. Nil for none.
