@@ -78,6 +78,7 @@ backplane/redis:FuzzParseConnectionString
 protocol:FuzzParseJSON protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
 internal/conn:FuzzStatefulFrames internal/conn:FuzzRestoreStateful
 service:FuzzServiceConnectionString service:FuzzRESTRoute service:FuzzRESTBody service:FuzzServiceCommand service:FuzzUpstreamResult service:FuzzAccessToken
+cmd/loadgen:FuzzBacklogParse
 transport:FuzzTokenClaim transport:FuzzReadFrame transport:FuzzReadHandshake transport:FuzzCheckOrigin transport:FuzzNegotiate transport:FuzzHTTPSend
 "
 found=$(grep -rhoE --include='*_test.go' --exclude-dir=node_modules '^func Fuzz[A-Za-z0-9_]+' . | sed 's/^func //' | sort)

@@ -28,43 +28,44 @@ func fanoutPlace(i, groups, nodes int) slot {
 // stepResult is one rate's measurement. Units are in the names: _s seconds,
 // _ms milliseconds, _per_s per second, _bytes bytes.
 type stepResult struct {
-	Step                   int     `json:"step"`
-	TargetRatePerS         float64 `json:"target_rate_msgs_per_s"`
-	WarmupS                float64 `json:"warmup_s"`
-	DurationS              float64 `json:"duration_s"`
-	SentMsgs               int64   `json:"sent_msgs"`
-	OfferedPerS            float64 `json:"offered_msgs_per_s"`
-	LateSends              int64   `json:"late_sends"`
-	SendLagP99Ms           float64 `json:"send_lag_p99_ms"`
-	SendErrors             int64   `json:"send_errors"`
-	ExpectedDeliveries     int64   `json:"expected_deliveries"`
-	UniqueDeliveries       int64   `json:"delivered_unique"`
-	DeliveredPerS          float64 `json:"delivered_msgs_per_s"`
-	LostDeliveries         int64   `json:"lost_deliveries"`
-	LossRatio              float64 `json:"loss_ratio"`
-	Duplicates             int64   `json:"duplicates"`
-	Reorders               int64   `json:"reorders"`
-	WarmupLostDeliveries   int64   `json:"warmup_lost_deliveries"`
-	WarmupDuplicates       int64   `json:"warmup_duplicates"`
-	WarmupReorders         int64   `json:"warmup_reorders"`
-	LatencyP50Ms           float64 `json:"latency_p50_ms"`
-	LatencyP99Ms           float64 `json:"latency_p99_ms"`
-	LatencyP999Ms          float64 `json:"latency_p999_ms"`
-	LatencyMaxMs           float64 `json:"latency_max_ms"`
-	WindowDeliveries       int64   `json:"window_deliveries"`
-	NodeCPUS               float64 `json:"node_cpu_s"`
-	RedisCPUS              float64 `json:"redis_cpu_s"`
-	NodeCPUPer1M           float64 `json:"node_cpu_s_per_1m_deliveries"`
-	RedisCPUPer1M          float64 `json:"redis_cpu_s_per_1m_deliveries"`
-	NodeRedisCPUPer1M      float64 `json:"node_redis_cpu_s_per_1m_deliveries"`
-	LoadgenCPUS            float64 `json:"loadgen_cpu_s"`
-	LoadgenCPUPer1M        float64 `json:"loadgen_cpu_s_per_1m_deliveries"`
-	NodeRSSBytes           []int64 `json:"node_rss_bytes"`
-	RedisRSSBytes          []int64 `json:"redis_rss_bytes"`
-	LoadgenRSSBytes        int64   `json:"loadgen_rss_bytes"`
-	DrainS                 float64 `json:"drain_s"`
-	DisconnectsSoFar       int64   `json:"disconnects_so_far"`
-	ForeignMessagesSoFar   int64   `json:"foreign_messages_so_far"`
+	Step                   int           `json:"step"`
+	TargetRatePerS         float64       `json:"target_rate_msgs_per_s"`
+	WarmupS                float64       `json:"warmup_s"`
+	DurationS              float64       `json:"duration_s"`
+	SentMsgs               int64         `json:"sent_msgs"`
+	OfferedPerS            float64       `json:"offered_msgs_per_s"`
+	LateSends              int64         `json:"late_sends"`
+	SendLagP99Ms           float64       `json:"send_lag_p99_ms"`
+	SendErrors             int64         `json:"send_errors"`
+	ExpectedDeliveries     int64         `json:"expected_deliveries"`
+	UniqueDeliveries       int64         `json:"delivered_unique"`
+	DeliveredPerS          float64       `json:"delivered_msgs_per_s"`
+	LostDeliveries         int64         `json:"lost_deliveries"`
+	LossRatio              float64       `json:"loss_ratio"`
+	Duplicates             int64         `json:"duplicates"`
+	Reorders               int64         `json:"reorders"`
+	WarmupLostDeliveries   int64         `json:"warmup_lost_deliveries"`
+	WarmupDuplicates       int64         `json:"warmup_duplicates"`
+	WarmupReorders         int64         `json:"warmup_reorders"`
+	LatencyP50Ms           float64       `json:"latency_p50_ms"`
+	LatencyP99Ms           float64       `json:"latency_p99_ms"`
+	LatencyP999Ms          float64       `json:"latency_p999_ms"`
+	LatencyMaxMs           float64       `json:"latency_max_ms"`
+	WindowDeliveries       int64         `json:"window_deliveries"`
+	NodeCPUS               float64       `json:"node_cpu_s"`
+	RedisCPUS              float64       `json:"redis_cpu_s"`
+	NodeCPUPer1M           float64       `json:"node_cpu_s_per_1m_deliveries"`
+	RedisCPUPer1M          float64       `json:"redis_cpu_s_per_1m_deliveries"`
+	NodeRedisCPUPer1M      float64       `json:"node_redis_cpu_s_per_1m_deliveries"`
+	LoadgenCPUS            float64       `json:"loadgen_cpu_s"`
+	LoadgenCPUPer1M        float64       `json:"loadgen_cpu_s_per_1m_deliveries"`
+	NodeRSSBytes           []int64       `json:"node_rss_bytes"`
+	RedisRSSBytes          []int64       `json:"redis_rss_bytes"`
+	LoadgenRSSBytes        int64         `json:"loadgen_rss_bytes"`
+	DrainS                 float64       `json:"drain_s"`
+	DisconnectsSoFar       int64         `json:"disconnects_so_far"`
+	Backlog                []nodeBacklog `json:"backlog_at_window_end"`
+	ForeignMessagesSoFar   int64         `json:"foreign_messages_so_far"`
 	firstDisconnect        string
 	measuredPhase, warmPhs int
 }
@@ -280,6 +281,7 @@ func (fo *fanout) step(ctx context.Context, s int, rate float64, progress io.Wri
 	if err != nil {
 		return stepResult{}, err
 	}
+	backlog := scrapeBacklogs(ctx, o.urls)
 	pubs.Wait()
 
 	// Drain: wait for the outstanding deliveries of both phases.
@@ -347,6 +349,7 @@ func (fo *fanout) step(ctx context.Context, s int, rate float64, progress io.Wri
 		r.LoadgenRSSBytes = rss
 	}
 	r.DisconnectsSoFar = fo.f.w.disconnects.Load()
+	r.Backlog = backlog
 	r.ForeignMessagesSoFar = fo.f.w.foreign.Load()
 	r.firstDisconnect = fo.f.w.firstDisconnect()
 	return r, nil

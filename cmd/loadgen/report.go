@@ -108,6 +108,7 @@ func markdown(r *report) string {
 			cpuCell(s.NodeCPUPer1M, len(s.NodeRSSBytes)), cpuCell(s.RedisCPUPer1M, len(s.RedisRSSBytes)), cpuCell(s.NodeRedisCPUPer1M, len(s.NodeRSSBytes)+len(s.RedisRSSBytes)),
 			s.LoadgenCPUPer1M, orDash(strings.Join(rss, " / ")))
 	}
+	backlogTable(&b, r.Steps)
 	for _, s := range r.Steps {
 		if s.LostDeliveries > 0 {
 			b.WriteString("\nlost: deliveries that had not arrived when the drain window ended; under overload they may be late rather than dropped (a longer --drain tells the two apart).\n")
@@ -159,4 +160,25 @@ func quickProblems(steps []stepResult) []string {
 		}
 	}
 	return out
+}
+
+// backlogTable writes where each node's backlog sat at the end of each
+// measured window (nothing when no node served the stage gauges).
+func backlogTable(b *strings.Builder, steps []stepResult) {
+	header := false
+	for _, s := range steps {
+		for _, n := range s.Backlog {
+			if n.Error != "" {
+				continue
+			}
+			if !header {
+				header = true
+				b.WriteString("\nBacklog at the end of each measured window (stage gauges of each node's /metrics):\n\n")
+				b.WriteString("| rate/s | node | reads paused | pending invocations | hub mailbox | group mailboxes | bridge mailbox | publish queued | outbound queued msgs | outbound queued KiB |\n")
+				b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			}
+			fmt.Fprintf(b, "| %.0f | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f |\n", s.TargetRatePerS, n.Node,
+				n.ReadsPaused, n.PendingInvocations, n.HubMailbox, n.GroupMailboxes, n.BridgeMailbox, n.PublishQueued, n.OutboundMessages, n.OutboundBytes/1024)
+		}
+	}
 }
