@@ -8,21 +8,18 @@ import (
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
-// TestDeferredRecordsGoOutTogetherOnFlush: records queued with
-// EnqueueDeferred are not written until Flush, and then go out as one
-// frame, in order; only the first EnqueueDeferred of a batch asks for the
-// Flush. The queued gauges count them while they wait and fall back to
-// zero once written.
+// TestDeferredRecordsGoOutTogetherOnFlush: over a TrySocket, records
+// queued with EnqueueDeferred are not written until Flush, and then go out
+// as one frame, in order; only the first EnqueueDeferred of a batch asks
+// for the Flush. The queued gauges count them while they wait and fall
+// back to zero once written. An Enqueue meanwhile writes them too, in
+// order, and the Flush then has nothing left.
 func TestDeferredRecordsGoOutTogetherOnFlush(t *testing.T) {
 	t.Parallel()
 	rt := newFakeRuntime(t)
-	sock := newFakeSocket()
-	opts := testOptions(protocol.JSON, rt)
+	c, sock, greeting := openTryConn(t, rt)
 	stats := &metrics.Conn{}
-	opts.Stats = stats
-	c, _ := openConn(t, sock, opts, nil)
-	sock.awaitFrames(t, 1) // the greeting
-	awaitIdle(t, rt, c)
+	c.out.stats = stats // counted from here on
 
 	recs := [][]byte{raw('a', 10), raw('b', 20), raw('c', 30)}
 	for i, rec := range recs {
@@ -34,38 +31,51 @@ func TestDeferredRecordsGoOutTogetherOnFlush(t *testing.T) {
 			t.Fatalf("EnqueueDeferred %d asked for a flush: %v, want only the first to", i, flush)
 		}
 	}
-	if st := sock.snapshot(); len(st.frames) != 1 || len(st.attempts) != 1 {
-		t.Fatalf("%d frames written before Flush, want only the greeting", len(st.frames))
+	if got := sock.wireStream(); !bytes.Equal(got, greeting) {
+		t.Fatalf("written before Flush: %q, want only the greeting", got)
 	}
 	if b, r := stats.QueuedBytes.Load(), stats.QueuedRecords.Load(); b != 60 || r != 3 {
 		t.Fatalf("queued gauges = %d bytes, %d records; want 60, 3", b, r)
 	}
 	c.Flush()
-	sock.awaitFrames(t, 2)
 	awaitIdle(t, rt, c)
-	st := sock.snapshot()
-	if want := bytes.Join(recs, nil); len(st.frames) != 2 || !bytes.Equal(st.frames[1], want) {
-		t.Fatalf("frames after Flush = %q, want the greeting then %q as one frame", st.frames, want)
+	if got := sock.lastCall(); got.kind != "try" || !bytes.Equal(got.frame, bytes.Join(recs, nil)) {
+		t.Fatalf("Flush wrote %s %q, want the three records as one inline frame", got.kind, got.frame)
 	}
 	if b, r := stats.QueuedBytes.Load(), stats.QueuedRecords.Load(); b != 0 || r != 0 {
 		t.Fatalf("queued gauges after the write = %d bytes, %d records; want 0, 0", b, r)
 	}
 
-	// A later batch asks for a Flush again.
 	if flush, err := c.EnqueueDeferred(raw('d', 5)); err != nil || !flush {
 		t.Fatalf("EnqueueDeferred after a flush = %v, %v; want a flush asked for", flush, err)
 	}
-	// An Enqueue meanwhile writes the deferred record too, in order; the
-	// Flush then has nothing left.
 	if err := c.Enqueue(raw('e', 5)); err != nil {
 		t.Fatal(err)
 	}
-	sock.awaitBytes(t, len(st.stream())+10)
 	awaitIdle(t, rt, c)
 	c.Flush()
 	awaitIdle(t, rt, c)
-	if got := sock.snapshot().stream(); !bytes.HasSuffix(got, append(raw('d', 5), raw('e', 5)...)) || len(got) != len(st.stream())+10 {
-		t.Fatalf("stream ends %q, want the deferred record then the enqueued one, once", got[max(0, len(got)-20):])
+	want := append(append(append([]byte(nil), greeting...), bytes.Join(recs, nil)...), append(raw('d', 5), raw('e', 5)...)...)
+	if got := sock.wireStream(); !bytes.Equal(got, want) {
+		t.Fatalf("the client got %q, want %q", got, want)
+	}
+}
+
+// TestDeferredIsImmediateWithoutTrySocket: a connection whose socket is
+// not a TrySocket (a stateful one) does not defer: EnqueueDeferred writes
+// as Enqueue does and asks for no Flush.
+func TestDeferredIsImmediateWithoutTrySocket(t *testing.T) {
+	t.Parallel()
+	rt := newFakeRuntime(t)
+	sock := newFakeSocket()
+	c, _ := openConn(t, sock, testOptions(protocol.JSON, rt), nil)
+	sock.awaitFrames(t, 1) // the greeting
+	if flush, err := c.EnqueueDeferred(raw('a', 10)); err != nil || flush {
+		t.Fatalf("EnqueueDeferred = %v, %v; want it written at once, no flush asked", flush, err)
+	}
+	sock.awaitFrames(t, 2)
+	if got := sock.snapshot().frames[1]; !bytes.Equal(got, raw('a', 10)) {
+		t.Fatalf("second frame %q, want the record", got)
 	}
 }
 

@@ -176,7 +176,9 @@ func (c *Conn) Enqueue(record []byte) error { return c.out.enqueue(record) }
 // (once, after its batch) for them to be written; false when a writer is
 // already at work, another EnqueueDeferred asked for the Flush, or err is
 // set. A fan-out that queues a burst of sends this way pays one write per
-// connection for the burst instead of one per send.
+// connection for the burst instead of one per send. Only a connection over
+// a TrySocket defers; any other (a stateful one) queues and writes as
+// Enqueue does, and flush is false.
 func (c *Conn) EnqueueDeferred(record []byte) (flush bool, err error) {
 	return c.out.enqueueDeferred(record)
 }

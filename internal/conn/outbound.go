@@ -107,8 +107,15 @@ func (o *outbound) enqueue(record []byte) error {
 // enqueueDeferred queues record as enqueue does but does not start
 // writing it: flush is true when the caller must call flush later (the
 // outbound was idle, and nothing else will write what it queued). Records
-// queued this way between two flushes go out as one frame.
+// queued this way between two flushes go out as one frame. Over a socket
+// that is not a TrySocket it is enqueue.
 func (o *outbound) enqueueDeferred(record []byte) (flush bool, err error) {
+	if o.try == nil {
+		// Only a socket that takes writes without waiting batches: a
+		// stateful connection (its records are numbered and kept for the
+		// client's Ack, and may move to another node) is written at once.
+		return false, o.enqueue(record)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if err := o.appendLocked(record); err != nil || o.writing || o.held || o.paused || o.deferred {
