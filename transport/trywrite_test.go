@@ -230,6 +230,22 @@ func (p *tryPair) checkStream(t *testing.T, got []byte) {
 	t.Fatalf("client received %d bytes, want %d; they differ from byte %d", len(got), len(p.want), i)
 }
 
+// flushToReader lets the client read, flushes what was spilled (waiting
+// at most tryWaitGuard) and checks that the client got exactly the
+// expected stream and nothing after it.
+func (p *tryPair) flushToReader(t *testing.T) {
+	t.Helper()
+	got := p.startReader(t, len(p.want))
+	if err := p.server.SetWriteDeadline(time.Now().Add(tryWaitGuard)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.fw.flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	p.checkStream(t, got())
+	p.checkNothingMore(t)
+}
+
 // checkNothingMore closes the server side and fails the test if the
 // client gets any byte after what it already read.
 func (p *tryPair) checkNothingMore(t *testing.T) {
@@ -336,15 +352,7 @@ func TestTryWriteRefusesControlFrameBehindFullSpill(t *testing.T) {
 	// A data frame is still kept behind the full spill, and is framed
 	// right after the refused control frames.
 	p.tryFrame(t, 0x2, tryPayload(-2, 300))
-	got := p.startReader(t, len(p.want))
-	if err := p.server.SetWriteDeadline(time.Now().Add(tryWaitGuard)); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.fw.flush(); err != nil {
-		t.Fatalf("flush: %v", err)
-	}
-	p.checkStream(t, got())
-	p.checkNothingMore(t)
+	p.flushToReader(t)
 }
 
 // Once blocking is set, a write waits for the client and sends the
@@ -432,15 +440,7 @@ func TestTryWriteSpillsAHeldFrameHeadWhole(t *testing.T) {
 	if p.fw.held != nil {
 		t.Fatalf("%d bytes still held after the frame was complete", len(*p.fw.held))
 	}
-	got := p.startReader(t, len(p.want))
-	if err := p.server.SetWriteDeadline(time.Now().Add(tryWaitGuard)); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.fw.flush(); err != nil {
-		t.Fatalf("flush: %v", err)
-	}
-	p.checkStream(t, got())
-	p.checkNothingMore(t)
+	p.flushToReader(t)
 }
 
 // A try-mode write on a socket the client reset fails, whether the frame
