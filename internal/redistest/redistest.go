@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,18 +64,53 @@ func StartStandalone(t testing.TB, extraArgs ...string) *Server {
 func newServer(t testing.TB, extraArgs []string) *Server {
 	t.Helper()
 	serverBinary(t)
-	port := freePort(t)
-	dir := t.TempDir()
-	s := &Server{
-		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		port: port,
-		dir:  dir,
-		args: extraArgs,
+	cluster := slices.Contains(extraArgs, "--cluster-enabled")
+	// A port found free can be taken before redis-server binds it, and a
+	// cluster node also binds its bus port (port + 10000), which freePort
+	// never checked: another test's client connection held one in a CI
+	// run ("Failed listening on port 44933 (cluster), aborting"). A start
+	// that fails on a port in use is retried on new ports, a bounded
+	// number of times.
+	var err error
+	for range bindAttempts {
+		port := freePort(t)
+		if cluster && (port+clusterBusOffset > 65535 || !portFree(port+clusterBusOffset)) {
+			continue
+		}
+		s := &Server{
+			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			port: port,
+			dir:  t.TempDir(), // a failed start may have written its nodes.conf
+			args: extraArgs,
+		}
+		if err = s.start(); err == nil {
+			return s
+		}
+		if !strings.Contains(err.Error(), "Address already in use") {
+			break
+		}
 	}
-	if err := s.start(); err != nil {
-		t.Fatalf("redistest: %v", err)
+	if err == nil {
+		err = fmt.Errorf("no free pair of ports (port and port+%d) in %d tries", clusterBusOffset, bindAttempts)
 	}
-	return s
+	t.Fatalf("redistest: %v", err)
+	return nil
+}
+
+// bindAttempts bounds the starts of one server that fail on a port in use.
+const bindAttempts = 5
+
+// clusterBusOffset is where a cluster node's bus port is: its port + 10000.
+const clusterBusOffset = 10000
+
+// portFree reports whether 127.0.0.1:port can be bound now.
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 func serverBinary(t testing.TB) {
