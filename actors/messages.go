@@ -212,16 +212,13 @@ func (b *batch) flush() {
 	b.sends, b.last = 0, nil
 	if b.flusher != nil && (behind || b.flusher.Busy()) {
 		b.flusher.Add(b.outlets)
-		clear(b.outlets)
-		b.outlets = b.outlets[:0]
-		return
+	} else {
+		for _, o := range b.outlets {
+			o.Flush()
+		}
 	}
-	for i, o := range b.outlets {
-		o.Flush()
-		b.outlets[i] = nil
-	}
+	clear(b.outlets)
 	b.outlets = b.outlets[:0]
-	b.asked = false
 }
 
 // To returns a request with the same serialized invocation for another

@@ -28,8 +28,9 @@ type nodeBacklog struct {
 	Error              string  `json:"error,omitempty"`
 }
 
-// backlogGauges maps the gauges read (summed over their labels, except
-// the mailbox kinds) to the field they fill.
+// field is the field a gauge fills (gauges are summed over their labels,
+// except the mailbox kinds, which fill one field each); nil for any other
+// metric.
 func (b *nodeBacklog) field(name, labels string) *float64 {
 	switch name {
 	case "hubfabric_reads_paused":

@@ -28,12 +28,13 @@ const maxCoalescedFrame = 64 << 10
 // the socket. Records are never split; when several are queued they are
 // written as one frame (SignalR allows several records per frame). Writing
 // runs on a goroutine started on demand and ended when the queue is empty,
-// so an idle connection has no writer goroutine. Over a TrySocket a record
-// that finds the queue empty is written inline by Enqueue's caller
-// instead, without waiting for the client; the goroutine starts only when
-// the socket did not take it whole or more records came meanwhile. All methods are safe for
-// concurrent use; fan-out never blocks on a slow client: Enqueue only
-// appends or fails.
+// so an idle connection has no writer goroutine. Over a TrySocket, when no
+// writer is at work, the caller of enqueue (or flush) writes the queued
+// records itself as one frame, without waiting for the client; the
+// goroutine starts only when the socket did not take that frame whole or
+// more records came meanwhile. All methods are safe for concurrent use;
+// fan-out never blocks on a slow client: enqueue only appends, writes what
+// the socket takes at once, or fails.
 type outbound struct {
 	sock     Socket
 	try      TrySocket // sock, when it can write without waiting; nil otherwise
@@ -171,9 +172,9 @@ func (o *outbound) appendLocked(record []byte) error {
 	return nil
 }
 
-// startLocked starts writing the queue, inline when the socket allows it
-// and one record waits, on the writer goroutine otherwise. It is called
-// with mu held and no writer at work, and unlocks mu.
+// startLocked starts writing the queue: inline (one frame of what is
+// queued) over a TrySocket, on the writer goroutine otherwise. It is
+// called with mu held and no writer at work, and unlocks mu.
 func (o *outbound) startLocked() {
 	o.writing = true
 	o.wg.Add(1) // the writer, inline or not: Conn.Wait joins it
@@ -188,10 +189,10 @@ func (o *outbound) startLocked() {
 	o.writeInline(frame)
 }
 
-// writeInline writes frame, the only record queued, on the caller's
+// writeInline writes frame (records taken from the queue) on the caller's
 // goroutine without waiting for the client, and hands over to the writer
-// goroutine when the socket did not take it whole, more records came, the
-// connection is closing or the write failed.
+// goroutine when the socket did not take it whole, records are still
+// queued, the connection is closing or the write failed.
 func (o *outbound) writeInline(frame []byte) {
 	complete, err := o.try.TryWriteFrame(frame)
 	if err != nil {
