@@ -214,12 +214,14 @@ func TestHandOverOldOwnerLost(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The new node lets the connection go just after the client's socket
-		// closed: for a moment it may still have it.
+		// closed: for a moment it may still have it, and the old node may
+		// still hold it as moving (an answer that says "try again"; it
+		// crosses nodes as text).
 		for range 1000 {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			err = hc.Groups.Add(ctx, id, "g")
 			cancel()
-			if err != nil {
+			if err != nil && !strings.Contains(err.Error(), "is moving to another node") {
 				break
 			}
 		}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -186,6 +187,30 @@ func FuzzParseNegotiateResponse(f *testing.F) {
 		}
 		if !reflect.DeepEqual(normalizeNegotiate(again), normalizeNegotiate(r)) {
 			t.Fatalf("round trip %+v -> %s -> %+v", r, enc, again)
+		}
+	})
+}
+
+// FuzzUnmarshalJSONArgument holds the JSON protocol's fast path for plain
+// strings to the general decoders: a string or any argument decodes to
+// the same value, and fails the same way, whichever path takes it.
+func FuzzUnmarshalJSONArgument(f *testing.F) {
+	for _, s := range []string{`"g7"`, `"hi there"`, `"é"`, `"\u00e9"`, `"a\"b"`, `"a"b"`, `""`, `"`, `"` + "\xff" + `"`,
+		`"tab` + "\t" + `"`, ` "x"`, `"x" `, `12`, `null`, `{"a":[1,2.5]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var got, want string
+		gotErr := JSON.Unmarshal(raw, &got)
+		wantErr := json.Unmarshal(raw, &want)
+		if (gotErr == nil) != (wantErr == nil) || got != want {
+			t.Fatalf("string %q: got %q, %v; encoding/json: %q, %v", raw, got, gotErr, want, wantErr)
+		}
+		var gotAny any
+		gotErr = JSON.Unmarshal(raw, &gotAny)
+		wantAny, wantErr := decodeJSONAny(raw)
+		if (gotErr == nil) != (wantErr == nil) || !reflect.DeepEqual(gotAny, wantAny) {
+			t.Fatalf("any %q: got %#v, %v; general decoder: %#v, %v", raw, gotAny, gotErr, wantAny, wantErr)
 		}
 	})
 }

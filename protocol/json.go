@@ -519,23 +519,62 @@ func (jsonProtocol) Unmarshal(raw RawValue, v any) error {
 	case *RawValue:
 		*p = append(RawValue(nil), raw...)
 		return nil
+	case *string:
+		if s, ok := plainJSONString(raw); ok {
+			*p = s
+			return nil
+		}
 	case *any:
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		var x any
-		if err := dec.Decode(&x); err != nil {
-			return fmt.Errorf("protocol: json: %w", err)
+		if s, ok := plainJSONString(raw); ok {
+			*p = s
+			return nil
 		}
-		if dec.More() || int(dec.InputOffset()) != len(bytes.TrimRight(raw, " \t\r\n")) {
-			return errors.New("protocol: json: trailing data after value")
+		x, err := decodeJSONAny(raw)
+		if err != nil {
+			return err
 		}
-		*p = jsonNumbers(x)
+		*p = x
 		return nil
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("protocol: json: %w", err)
 	}
 	return nil
+}
+
+// decodeJSONAny decodes one JSON value of any shape, numbers as int64
+// (integers that fit) or float64.
+func decodeJSONAny(raw RawValue) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return nil, fmt.Errorf("protocol: json: %w", err)
+	}
+	if dec.More() || int(dec.InputOffset()) != len(bytes.TrimRight(raw, " \t\r\n")) {
+		return nil, errors.New("protocol: json: trailing data after value")
+	}
+	return jsonNumbers(x), nil
+}
+
+// plainJSONString decodes raw when it is a JSON string that needs no
+// unescaping: quotes around valid UTF-8 without a quote, a backslash or a
+// control character. It reports false for anything else, which the
+// general decoder then handles (or refuses).
+func plainJSONString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	for _, c := range inner {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(inner) {
+		return "", false
+	}
+	return string(inner), true
 }
 
 // jsonNumbers replaces json.Number values with int64 (integers that fit) or

@@ -75,7 +75,7 @@ fuzz_targets="
 actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecords
 auth:FuzzHS256
 backplane/redis:FuzzParseConnectionString
-protocol:FuzzParseJSON protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
+protocol:FuzzParseJSON protocol:FuzzUnmarshalJSONArgument protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
 internal/conn:FuzzStatefulFrames internal/conn:FuzzRestoreStateful
 service:FuzzServiceConnectionString service:FuzzRESTRoute service:FuzzRESTBody service:FuzzServiceCommand service:FuzzUpstreamResult service:FuzzAccessToken
 cmd/loadgen:FuzzBacklogParse

@@ -56,6 +56,13 @@ type frameWriter struct {
 	hdr         [14]byte
 	hdrN        int
 	payloadLeft uint64
+
+	// One raw write's argument and results, under mu: rawWrite is made
+	// once, so a write allocates no closure.
+	rawBuf   []byte
+	rawN     int
+	rawErr   error
+	rawWrite func(fd uintptr) bool
 }
 
 var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBufferSize); return &b }}
@@ -67,6 +74,7 @@ func newFrameWriter(conn net.Conn) *frameWriter {
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			w.raw = raw
+			w.rawWrite = w.writeFD
 		}
 	}
 	return w
@@ -153,18 +161,12 @@ func (w *frameWriter) writeNow(p []byte) (int, error) {
 }
 
 // tryWrite makes one write system call that does not wait: it returns how
-// much of b the socket took (0 when its buffer is full).
+// much of b the socket took (0 when its buffer is full). w.mu is held.
 func (w *frameWriter) tryWrite(b []byte) (int, error) {
-	var n int
-	var werr error
-	err := w.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
-				return true // done, whatever happened: never wait for writability
-			}
-		}
-	})
+	w.rawBuf = b
+	err := w.raw.Write(w.rawWrite)
+	n, werr := w.rawN, w.rawErr
+	w.rawBuf, w.rawN, w.rawErr = nil, 0, nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -174,6 +176,17 @@ func (w *frameWriter) tryWrite(b []byte) (int, error) {
 		return 0, werr
 	}
 	return max(n, 0), nil
+}
+
+// writeFD is tryWrite's raw write: one write of rawBuf to fd, repeated
+// only when interrupted, never waiting for writability.
+func (w *frameWriter) writeFD(fd uintptr) bool {
+	for {
+		w.rawN, w.rawErr = syscall.Write(int(fd), w.rawBuf)
+		if w.rawErr != syscall.EINTR {
+			return true
+		}
+	}
 }
 
 // spilled reports whether bytes wait for a flush.
