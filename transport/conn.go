@@ -70,7 +70,10 @@ type tryWSSocket struct{ wsSocket }
 // TryWriteFrame writes frame as far as the socket takes it at once; the
 // rest waits in the frameWriter for Flush or the next WriteFrame.
 func (w tryWSSocket) TryWriteFrame(frame []byte) (complete bool, err error) {
-	err = w.ws.Write(context.Background(), w.typ, frame)
+	handled, err := w.fw.writeDataFrame(byte(w.typ), frame)
+	if !handled {
+		err = w.ws.Write(context.Background(), w.typ, frame)
+	}
 	return !w.fw.spilled(), err
 }
 

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
@@ -56,6 +57,8 @@ type frameWriter struct {
 	hdr         [14]byte
 	hdrN        int
 	payloadLeft uint64
+
+	closing bool // a Close frame has been started: no data frame may follow
 
 	// One raw write's argument and results, under mu: rawWrite is made
 	// once, so a write allocates no closure.
@@ -212,6 +215,58 @@ func (w *frameWriter) flushLocked() error {
 	return err
 }
 
+// opClose is the WebSocket opcode of a Close frame.
+const opClose = 0x8
+
+// errClosing refuses a data frame after the Close frame.
+var errClosing = errors.New("transport: the WebSocket is closing: a Close frame was sent")
+
+// frameBuffers hold a whole frame built by writeDataFrame for its one write.
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeDataFrame writes payload as one whole, unmasked, final frame of
+// opcode op (text or binary) without waiting for the client, like Write in
+// try mode: what the socket does not take is spilled. It passes coder/
+// websocket by, saving its locks and buffer copies, so it acts only at a
+// frame boundary: handled is false (and nothing is written) when try is not
+// set, a blocking write is under way, or part of one of coder/websocket's
+// frames is held; the caller then writes through coder/websocket. After a
+// Close frame it refuses with errClosing, as coder/websocket would.
+func (w *frameWriter) writeDataFrame(op byte, payload []byte) (handled bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.raw == nil || !w.try.Load() || w.blocking.Load() || w.held != nil || w.inPayload || w.hdrN != 0 {
+		return false, nil
+	}
+	if w.closing {
+		return true, errClosing
+	}
+	bp := frameBuffers.Get().(*[]byte)
+	frame := appendFrameHeader((*bp)[:0], op, len(payload))
+	frame = append(frame, payload...)
+	w.op = op
+	_, err = w.writeNow(frame)
+	if cap(frame) <= 64<<10 {
+		*bp = frame[:0]
+		frameBuffers.Put(bp)
+	}
+	return true, err
+}
+
+// appendFrameHeader appends the header of a final, unmasked frame of
+// opcode op carrying n payload bytes (RFC 6455 section 5.2).
+func appendFrameHeader(dst []byte, op byte, n int) []byte {
+	dst = append(dst, 0x80|op)
+	switch {
+	case n <= 125:
+		return append(dst, byte(n))
+	case n <= 0xffff:
+		return append(dst, 126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
+}
+
 // isControl reports whether a WebSocket opcode is a control frame's.
 func isControl(op byte) bool { return op&0x8 != 0 }
 
@@ -241,6 +296,9 @@ func (w *frameWriter) endsFrame(p []byte) bool {
 		}
 		if w.hdrN == 0 {
 			w.op = p[0] & 0x0f
+			if w.op == opClose {
+				w.closing = true
+			}
 		}
 		w.hdr[w.hdrN] = p[0]
 		w.hdrN++

@@ -657,3 +657,74 @@ func TestTrySocketOverWebSocket(t *testing.T) {
 		}
 	}
 }
+
+// writeData writes payload with writeDataFrame (coder/websocket passed by),
+// without waiting for the client, and adds the frame to what the client
+// must receive; it reports whether writeDataFrame took it.
+func (p *tryPair) writeData(t *testing.T, opcode byte, payload []byte) bool {
+	t.Helper()
+	var handled bool
+	p.withoutWaiting(t, fmt.Sprintf("a direct write of a %d-byte frame", len(payload)), func() error {
+		var err error
+		handled, err = p.fw.writeDataFrame(opcode, payload)
+		return err
+	})
+	if handled {
+		p.want = append(p.want, append(frameHeader(opcode, len(payload), false), payload...)...)
+	}
+	return handled
+}
+
+// A whole frame written past coder/websocket has the header RFC 6455 gives
+// its length at every size class (7-bit, 16-bit, 64-bit), mixes with
+// frames written through the bufio.Writer in order, and still spills
+// without waiting once the client stops reading; flush delivers all.
+func TestWriteDataFrameAtEverySizeAndAfterASpill(t *testing.T) {
+	p := newTryPair(t)
+	for i, n := range []int{0, 1, 125, 126, 127, 65535, 65536, 70000} {
+		if !p.writeData(t, 0x1, tryPayload(i, n)) {
+			t.Fatalf("writeDataFrame did not take a %d-byte frame at a frame boundary", n)
+		}
+		p.tryFrame(t, 0x2, tryPayload(i+100, 300)) // through bufio: held, then whole
+	}
+	if !p.fw.spilled() {
+		t.Fatal("no spill after ~270 KiB to a client that does not read")
+	}
+	if !p.writeData(t, 0x2, tryPayload(7, 10)) {
+		t.Fatal("writeDataFrame did not take a frame behind a spill")
+	}
+	p.flushToReader(t)
+}
+
+// While part of one of coder/websocket's frames is held, writeDataFrame
+// leaves the write to coder/websocket (a frame of its own there would cut
+// that frame in two); once the frame is complete it writes again. After a
+// Close frame it refuses, as coder/websocket does.
+func TestWriteDataFrameOnlyAtAFrameBoundaryAndNotAfterClose(t *testing.T) {
+	p := newTryPair(t)
+	frame := append(frameHeader(0x2, 1000, false), tryPayload(1, 1000)...)
+	p.withoutWaiting(t, "writing a frame's first part", func() error {
+		_, err := p.fw.Write(frame[:100])
+		return err
+	})
+	if p.writeData(t, 0x1, []byte("x")) {
+		t.Fatal("writeDataFrame wrote while part of a frame was held")
+	}
+	p.withoutWaiting(t, "writing the frame's rest", func() error {
+		_, err := p.fw.Write(frame[100:])
+		return err
+	})
+	p.want = append(p.want, frame...)
+	if !p.writeData(t, 0x1, []byte("after")) {
+		t.Fatal("writeDataFrame did not write at the boundary after the held frame")
+	}
+	p.tryFrame(t, opClose, []byte{0x03, 0xe8})
+	p.withoutWaiting(t, "a direct write after Close", func() error {
+		handled, err := p.fw.writeDataFrame(0x1, []byte("late"))
+		if !handled || !errors.Is(err, errClosing) {
+			return fmt.Errorf("writeDataFrame after a Close frame: handled %v, %v; want errClosing", handled, err)
+		}
+		return nil
+	})
+	p.flushToReader(t)
+}
