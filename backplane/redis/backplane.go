@@ -105,15 +105,9 @@ const (
 	modeClassic
 )
 
-// channelBuffer sizes each subscription's go-redis Go channel.
-const channelBuffer = 4096
-
-// noDrop is the go-redis channel send timeout: go-redis drops a message when
-// its Go channel stays full that long. It is effectively never, so a slow
-// Handler pushes back on the socket until Redis disconnects the subscriber
-// (client-output-buffer-limit pubsub), which is detected and reported as a
-// gap rather than lost silently.
-const noDrop = 100 * 365 * 24 * time.Hour
+// reconnectPause is how long a subscription reader waits after its second
+// failed read in a row before it reads (and so reconnects) again.
+const reconnectPause = 100 * time.Millisecond
 
 // Backplane is a backplane.Backplane.
 var _ backplane.Backplane = (*Backplane)(nil)

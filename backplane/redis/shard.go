@@ -2,6 +2,7 @@ package redisbp
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"strconv"
@@ -35,7 +36,6 @@ type shard struct {
 	mu         sync.Mutex
 	closed     bool
 	ps         *redis.PubSub
-	ch         <-chan any
 	readerDone chan struct{}
 	desired    map[string]struct{}        // logical names wanted
 	confirmed  map[string]struct{}        // Redis names confirmed on the current connection
@@ -94,25 +94,17 @@ func (s *shard) startLocked(ctx context.Context, replaced bool) error {
 		ps = s.b.client.Subscribe(ctx, s.probe)
 		err = ps.Subscribe(ctx, names...)
 	}
-	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(channelBuffer), redis.WithChannelSendTimeout(noDrop))
 	done := make(chan struct{})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		_ = ps.Close()
-		go drain(ch)
 		return backplane.ErrClosed
 	}
-	s.ps, s.ch, s.readerDone = ps, ch, done
+	s.ps, s.readerDone = ps, done
 	s.b.wg.Add(1)
-	go s.read(ch, replaced, done)
+	go s.read(ps, replaced, done)
 	return err
-}
-
-// drain empties ch until go-redis closes it, so its goroutine can exit.
-func drain(ch <-chan any) {
-	for range ch {
-	}
 }
 
 // subscribe adds channels to s and sends one subscribe command for those
@@ -227,9 +219,12 @@ func (s *shard) close() {
 // read is the reader goroutine of one PubSub: it turns confirmations into
 // gap detection and Subscribe wake-ups, probes into probe accounting, and
 // messages into Handler calls (serialized with every other reader by
-// Backplane.dmu). It runs until go-redis closes ch, so go-redis' own
-// goroutine is never left blocked on a full channel.
-func (s *shard) read(ch <-chan any, replaced bool, done chan struct{}) {
+// Backplane.dmu). It reads the connection itself (go-redis' Channel would
+// add a goroutine, and a wake-up of its health checker, per message; the
+// probes are this backplane's health check) and runs until the PubSub is
+// closed. A slow Handler pushes back on the socket until Redis disconnects
+// the subscriber (client-output-buffer-limit pubsub), which shows as a gap.
+func (s *shard) read(ps *redis.PubSub, replaced bool, done chan struct{}) {
 	defer s.b.wg.Done()
 	defer close(done)
 	// count is the number of subscriptions on the connection as Redis last
@@ -240,13 +235,25 @@ func (s *shard) read(ch <-chan any, replaced bool, done chan struct{}) {
 	if replaced {
 		count = 1
 	}
+	failures := 0
 	for {
 		s.idle.Store(true)
-		item, ok := <-ch
+		item, err := ps.Receive(context.Background())
 		s.idle.Store(false)
-		if !ok {
-			return
+		if err != nil {
+			if errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			// The next Receive reconnects and resubscribes; as go-redis'
+			// own reader does, a second failure in a row waits a little
+			// first, so a Redis that is down is not dialled in a loop.
+			failures++
+			if failures > 1 {
+				time.Sleep(reconnectPause)
+			}
+			continue
 		}
+		failures = 0
 		switch m := item.(type) {
 		case *redis.Subscription:
 			switch m.Kind {
@@ -334,7 +341,7 @@ func (s *shard) deaf(now time.Time, timeout time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ps != nil && s.recvSeq < s.sentSeq && now.Sub(s.unanswered) > timeout &&
-		s.idle.Load() && len(s.ch) == 0
+		s.idle.Load()
 }
 
 // restoredSince reports whether every desired channel is confirmed on the
