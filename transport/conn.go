@@ -18,6 +18,7 @@ import (
 
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/internal/metrics"
 	"github.com/hubfabric/hubfabric/internal/seam"
 	"github.com/hubfabric/hubfabric/protocol"
 )
@@ -384,26 +385,84 @@ func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire
 // resumeOnly set, the client must be resuming (Sequence first) a
 // connection that it takes over, or it is closed with resumeOnly as the
 // reason (its token is expired or used).
+//
+// The setup (handshake, the hub's connect, a take-over) runs on a
+// goroutine of its own, waited for here, that ends with it: its call
+// chains are deep, and a goroutine's stack keeps the size it grew to.
+// This goroutine, which then spends the connection's life blocked in a
+// read, keeps the small stack the read loop needs (memory per idle
+// connection).
 func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) {
+	var set *connSetup
+	ready := make(chan struct{})
+	go func() {
+		defer close(ready)
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("connection setup panicked; closing it", "conn_id", connID, "panic", p, "stack", string(debug.Stack()))
+				ws.CloseNow()
+				set = nil
+			}
+		}()
+		set = s.setupConnection(ctx, ws, fw, hub, connID, identity, r, resumeOnly)
+	}()
+	<-ready
+	if set == nil {
+		return // refused, taken over, or ended during setup: all done there
+	}
+	c := set.c
+	if set.stats != nil {
+		set.stats.Connections.Add(1)
+		defer set.stats.Connections.Add(-1)
+	}
+	if s.isStopping() {
+		// Shutdown began while this connection was being set up.
+		c.Close("Server is shutting down.", true)
+	}
+	if set.st != nil {
+		endStateful(c, s.runStateful(ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
+		c.Wait()
+		return
+	}
+	c.End(s.readLoop(ws, c, set.session, set.rest, set.rd))
+	c.Wait()
+}
+
+// connSetup is what setupConnection hands to the connection's reader.
+type connSetup struct {
+	c        *conn.Conn
+	session  Session
+	stats    *metrics.Conn
+	st       *conn.Stateful // stateful reconnect (stateful.go); nil otherwise
+	sockType websocket.MessageType
+	token    string
+	rest     []byte    // bytes after the handshake
+	rd       io.Reader // the rest of the handshake's frame, or nil
+}
+
+// setupConnection reads the handshake and opens the connection; it returns
+// nil when the connection ended there (refused, taken over, or closed by
+// the client), with everything done.
+func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) *connSetup {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
-		return
+		return nil
 	}
 	if resumeOnly != nil && !errors.Is(err, errSequenceFirst) {
 		log.Info("connection refused: its token admits only a stateful reconnect, and it did not resume", "reason", resumeOnly.Error(), "err", err)
 		_ = ws.Close(websocket.StatusPolicyViolation, resumeOnly.Error())
-		return
+		return nil
 	}
+	token := r.URL.Query().Get("id")
 	if errors.Is(err, errSequenceFirst) {
-		token := r.URL.Query().Get("id")
 		if s.opts.TakeOver != nil && s.opts.StatefulReconnect && isStateful(token) {
 			s.takeOver(ctx, ws, hub, connID, identity, token, rest, rd, log)
-			return
+			return nil
 		}
 		log.Info("stateful reconnect refused: the connection is not on this node", "reason", errSequenceFirst.Error())
 		_ = ws.Close(websocket.StatusPolicyViolation, errSequenceFirst.Error())
-		return
+		return nil
 	}
 	if err != nil {
 		var he *handshakeErr
@@ -413,35 +472,33 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *fram
 			_ = ws.Write(wctx, websocket.MessageText, protocol.AppendHandshakeResponse(nil, he.wire))
 			wcancel()
 			_ = ws.Close(websocket.StatusNormalClosure, "")
-			return
+			return nil
 		}
 		log.Debug("connection ended during handshake", "err", err)
 		ws.CloseNow()
-		return
+		return nil
 	}
+	set := &connSetup{sockType: websocket.MessageText, token: token, rest: rest, rd: rd, stats: s.opts.Stats[hub]}
 	sock := wsSocket{ws: ws, typ: websocket.MessageText, fw: fw}
 	if p.TransferFormat() == protocol.TransferBinary {
 		sock.typ = websocket.MessageBinary
+		set.sockType = websocket.MessageBinary
 	}
 	var out conn.Socket
-	var st *conn.Stateful // stateful reconnect (stateful.go)
-	token := r.URL.Query().Get("id")
 	if s.statefulConnection(token, version) {
-		st = conn.NewStateful(p, s.opts.StatefulReconnectBufferSize, sock)
-		out = st
+		set.st = conn.NewStateful(p, s.opts.StatefulReconnectBufferSize, sock)
+		out = set.st
 	} else {
 		out = sock.withTryWrite()
 	}
-	var session Session
-	stats := s.opts.Stats[hub]
 	c, err := conn.Open(ctx, out, conn.Options{
 		ID: connID, Protocol: p, MaxOutboundBytes: s.opts.MaxOutboundBytes,
 		KeepAlive: s.opts.KeepAliveInterval, ClientTimeout: s.opts.ClientTimeout,
-		Runtime: seam.Real{}, Logger: log, Stats: stats,
+		Runtime: seam.Real{}, Logger: log, Stats: set.stats,
 	}, func(ctx context.Context, c *conn.Conn) (conn.Session, error) {
 		var err error
-		session, err = s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
-		return session, err
+		set.session, err = s.opts.Connect(ctx, ConnectRequest{Hub: hub, ConnectionID: connID, Identity: identity, Protocol: p, Conn: c, Request: r})
+		return set.session, err
 	})
 	if err != nil {
 		if c != nil {
@@ -449,23 +506,10 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *fram
 		} else {
 			ws.CloseNow()
 		}
-		return
+		return nil
 	}
-	if stats != nil {
-		stats.Connections.Add(1)
-		defer stats.Connections.Add(-1)
-	}
-	if s.isStopping() {
-		// Shutdown began while this connection was being set up.
-		c.Close("Server is shutting down.", true)
-	}
-	if st != nil {
-		endStateful(c, s.runStateful(ws, sock.typ, c, st, session, token, rest, rd))
-		c.Wait()
-		return
-	}
-	c.End(s.readLoop(ws, c, session, rest, rd))
-	c.Wait()
+	set.c = c
+	return set
 }
 
 // readLoop reads frames until the connection ends, parses the records and
