@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -50,11 +51,30 @@ func endReason(t *testing.T, c *rawConn) string {
 // since the drop).
 func resume(t *testing.T, tn *testNode, p protocol.HubProtocol, token string, n int) []string {
 	t.Helper()
-	c := reattach(t, tn, p, token)
+	c := reattachWhenFree(t, tn, p, token)
 	c.send(&protocol.Sequence{SequenceID: 1})
 	c.send(&protocol.Invocation{InvocationID: "r", Target: "Record", Arguments: []any{n}})
 	r := &statefulReader{c: c}
 	return r.untilCompletion("Record after the resume")
+}
+
+// reattachWhenFree reattaches as reattach does, dialling again while tn
+// answers 409: a node lets a dropped socket's token go only once it has
+// noticed the drop, which a loaded machine may delay past the client's
+// reconnect (a SignalR client retries too). Bounded by 10 s.
+func reattachWhenFree(t *testing.T, tn *testNode, p protocol.HubProtocol, token string) *rawConn {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, resp, err := dialRaw(t, tn.url, "s", "id="+token, nil)
+		if err == nil {
+			c.proto = p
+			return c
+		}
+		if resp == nil || resp.StatusCode != http.StatusConflict || time.Now().After(deadline) {
+			t.Fatalf("reattach: %v", err)
+		}
+	}
 }
 
 // dropWithPending connects a stateful client to tn, drops its socket, and
@@ -95,8 +115,11 @@ func TestHandOverRefused(t *testing.T) {
 		<-h.gone
 		c2 := reattach(t, nodes[1], p, token)
 		c2.send(&protocol.Sequence{SequenceID: 1})
-		if why := endReason(t, c2); !strings.Contains(why, "no node has connection") {
-			t.Fatalf("the resume ended with %q, want that no node has the connection", why)
+		// OnDisconnected runs just before the old node forgets the
+		// connection: in that moment it answers that the connection is
+		// closing, which refuses the move as well.
+		if why := endReason(t, c2); !strings.Contains(why, "no node has connection") && !strings.Contains(why, "the connection is closing") {
+			t.Fatalf("the resume ended with %q, want that no node has the connection (or that it is closing)", why)
 		}
 		// The node goes on serving others.
 		other, _, _ := dialStateful(t, nodes[1], p)
