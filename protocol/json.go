@@ -557,24 +557,21 @@ func decodeJSONAny(raw RawValue) (any, error) {
 	return jsonNumbers(x), nil
 }
 
-// plainJSONString decodes raw when it is a JSON string that needs no
-// unescaping: quotes around valid UTF-8 without a quote, a backslash or a
-// control character. It reports false for anything else, which the
-// general decoder then handles (or refuses).
+// plainJSONString decodes raw when it is one JSON string without escapes:
+// quotes around bytes that hold no quote, backslash or control character.
+// It reports false for anything else, which the general decoder then
+// handles (or refuses). The decoding is jsonDecodeString's.
 func plainJSONString(raw []byte) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return "", false
 	}
-	inner := raw[1 : len(raw)-1]
-	for _, c := range inner {
+	for _, c := range raw[1 : len(raw)-1] {
 		if c < 0x20 || c == '"' || c == '\\' {
 			return "", false
 		}
 	}
-	if !utf8.Valid(inner) {
-		return "", false
-	}
-	return string(inner), true
+	s, err := jsonDecodeString(raw, false)
+	return s, err == nil
 }
 
 // jsonNumbers replaces json.Number values with int64 (integers that fit) or

@@ -71,10 +71,12 @@ type tryWSSocket struct{ wsSocket }
 // TryWriteFrame writes frame as far as the socket takes it at once; the
 // rest waits in the frameWriter for Flush or the next WriteFrame.
 func (w tryWSSocket) TryWriteFrame(frame []byte) (complete bool, err error) {
-	handled, err := w.fw.writeDataFrame(byte(w.typ), frame)
-	if !handled {
-		err = w.ws.Write(context.Background(), w.typ, frame)
+	// coder/websocket's MessageText and MessageBinary are the opcodes.
+	handled, complete, err := w.fw.writeDataFrame(byte(w.typ), frame)
+	if handled {
+		return complete, err
 	}
+	err = w.ws.Write(context.Background(), w.typ, frame)
 	return !w.fw.spilled(), err
 }
 
@@ -166,12 +168,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		}
 		// net/http recovered panics in the handler; this goroutine does the
 		// same so one faulty connection cannot take the node down.
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("connection panicked; closing it", "conn_id", connID, "panic", p, "stack", string(debug.Stack()))
-				ws.CloseNow()
-			}
-		}()
+		defer s.closeOnPanic(connID, ws)
 		s.runConnection(ctx, ws, accepted.fw, hub, connID, identity, r, resumeOnly)
 	}()
 }
@@ -397,13 +394,7 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *fram
 	ready := make(chan struct{})
 	go func() {
 		defer close(ready)
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("connection setup panicked; closing it", "conn_id", connID, "panic", p, "stack", string(debug.Stack()))
-				ws.CloseNow()
-				set = nil
-			}
-		}()
+		defer s.closeOnPanic(connID, ws) // set stays nil
 		set = s.setupConnection(ctx, ws, fw, hub, connID, identity, r, resumeOnly)
 	}()
 	<-ready
@@ -426,6 +417,16 @@ func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *fram
 	}
 	c.End(s.readLoop(ws, c, set.session, set.rest, set.rd))
 	c.Wait()
+}
+
+// closeOnPanic, deferred on a connection's goroutines, recovers a panic,
+// logs it with its stack and closes the socket, so one faulty connection
+// cannot take the node down.
+func (s *Server) closeOnPanic(connID string, ws *websocket.Conn) {
+	if p := recover(); p != nil {
+		s.log.Error("connection panicked; closing it", "conn_id", connID, "panic", p, "stack", string(debug.Stack()))
+		ws.CloseNow()
+	}
 }
 
 // connSetup is what setupConnection hands to the connection's reader.

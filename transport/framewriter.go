@@ -232,14 +232,15 @@ var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return
 // set, a blocking write is under way, or part of one of coder/websocket's
 // frames is held; the caller then writes through coder/websocket. After a
 // Close frame it refuses with errClosing, as coder/websocket would.
-func (w *frameWriter) writeDataFrame(op byte, payload []byte) (handled bool, err error) {
+// complete is false when bytes were spilled (this frame's or earlier ones).
+func (w *frameWriter) writeDataFrame(op byte, payload []byte) (handled, complete bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.raw == nil || !w.try.Load() || w.blocking.Load() || w.held != nil || w.inPayload || w.hdrN != 0 {
-		return false, nil
+		return false, false, nil
 	}
 	if w.closing {
-		return true, errClosing
+		return true, len(w.spill) == 0, errClosing
 	}
 	bp := frameBuffers.Get().(*[]byte)
 	frame := appendFrameHeader((*bp)[:0], op, len(payload))
@@ -250,7 +251,7 @@ func (w *frameWriter) writeDataFrame(op byte, payload []byte) (handled bool, err
 		*bp = frame[:0]
 		frameBuffers.Put(bp)
 	}
-	return true, err
+	return true, len(w.spill) == 0, err
 }
 
 // appendFrameHeader appends the header of a final, unmasked frame of

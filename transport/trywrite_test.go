@@ -660,13 +660,18 @@ func TestTrySocketOverWebSocket(t *testing.T) {
 
 // writeData writes payload with writeDataFrame (coder/websocket passed by),
 // without waiting for the client, and adds the frame to what the client
-// must receive; it reports whether writeDataFrame took it.
+// must receive; it reports whether writeDataFrame took it, and fails the
+// test when its complete does not say whether bytes were spilled.
 func (p *tryPair) writeData(t *testing.T, opcode byte, payload []byte) bool {
 	t.Helper()
 	var handled bool
 	p.withoutWaiting(t, fmt.Sprintf("a direct write of a %d-byte frame", len(payload)), func() error {
+		var complete bool
 		var err error
-		handled, err = p.fw.writeDataFrame(opcode, payload)
+		handled, complete, err = p.fw.writeDataFrame(opcode, payload)
+		if spilled := spilledBytes(p.fw) > 0; err == nil && handled && complete == spilled {
+			return fmt.Errorf("writeDataFrame reported complete %v with %d bytes spilled", complete, spilledBytes(p.fw))
+		}
 		return err
 	})
 	if handled {
@@ -720,7 +725,7 @@ func TestWriteDataFrameOnlyAtAFrameBoundaryAndNotAfterClose(t *testing.T) {
 	}
 	p.tryFrame(t, opClose, []byte{0x03, 0xe8})
 	p.withoutWaiting(t, "a direct write after Close", func() error {
-		handled, err := p.fw.writeDataFrame(0x1, []byte("late"))
+		handled, _, err := p.fw.writeDataFrame(0x1, []byte("late"))
 		if !handled || !errors.Is(err, errClosing) {
 			return fmt.Errorf("writeDataFrame after a Close frame: handled %v, %v; want errClosing", handled, err)
 		}
