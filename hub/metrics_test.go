@@ -151,6 +151,16 @@ func TestMetricsCountWhatTheNodeDoes(t *testing.T) {
 	if inv, ok := b.next().(*protocol.Invocation); !ok || inv.Target != "shout" {
 		t.Fatalf("b got %#v, want the shout", inv)
 	}
+	// A call is counted after its Completion went out; a client's next
+	// call starts only once the previous one returned (one at a time, by
+	// default), so one more round trip each proves every call above was
+	// counted. Join is not among the counts checked.
+	if c := mInvoke(t, a, "6", "Join", "room"); c.Error != "" {
+		t.Fatal(c.Error)
+	}
+	if c := mInvoke(t, b, "2", "Join", "room"); c.Error != "" {
+		t.Fatal(c.Error)
+	}
 
 	g := gather(t, reg)
 	g.want(t, 2, "hubfabric_connections", "hub", "chat", "transport", "websockets")
@@ -162,10 +172,10 @@ func TestMetricsCountWhatTheNodeDoes(t *testing.T) {
 	if h := g.metric(t, "hubfabric_invocation_duration_seconds", "hub", "chat", "method", "Echo", "outcome", "ok").GetHistogram(); h.GetSampleCount() != 2 || h.GetSampleSum() <= 0 {
 		t.Errorf("Echo duration histogram: count %d sum %v, want 2 samples > 0", h.GetSampleCount(), h.GetSampleSum())
 	}
-	// a sent 5 invocations, b 1; a got the handshake answer and 5
-	// Completions, b the answer, 1 Completion and the shout.
-	g.want(t, 6, "hubfabric_messages_received_total", "hub", "chat")
-	g.want(t, 6+3, "hubfabric_messages_sent_total", "hub", "chat")
+	// a sent 6 invocations, b 2; a got the handshake answer and 6
+	// Completions, b the answer, 2 Completions and the shout.
+	g.want(t, 8, "hubfabric_messages_received_total", "hub", "chat")
+	g.want(t, 7+4, "hubfabric_messages_sent_total", "hub", "chat")
 	g.want(t, 0, "hubfabric_slow_client_closes_total", "hub", "chat")
 	g.want(t, 1, "hubfabric_backplane_up")
 	g.want(t, 0, "hubfabric_backplane_gaps_total")
