@@ -8,8 +8,10 @@
 // subscription) and the non-blocking SendToGroup. Per connection it keeps
 // one goroutine blocked in Read, as coder/websocket requires. A SendToGroup
 // is published to Redis from that goroutine, already framed as the record
-// every member gets; one goroutine reads the subscription and writes each
-// record to each local member, one write per delivery. There are no actors,
+// every member gets; one goroutine reads the subscription, builds the
+// WebSocket frame once per message and writes the same bytes to each local
+// member's socket itself (past coder/websocket, which only reads), one
+// write system call per delivery. There are no actors,
 // no ordering or failure guarantees beyond Redis', no keep-alive pings, no
 // metrics and no limits: everything hubfabric adds costs on top of this.
 // -pprof serves net/http/pprof, as cmd/node's flag of that name does.
@@ -19,13 +21,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"log/slog"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // on http.DefaultServeMux, served only with -pprof
 	"os"
@@ -39,8 +44,39 @@ import (
 const rs = 0x1e // SignalR record separator
 
 type member struct {
-	ws *websocket.Conn
-	mu sync.Mutex // one writer at a time
+	ws  *websocket.Conn // reads only
+	raw net.Conn        // written directly, whole frames
+	mu  sync.Mutex      // one writer at a time
+}
+
+// hijackCapture hands coder/websocket the hijacked connection and keeps it,
+// so frames can be written past coder/websocket's writer.
+type hijackCapture struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := h.ResponseWriter.(http.Hijacker).Hijack()
+	h.conn = c
+	return c, brw, err
+}
+
+// textFrame is rec as one unmasked WebSocket text frame, as a server sends.
+func textFrame(rec []byte) []byte {
+	n := len(rec)
+	var f []byte
+	switch {
+	case n < 126:
+		f = append(make([]byte, 0, 2+n), 0x81, byte(n))
+	case n <= 0xffff:
+		f = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
+	default:
+		f = make([]byte, 10, 10+n)
+		f[0], f[1] = 0x81, 127
+		binary.BigEndian.PutUint64(f[2:], uint64(n))
+	}
+	return append(f, rec...)
 }
 
 type node struct {
@@ -93,12 +129,13 @@ type record struct {
 }
 
 func (n *node) serve(w http.ResponseWriter, r *http.Request) {
-	ws, err := websocket.Accept(w, r, nil)
+	hc := &hijackCapture{ResponseWriter: w}
+	ws, err := websocket.Accept(hc, r, nil)
 	if err != nil {
 		return
 	}
 	ws.SetReadLimit(1 << 16)
-	m := &member{ws: ws}
+	m := &member{ws: ws, raw: hc.conn}
 	ctx := context.Background()
 	defer n.leaveAll(m)
 	handshaken := false
@@ -116,7 +153,7 @@ func (n *node) serve(w http.ResponseWriter, r *http.Request) {
 			data = data[i+1:]
 			if !handshaken {
 				handshaken = true
-				if !m.write(ctx, []byte("{}\x1e")) {
+				if !m.write(textFrame([]byte("{}\x1e"))) {
 					return
 				}
 				continue
@@ -144,9 +181,9 @@ func (n *node) handle(ctx context.Context, m *member, rec []byte) bool {
 			return false
 		}
 		if err := n.join(ctx, m, g); err != nil {
-			return m.write(ctx, []byte(`{"type":3,"invocationId":"`+in.InvocationID+`","error":"join failed"}`+"\x1e"))
+			return m.write(textFrame([]byte(`{"type":3,"invocationId":"` + in.InvocationID + `","error":"join failed"}` + "\x1e")))
 		}
-		return m.write(ctx, []byte(`{"type":3,"invocationId":"`+in.InvocationID+`"}`+"\x1e"))
+		return m.write(textFrame([]byte(`{"type":3,"invocationId":"` + in.InvocationID + `"}` + "\x1e")))
 	case "SendToGroup":
 		var g string
 		if len(in.Arguments) != 3 || json.Unmarshal(in.Arguments[0], &g) != nil {
@@ -187,10 +224,12 @@ func (n *node) leaveAll(m *member) {
 	_ = m.ws.CloseNow()
 }
 
-func (m *member) write(ctx context.Context, b []byte) bool {
+// write writes one whole frame to the member's socket.
+func (m *member) write(frame []byte) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.ws.Write(ctx, websocket.MessageText, b) == nil
+	_, err := m.raw.Write(frame)
+	return err == nil
 }
 
 // fanOut reads the subscription and writes each record to each local member
@@ -214,9 +253,9 @@ func (n *node) fanOut() {
 			members = append(members, m)
 		}
 		n.mu.Unlock()
-		payload := []byte(pm.Payload)
+		frame := textFrame([]byte(pm.Payload))
 		for _, m := range members {
-			m.write(ctx, payload)
+			m.write(frame)
 		}
 	}
 }
