@@ -3,7 +3,6 @@ package hub_test
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -51,30 +50,11 @@ func endReason(t *testing.T, c *rawConn) string {
 // since the drop).
 func resume(t *testing.T, tn *testNode, p protocol.HubProtocol, token string, n int) []string {
 	t.Helper()
-	c := reattachWhenFree(t, tn, p, token)
+	c := reattach(t, tn, p, token)
 	c.send(&protocol.Sequence{SequenceID: 1})
 	c.send(&protocol.Invocation{InvocationID: "r", Target: "Record", Arguments: []any{n}})
 	r := &statefulReader{c: c}
 	return r.untilCompletion("Record after the resume")
-}
-
-// reattachWhenFree reattaches as reattach does, dialling again while tn
-// answers 409: a node lets a dropped socket's token go only once it has
-// noticed the drop, which a loaded machine may delay past the client's
-// reconnect (a SignalR client retries too). Bounded by 10 s.
-func reattachWhenFree(t *testing.T, tn *testNode, p protocol.HubProtocol, token string) *rawConn {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, resp, err := dialRaw(t, tn.url, "s", "id="+token, nil)
-		if err == nil {
-			c.proto = p
-			return c
-		}
-		if resp == nil || resp.StatusCode != http.StatusConflict || time.Now().After(deadline) {
-			t.Fatalf("reattach: %v", err)
-		}
-	}
 }
 
 // dropWithPending connects a stateful client to tn, drops its socket, and

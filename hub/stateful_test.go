@@ -95,15 +95,24 @@ func dialStateful(t testing.TB, tn *testNode, p protocol.HubProtocol) (*rawConn,
 	return c, nr.ConnectionToken, nr.ConnectionID
 }
 
-// reattach opens a new WebSocket with token (no handshake, as the official clients do).
+// reattach opens a new WebSocket with token (no handshake, as the official
+// clients do), dialling again while tn answers 409: a node lets a dropped
+// socket's token go only once it has noticed the drop, which a loaded
+// machine may delay past the client's reconnect (a SignalR client retries
+// too). Bounded by 10 s.
 func reattach(t testing.TB, tn *testNode, p protocol.HubProtocol, token string) *rawConn {
 	t.Helper()
-	c, _, err := dialRaw(t, tn.url, "s", "id="+token, nil)
-	if err != nil {
-		t.Fatalf("reattach: %v", err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, resp, err := dialRaw(t, tn.url, "s", "id="+token, nil)
+		if err == nil {
+			c.proto = p
+			return c
+		}
+		if resp == nil || resp.StatusCode != http.StatusConflict || time.Now().After(deadline) {
+			t.Fatalf("reattach: %v", err)
+		}
 	}
-	c.proto = p
-	return c
 }
 
 // describe renders the messages a client reads, Pings and Acks skipped.
