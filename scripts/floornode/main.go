@@ -62,19 +62,17 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, brw, err
 }
 
-// textFrame is rec as one unmasked WebSocket text frame, as a server sends.
+// textFrame is rec as one final, unmasked WebSocket text frame, as a
+// server sends (the same header as transport's appendFrameHeader).
 func textFrame(rec []byte) []byte {
-	n := len(rec)
-	var f []byte
-	switch {
-	case n < 126:
-		f = append(make([]byte, 0, 2+n), 0x81, byte(n))
+	f := make([]byte, 0, 10+len(rec))
+	switch n := len(rec); {
+	case n <= 125:
+		f = append(f, 0x81, byte(n))
 	case n <= 0xffff:
-		f = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
+		f = append(f, 0x81, 126, byte(n>>8), byte(n))
 	default:
-		f = make([]byte, 10, 10+n)
-		f[0], f[1] = 0x81, 127
-		binary.BigEndian.PutUint64(f[2:], uint64(n))
+		f = binary.BigEndian.AppendUint64(append(f, 0x81, 127), uint64(n))
 	}
 	return append(f, rec...)
 }
@@ -171,8 +169,11 @@ func (n *node) handle(ctx context.Context, m *member, rec []byte) bool {
 		return true
 	}
 	var in record
-	if err := json.Unmarshal(rec, &in); err != nil || in.Type != 1 {
-		return in.Type != 7
+	if err := json.Unmarshal(rec, &in); err != nil {
+		return false // not a record: the connection ends
+	}
+	if in.Type != 1 {
+		return in.Type != 7 // a Close ends it; other messages are ignored
 	}
 	switch in.Target {
 	case "JoinGroup":
@@ -240,7 +241,10 @@ func (n *node) fanOut() {
 	for {
 		msg, err := n.sub.Receive(ctx)
 		if err != nil {
-			continue
+			// A measuring stick fails loudly rather than retrying: a run
+			// whose subscription broke measures nothing.
+			slog.Error("subscription", "err", err)
+			os.Exit(1)
 		}
 		pm, ok := msg.(*redis.Message)
 		if !ok {
