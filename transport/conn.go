@@ -469,9 +469,8 @@ func (wc *wsConnection) run() {
 
 // waitLoop is the connection's goroutine while it is open: it waits for
 // the client's next bytes (readWaiter) and has them read on a goroutine
-// started for them (readFrames), which returns once the client has been
-// quiet for readLinger, so this goroutine's stack stays at the 2 KiB a
-// goroutine starts with. When
+// started for them (readFrames), which returns once it has caught up, so
+// this goroutine's stack stays at the 2 KiB a goroutine starts with. When
 // reading ends, so does the connection.
 func (wc *wsConnection) waitLoop() {
 	for {
@@ -484,8 +483,8 @@ func (wc *wsConnection) waitLoop() {
 	}
 }
 
-// readFrames reads the client's frames until the client has been quiet for
-// readLinger (or the connection ends) and sends the result to readDone; a panic closes the
+// readFrames reads the client's frames until it has caught up (or the
+// connection ends) and sends the result to readDone; a panic closes the
 // socket (closeOnPanic) and sends errReadPanicked.
 func (wc *wsConnection) readFrames() {
 	err := errReadPanicked
@@ -624,8 +623,7 @@ func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pen
 }
 
 // errCaughtUp ends frameReads.read when every byte the client sent was
-// read and it sent nothing more for readLinger: the connection's small
-// goroutine waits for more.
+// read: the reading goroutine waits for more.
 var errCaughtUp = errors.New("transport: caught up with the client")
 
 // errReadPanicked ends a connection whose frame reading panicked.
@@ -655,8 +653,7 @@ func newFrameReads(s *Server, ws *websocket.Conn, c *conn.Conn, session Session,
 }
 
 // read reads frames until the connection ends or, with a waiter, until a
-// frame ends with nothing more from the client for readLinger
-// (errCaughtUp).
+// frame ends with nothing more from the client buffered (errCaughtUp).
 func (fr *frameReads) read(waiter *readWaiter) error {
 	s, c := fr.s, fr.c
 	if fr.fromHandshake {
@@ -702,7 +699,7 @@ func (fr *frameReads) read(waiter *readWaiter) error {
 		if err != nil {
 			return err
 		}
-		if waiter != nil && waiter.idle() && !waiter.waitFor(readLinger) {
+		if waiter != nil && waiter.idle() {
 			return errCaughtUp
 		}
 	}

@@ -2,11 +2,8 @@ package transport
 
 import (
 	"bufio"
-	"errors"
 	"net"
-	"os"
 	"syscall"
-	"time"
 )
 
 // readWaiter lets a connection's reading goroutine wait for the client
@@ -16,16 +13,14 @@ import (
 // coder/websocket is deep enough to grow it past the 2 KiB it starts with.
 // So the reading goroutine only waits, here, for the client's next bytes,
 // and the frames are read on a goroutine started for them that ends once
-// the client has been quiet for readLinger (wsConnection.waitLoop): an idle
-// connection keeps a 2 KiB stack instead of 4 KiB or more, and a busy one
-// is read as if there were no waiter.
+// nothing is left to read (readLoop): an idle connection keeps a 2 KiB
+// stack instead of 4 KiB or more.
 //
 // A readWaiter is used by one goroutine at a time (the connection's
 // reader).
 type readWaiter struct {
 	br   *bufio.Reader   // coder/websocket reads the socket through it
-	conn net.Conn        // the socket under br
-	raw  syscall.RawConn // conn's descriptor
+	raw  syscall.RawConn // the socket under br
 	peek func(fd uintptr) bool
 	one  [1]byte
 }
@@ -42,7 +37,7 @@ func newReadWaiter(conn net.Conn, br *bufio.Reader) *readWaiter {
 	if err != nil {
 		return nil
 	}
-	w := &readWaiter{br: br, conn: conn, raw: raw}
+	w := &readWaiter{br: br, raw: raw}
 	w.peek = w.peekFD
 	return w
 }
@@ -56,29 +51,6 @@ func (w *readWaiter) idle() bool { return w.br.Buffered() == 0 }
 // the socket for br.
 func (w *readWaiter) wait() {
 	_ = w.raw.Read(w.peek)
-}
-
-// readLinger is how long the goroutine reading a connection's frames waits
-// for more once it has caught up, before it leaves the waiting to the
-// connection's small goroutine: a client sending more often than this is
-// read by one goroutine, as if there were no waiter; one quiet for longer
-// costs a goroutine start when it speaks again.
-const readLinger = time.Second
-
-// waitFor is wait bounded by d: it reports whether the socket became
-// readable (or closed, or failed) within d. A socket whose read deadline
-// cannot be set counts as readable.
-func (w *readWaiter) waitFor(d time.Duration) bool {
-	if w.conn.SetReadDeadline(time.Now().Add(d)) != nil {
-		return true
-	}
-	err := w.raw.Read(w.peek)
-	// Cleared before anything reads the socket: coder/websocket would take
-	// a read deadline's error as the connection's end.
-	if w.conn.SetReadDeadline(time.Time{}) != nil {
-		return true
-	}
-	return !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // peekFD looks at the socket without taking anything from it; it returns
