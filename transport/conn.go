@@ -159,13 +159,18 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	// writer, the handler goroutine's grown stack), which an open WebSocket
 	// does not need. The request itself stays readable; its context is
 	// replaced by one that keeps its values but is never cancelled.
-	wc := &wsConnection{s: s, ctx: context.WithoutCancel(r.Context()), ws: ws, fw: accepted.fw, waiter: accepted.waiter,
-		hub: hub, connID: connID, identity: identity, r: r, resumeOnly: resumeOnly}
-	if claimed {
-		wc.claimedToken = token
-	}
+	ctx := context.WithoutCancel(r.Context())
 	handedOff = true
-	go wc.run()
+	go func() {
+		defer s.active.Done()
+		if claimed {
+			defer s.tokens.release(token)
+		}
+		// net/http recovered panics in the handler; this goroutine does the
+		// same so one faulty connection cannot take the node down.
+		defer s.closeOnPanic(connID, ws)
+		s.runConnection(ctx, ws, accepted.fw, hub, connID, identity, r, resumeOnly)
+	}()
 }
 
 // readBufferSize is the size of the buffer coder/websocket reads frame
@@ -181,8 +186,7 @@ const readBufferSize = 512
 // writeBufferSize one over a frameWriter, which it keeps in fw.
 type smallBuffers struct {
 	http.ResponseWriter
-	fw     *frameWriter // set by Hijack
-	waiter *readWaiter  // set by Hijack; nil when the socket's descriptor is out of reach
+	fw *frameWriter // set by Hijack
 }
 
 // Unwrap lets http.ResponseController reach the wrapped writer.
@@ -204,9 +208,7 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	bw := bufio.NewWriterSize(w.fw, writeBufferSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
-		br := bufio.NewReaderSize(conn, readBufferSize)
-		w.waiter = newReadWaiter(conn, br)
-		return conn, bufio.NewReadWriter(br, bw), nil
+		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, readBufferSize), bw), nil
 	}
 	// Accept takes what is buffered and then reads the socket directly, so
 	// the early bytes must sit in the new reader's buffer, not behind it.
@@ -216,9 +218,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		conn.Close()
 		return nil, nil, fmt.Errorf("carrying over %d buffered bytes: %w", n, err)
 	}
-	// Once br has handed out the early bytes it reads the socket, so an
-	// empty br means the socket is where the next bytes come from.
-	w.waiter = newReadWaiter(conn, br)
 	return conn, bufio.NewReadWriter(br, bw), nil
 }
 
@@ -379,144 +378,45 @@ func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
 
 func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
 
-// wsConnection is an accepted WebSocket, served from its handshake to its
-// end on goroutines owned by the server (counted in s.active, which Wait
-// joins). The HTTP handler that accepted it has returned: net/http then
-// drops its per-request state (the request's buffers, the response writer,
-// the handler goroutine's grown stack), which an open WebSocket does not
-// need. The request itself stays readable; its context is replaced by one
-// that keeps its values but is never cancelled.
-type wsConnection struct {
-	s            *Server
-	ctx          context.Context
-	ws           *websocket.Conn
-	fw           *frameWriter
-	waiter       *readWaiter // nil: the connection is read on run's goroutine
-	hub, connID  string
-	identity     auth.Identity
-	r            *http.Request
-	resumeOnly   error  // set: the client must resume a connection it takes over (run)
-	claimedToken string // released when the connection ends; empty when none was claimed
-
-	// Set by run before waitLoop starts.
-	set      *connSetup
-	fr       *frameReads
-	read     func()     // readFrames, made once: starting it allocates nothing
-	readDone chan error // readFrames's result
-}
-
-// run serves the connection; with resumeOnly set, the client must be
-// resuming (Sequence first) a connection that it takes over, or it is
-// closed with resumeOnly as the reason (its token is expired or used).
+// runConnection serves a WebSocket from its handshake on; with
+// resumeOnly set, the client must be resuming (Sequence first) a
+// connection that it takes over, or it is closed with resumeOnly as the
+// reason (its token is expired or used).
 //
-// The setup (handshake, the hub's connect, a take-over), with its deep call
-// chains, runs here. When the connection has a readWaiter, its open life
-// then goes to waitLoop, on a goroutine of its own whose stack holds
-// nothing but the wait, and this one ends: a goroutine's stack keeps the
-// size it grew to, so the goroutine an idle connection keeps is one that
-// never grew (memory per idle connection). Otherwise the connection is
-// read, and ends, here.
-func (wc *wsConnection) run() {
-	handedToWaitLoop := false
-	defer func() {
-		if !handedToWaitLoop {
-			wc.release()
-		}
+// The setup (handshake, the hub's connect, a take-over) runs on a
+// goroutine of its own, waited for here, that ends with it: its call
+// chains are deep, and a goroutine's stack keeps the size it grew to.
+// This goroutine, which then spends the connection's life blocked in a
+// read, keeps the small stack the read loop needs (memory per idle
+// connection).
+func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) {
+	var set *connSetup
+	ready := make(chan struct{})
+	go func() {
+		defer close(ready)
+		defer s.closeOnPanic(connID, ws) // set stays nil
+		set = s.setupConnection(ctx, ws, fw, hub, connID, identity, r, resumeOnly)
 	}()
-	// net/http recovered panics in the handler; the connection's
-	// goroutines do the same so one faulty connection cannot take the node
-	// down.
-	defer wc.s.closeOnPanic(wc.connID, wc.ws)
-	s := wc.s
-	set := s.setupConnection(wc.ctx, wc.ws, wc.fw, wc.hub, wc.connID, wc.identity, wc.r, wc.resumeOnly)
+	<-ready
 	if set == nil {
 		return // refused, taken over, or ended during setup: all done there
 	}
-	wc.set = set
 	c := set.c
 	if set.stats != nil {
 		set.stats.Connections.Add(1)
+		defer set.stats.Connections.Add(-1)
 	}
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
 		c.Close("Server is shutting down.", true)
 	}
 	if set.st != nil {
-		endStateful(c, s.runStateful(wc.ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
-		wc.closed()
+		endStateful(c, s.runStateful(ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
+		c.Wait()
 		return
 	}
-	fr := newFrameReads(s, wc.ws, c, set.session, set.rest, set.rd)
-	set.rest, set.rd = nil, nil
-	if wc.waiter == nil {
-		c.End(fr.read(nil))
-		wc.closed()
-		return
-	}
-	if fr.fromHandshake || fr.rd != nil { // the handshake's frame left work
-		if err := fr.read(wc.waiter); err != errCaughtUp {
-			c.End(err)
-			wc.closed()
-			return
-		}
-	}
-	wc.fr = fr
-	wc.read = wc.readFrames
-	wc.readDone = make(chan error, 1)
-	handedToWaitLoop = true
-	go wc.waitLoop()
-}
-
-// waitLoop is the connection's goroutine while it is open: it waits for
-// the client's next bytes (readWaiter) and has them read on a goroutine
-// started for them (readFrames), which returns once it has caught up, so
-// this goroutine's stack stays at the 2 KiB a goroutine starts with. When
-// reading ends, so does the connection.
-func (wc *wsConnection) waitLoop() {
-	for {
-		wc.waiter.wait()
-		go wc.read()
-		if err := <-wc.readDone; err != errCaughtUp {
-			wc.end(err)
-			return
-		}
-	}
-}
-
-// readFrames reads the client's frames until it has caught up (or the
-// connection ends) and sends the result to readDone; a panic closes the
-// socket (closeOnPanic) and sends errReadPanicked.
-func (wc *wsConnection) readFrames() {
-	err := errReadPanicked
-	defer func() { wc.readDone <- err }()
-	defer wc.s.closeOnPanic(wc.connID, wc.ws)
-	err = wc.fr.read(wc.waiter)
-}
-
-// end ends the connection after its reading ended with err.
-func (wc *wsConnection) end(err error) {
-	defer wc.release()
-	defer wc.s.closeOnPanic(wc.connID, wc.ws)
-	wc.set.c.End(err)
-	wc.closed()
-}
-
-// closed waits for the ended connection to finish (its last writes, the
-// socket's close) and takes it off the count of open ones.
-func (wc *wsConnection) closed() {
-	wc.set.c.Wait()
-	if wc.set.stats != nil {
-		wc.set.stats.Connections.Add(-1)
-	}
-}
-
-// release gives back what serveConnect took for the connection: its
-// connection token and its place in s.active.
-func (wc *wsConnection) release() {
-	if wc.claimedToken != "" {
-		wc.s.tokens.release(wc.claimedToken)
-	}
-	wc.s.active.Done()
+	c.End(s.readLoop(ws, c, set.session, set.rest, set.rd))
+	c.Wait()
 }
 
 // closeOnPanic, deferred on a connection's goroutines, recovers a panic,
@@ -614,83 +514,45 @@ func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *fr
 }
 
 // readLoop reads frames until the connection ends, parses the records and
-// hands each message to the session, all on the calling goroutine. It
-// returns nil for a normal close. pending holds bytes that followed the
-// handshake, and rd, when not nil, is the rest of the frame the handshake
-// came in.
+// hands each message to the session. It returns nil for a normal close.
+// pending holds bytes that followed the handshake, and rd, when not nil,
+// is the rest of the frame the handshake came in.
 func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pending []byte, rd io.Reader) error {
-	return newFrameReads(s, ws, c, session, pending, rd).read(nil)
-}
-
-// errCaughtUp ends frameReads.read when every byte the client sent was
-// read: the reading goroutine waits for more.
-var errCaughtUp = errors.New("transport: caught up with the client")
-
-// errReadPanicked ends a connection whose frame reading panicked.
-var errReadPanicked = errors.New("transport: reading the connection's frames panicked")
-
-// frameReads is a connection's reading state between frames: the partial
-// record a frame ended with, and the rest of a frame not yet read. It is
-// used by one goroutine at a time.
-type frameReads struct {
-	s        *Server
-	ws       *websocket.Conn
-	c        *conn.Conn
-	session  Session
-	wantText bool
-	pending  []byte    // a partial record left at the end of a frame
-	rd       io.Reader // the rest of the current frame, or nil
-
-	fromHandshake bool // pending holds the bytes that followed the handshake, not yet delivered
-}
-
-// newFrameReads returns the reading state of a connection whose handshake
-// was followed by pending (bytes to deliver first) and rd (the rest of the
-// handshake's frame, or nil).
-func newFrameReads(s *Server, ws *websocket.Conn, c *conn.Conn, session Session, pending []byte, rd io.Reader) *frameReads {
-	return &frameReads{s: s, ws: ws, c: c, session: session, pending: pending, rd: rd,
-		wantText: c.Protocol().TransferFormat() == protocol.TransferText, fromHandshake: len(pending) > 0}
-}
-
-// read reads frames until the connection ends or, with a waiter, until a
-// frame ends with nothing more from the client buffered (errCaughtUp).
-func (fr *frameReads) read(waiter *readWaiter) error {
-	s, c := fr.s, fr.c
-	if fr.fromHandshake {
-		fr.fromHandshake = false
+	wantText := c.Protocol().TransferFormat() == protocol.TransferText
+	if len(pending) > 0 {
 		c.Received()
 		var err error
-		if fr.pending, err = s.deliver(c, fr.session, fr.pending); err != nil {
+		if pending, err = s.deliver(c, session, pending); err != nil {
 			return err
 		}
-		if len(fr.pending) == 0 {
-			fr.pending = nil // nothing left: let the handshake's bytes go
+		if len(pending) == 0 {
+			pending = nil // nothing left: let the handshake's bytes go
 		}
 	}
 	for {
-		if fr.rd == nil {
+		if rd == nil {
 			// No deadline context (see internal/conn outbound.writeLoop): closing the
 			// socket ends the read.
-			typ, r, err := fr.ws.Reader(context.Background())
+			typ, r, err := ws.Reader(context.Background())
 			if err != nil {
 				return readEndError(err)
 			}
-			if fr.wantText && typ == websocket.MessageBinary {
+			if wantText && typ == websocket.MessageBinary {
 				const msg = "Connection closed with an error: a binary frame was received on a JSON (text) connection."
 				c.Close(msg, false)
 				return errors.New(msg)
 			}
-			fr.rd = r
+			rd = r
 		}
 		// A frame is read into a pooled buffer, taken only once the frame
 		// has arrived, so an idle connection holds no read buffer; a
 		// partial record left at the end of a frame is kept in pending.
 		bp := readBuffers.Get().(*[]byte)
-		buf, err := s.readFrame(fr.rd, c, fr.session, append((*bp)[:0], fr.pending...))
-		fr.rd = nil
-		fr.pending = nil
+		buf, err := s.readFrame(rd, c, session, append((*bp)[:0], pending...))
+		rd = nil
+		pending = nil
 		if err == nil && len(buf) > 0 {
-			fr.pending = bytes.Clone(buf)
+			pending = bytes.Clone(buf)
 		}
 		if cap(buf) <= 64<<10 {
 			*bp = buf[:0]
@@ -698,9 +560,6 @@ func (fr *frameReads) read(waiter *readWaiter) error {
 		}
 		if err != nil {
 			return err
-		}
-		if waiter != nil && waiter.idle() {
-			return errCaughtUp
 		}
 	}
 }
