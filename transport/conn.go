@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -26,9 +27,10 @@ import (
 // wsSocket is a coder/websocket connection as the connection code's
 // Socket: one frame per message, of the connection's transfer format.
 type wsSocket struct {
-	ws  *websocket.Conn
-	typ websocket.MessageType
-	fw  *frameWriter // under ws's write buffer; nil when ws was not accepted with smallBuffers
+	ws     *websocket.Conn
+	typ    websocket.MessageType
+	fw     *frameWriter // under ws's write buffer; nil when ws was not accepted with smallBuffers
+	waiter *readWaiter  // the connection's; nil when it has none
 }
 
 // WriteFrame writes frame, waiting for the client as long as ctx allows.
@@ -43,6 +45,12 @@ func (w wsSocket) WriteFrame(ctx context.Context, frame []byte) error {
 // Close writes a Close frame (waiting for the client to take it), waits
 // for the client's answer and closes the socket.
 func (w wsSocket) Close() error {
+	if w.waiter != nil {
+		// coder/websocket reads the client's answer itself when no
+		// reader is in a read (a parked connection's is not).
+		w.waiter.gate.Lock()
+		defer w.waiter.gate.Unlock()
+	}
 	if w.fw != nil {
 		w.fw.blocking.Store(true)
 		defer w.fw.blocking.Store(false)
@@ -159,18 +167,16 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	// writer, the handler goroutine's grown stack), which an open WebSocket
 	// does not need. The request itself stays readable; its context is
 	// replaced by one that keeps its values but is never cancelled.
-	ctx := context.WithoutCancel(r.Context())
+	wc := &wsConnection{s: s, ctx: context.WithoutCancel(r.Context()), ws: ws, fw: accepted.fw, waiter: accepted.waiter,
+		hub: hub, connID: connID, identity: identity, r: r, resumeOnly: resumeOnly}
+	if claimed {
+		wc.claimedToken = token
+	}
+	if accepted.nc != nil {
+		accepted.nc.owner.Store(wc)
+	}
 	handedOff = true
-	go func() {
-		defer s.active.Done()
-		if claimed {
-			defer s.tokens.release(token)
-		}
-		// net/http recovered panics in the handler; this goroutine does the
-		// same so one faulty connection cannot take the node down.
-		defer s.closeOnPanic(connID, ws)
-		s.runConnection(ctx, ws, accepted.fw, hub, connID, identity, r, resumeOnly)
-	}()
+	go wc.run()
 }
 
 // readBufferSize is the size of the buffer coder/websocket reads frame
@@ -186,7 +192,39 @@ const readBufferSize = 512
 // writeBufferSize one over a frameWriter, which it keeps in fw.
 type smallBuffers struct {
 	http.ResponseWriter
-	fw *frameWriter // set by Hijack
+	fw     *frameWriter // set by Hijack
+	waiter *readWaiter  // set by Hijack; nil when the socket's descriptor is out of reach
+	nc     *watchedConn // set by Hijack with waiter: the socket as coder/websocket has it
+}
+
+// watchedConn is the socket coder/websocket is given for a connection
+// that can be parked (idlePoller): closing it here takes the socket out of
+// the epoll set without an event, so Close starts the parked connection's
+// reader, which then ends the connection.
+type watchedConn struct {
+	net.Conn
+	owner atomic.Pointer[wsConnection] // set once the connection exists
+}
+
+// Close closes the socket and, when its connection is parked, starts the
+// connection's reader.
+func (c *watchedConn) Close() error {
+	err := c.Conn.Close()
+	if wc := c.owner.Load(); wc != nil {
+		wc.closedLocally.Store(true)
+		wc.s.poller.unpark(wc)
+	}
+	return err
+}
+
+// watch returns conn as coder/websocket should have it: watched when it
+// has a waiter (it can be parked).
+func (w *smallBuffers) watch(conn net.Conn) net.Conn {
+	if w.waiter == nil {
+		return conn
+	}
+	w.nc = &watchedConn{Conn: conn}
+	return w.nc
 }
 
 // Unwrap lets http.ResponseController reach the wrapped writer.
@@ -208,7 +246,9 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	bw := bufio.NewWriterSize(w.fw, writeBufferSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
-		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, readBufferSize), bw), nil
+		br := bufio.NewReaderSize(conn, readBufferSize)
+		w.waiter = newReadWaiter(conn, br)
+		return w.watch(conn), bufio.NewReadWriter(br, bw), nil
 	}
 	// Accept takes what is buffered and then reads the socket directly, so
 	// the early bytes must sit in the new reader's buffer, not behind it.
@@ -218,7 +258,10 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		conn.Close()
 		return nil, nil, fmt.Errorf("carrying over %d buffered bytes: %w", n, err)
 	}
-	return conn, bufio.NewReadWriter(br, bw), nil
+	// Once br has handed out the early bytes it reads the socket, so an
+	// empty br means the socket is where the next bytes come from.
+	w.waiter = newReadWaiter(conn, br)
+	return w.watch(conn), bufio.NewReadWriter(br, bw), nil
 }
 
 func websocketRequested(r *http.Request) bool {
@@ -378,45 +421,137 @@ func (e *handshakeErr) Error() string { return "handshake failed: " + e.detail }
 
 func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire, detail: detail} }
 
-// runConnection serves a WebSocket from its handshake on; with
-// resumeOnly set, the client must be resuming (Sequence first) a
-// connection that it takes over, or it is closed with resumeOnly as the
-// reason (its token is expired or used).
+// wsConnection is an accepted WebSocket, served from its handshake to its
+// end on goroutines owned by the server (counted in s.active, which Wait
+// joins). The HTTP handler that accepted it has returned: net/http then
+// drops its per-request state (the request's buffers, the response writer,
+// the handler goroutine's grown stack), which an open WebSocket does not
+// need. The request itself stays readable; its context is replaced by one
+// that keeps its values but is never cancelled.
+type wsConnection struct {
+	s            *Server
+	ctx          context.Context
+	ws           *websocket.Conn
+	fw           *frameWriter
+	waiter       *readWaiter // nil: the connection is read on run's goroutine
+	hub, connID  string
+	identity     auth.Identity
+	r            *http.Request
+	resumeOnly   error  // set: the client must resume a connection it takes over (run)
+	claimedToken string // released when the connection ends; empty when none was claimed
+
+	set *connSetup  // set by run
+	fr  *frameReads // set by run; used by one reader at a time
+
+	// The connection's place in s.poller, under the poller's mu.
+	pollGen       uint64      // the epoll set its socket was added to (idlePoller.gen)
+	parkToken     uint64      // its last park
+	closedLocally atomic.Bool // its socket was closed here: it may not park
+}
+
+// run serves the connection; with resumeOnly set, the client must be
+// resuming (Sequence first) a connection that it takes over, or it is
+// closed with resumeOnly as the reason (its token is expired or used).
 //
-// The setup (handshake, the hub's connect, a take-over) runs on a
-// goroutine of its own, waited for here, that ends with it: its call
-// chains are deep, and a goroutine's stack keeps the size it grew to.
-// This goroutine, which then spends the connection's life blocked in a
-// read, keeps the small stack the read loop needs (memory per idle
-// connection).
-func (s *Server) runConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) {
-	var set *connSetup
-	ready := make(chan struct{})
-	go func() {
-		defer close(ready)
-		defer s.closeOnPanic(connID, ws) // set stays nil
-		set = s.setupConnection(ctx, ws, fw, hub, connID, identity, r, resumeOnly)
+// The setup (handshake, the hub's connect, a take-over) runs here, then
+// the reading (readFrames). A connection that has a readWaiter is not
+// read on one goroutine for its whole life: once its client is quiet it
+// parks in s.poller with no goroutine (memory per idle connection), and a
+// new reader starts when the client speaks again.
+func (wc *wsConnection) run() {
+	reading := false
+	defer func() {
+		if !reading {
+			wc.release()
+		}
 	}()
-	<-ready
+	// net/http recovered panics in the handler; the connection's
+	// goroutines do the same so one faulty connection cannot take the node
+	// down.
+	defer wc.s.closeOnPanic(wc.connID, wc.ws)
+	s := wc.s
+	set := s.setupConnection(wc.ctx, wc.ws, wc.fw, wc.waiter, wc.hub, wc.connID, wc.identity, wc.r, wc.resumeOnly)
 	if set == nil {
 		return // refused, taken over, or ended during setup: all done there
 	}
+	wc.set = set
 	c := set.c
 	if set.stats != nil {
 		set.stats.Connections.Add(1)
-		defer set.stats.Connections.Add(-1)
 	}
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
 		c.Close("Server is shutting down.", true)
 	}
 	if set.st != nil {
-		endStateful(c, s.runStateful(ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
-		c.Wait()
+		// A stateful connection's socket changes with each reconnect: it
+		// is read here, and does not park.
+		endStateful(c, s.runStateful(wc.ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
+		wc.closed()
 		return
 	}
-	c.End(s.readLoop(ws, c, set.session, set.rest, set.rd))
-	c.Wait()
+	wc.fr = newFrameReads(s, wc.ws, c, set.session, set.rest, set.rd)
+	set.rest, set.rd = nil, nil
+	reading = true
+	wc.readFrames()
+}
+
+// readFrames reads the client's frames until the connection ends, which it
+// then ends, or until the client is quiet and the connection parks in
+// s.poller (which starts readFrames again when the client speaks). Without
+// a readWaiter, or when parking fails, it reads on.
+func (wc *wsConnection) readFrames() {
+	err := errReadPanicked
+	defer func() {
+		if err != errParked {
+			wc.end(err)
+		}
+	}()
+	defer wc.s.closeOnPanic(wc.connID, wc.ws)
+	fr, w := wc.fr, wc.waiter
+	for {
+		err = fr.read(w)
+		if err != errCaughtUp {
+			return
+		}
+		if wc.s.poller.park(wc) {
+			err = errParked
+			return
+		}
+		w.wait()
+	}
+}
+
+// end ends the connection after its reading ended with err.
+func (wc *wsConnection) end(err error) {
+	defer wc.release()
+	defer wc.s.closeOnPanic(wc.connID, wc.ws)
+	if wc.closedLocally.Load() && errors.Is(err, net.ErrClosed) {
+		// The node closed the socket while the connection was parked (a
+		// reader in a read would have seen the client's close answer
+		// instead): the connection knows why, as it does then.
+		err = nil
+	}
+	wc.set.c.End(err)
+	wc.closed()
+}
+
+// closed waits for the ended connection to finish (its last writes, the
+// socket's close) and takes it off the count of open ones.
+func (wc *wsConnection) closed() {
+	wc.set.c.Wait()
+	if wc.set.stats != nil {
+		wc.set.stats.Connections.Add(-1)
+	}
+}
+
+// release gives back what serveConnect took for the connection: its
+// connection token and its place in s.active.
+func (wc *wsConnection) release() {
+	if wc.claimedToken != "" {
+		wc.s.tokens.release(wc.claimedToken)
+	}
+	wc.s.active.Done()
 }
 
 // closeOnPanic, deferred on a connection's goroutines, recovers a panic,
@@ -444,7 +579,7 @@ type connSetup struct {
 // setupConnection reads the handshake and opens the connection; it returns
 // nil when the connection ended there (refused, taken over, or closed by
 // the client), with everything done.
-func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) *connSetup {
+func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, waiter *readWaiter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) *connSetup {
 	log := s.log.With("hub", hub, "conn_id", connID)
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
@@ -480,7 +615,7 @@ func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *fr
 		return nil
 	}
 	set := &connSetup{sockType: websocket.MessageText, token: token, rest: rest, rd: rd, stats: s.opts.Stats[hub]}
-	sock := wsSocket{ws: ws, typ: websocket.MessageText, fw: fw}
+	sock := wsSocket{ws: ws, typ: websocket.MessageText, fw: fw, waiter: waiter}
 	if p.TransferFormat() == protocol.TransferBinary {
 		sock.typ = websocket.MessageBinary
 		set.sockType = websocket.MessageBinary
@@ -514,45 +649,99 @@ func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *fr
 }
 
 // readLoop reads frames until the connection ends, parses the records and
-// hands each message to the session. It returns nil for a normal close.
-// pending holds bytes that followed the handshake, and rd, when not nil,
-// is the rest of the frame the handshake came in.
+// hands each message to the session, all on the calling goroutine. It
+// returns nil for a normal close. pending holds bytes that followed the
+// handshake, and rd, when not nil, is the rest of the frame the handshake
+// came in.
 func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pending []byte, rd io.Reader) error {
-	wantText := c.Protocol().TransferFormat() == protocol.TransferText
-	if len(pending) > 0 {
+	return newFrameReads(s, ws, c, session, pending, rd).read(nil)
+}
+
+// errCaughtUp ends frameReads.read when the client is quiet: it has sent
+// nothing that is not read, and it is not busy (frameReads.busy).
+var errCaughtUp = errors.New("transport: caught up with a quiet client")
+
+// errParked ends a reader whose connection parked in the idlePoller.
+var errParked = errors.New("transport: the connection is parked")
+
+// errReadPanicked ends a connection whose frame reading panicked.
+var errReadPanicked = errors.New("transport: reading the connection's frames panicked")
+
+// frameReads is a connection's reading state between frames: the partial
+// record a frame ended with, the rest of a frame not yet read, and the
+// client's pace. It is used by one goroutine at a time.
+type frameReads struct {
+	s        *Server
+	ws       *websocket.Conn
+	c        *conn.Conn
+	session  Session
+	wantText bool
+	pending  []byte    // a partial record left at the end of a frame
+	rd       io.Reader // the rest of the current frame, or nil
+
+	fromHandshake bool // pending holds the bytes that followed the handshake, not yet delivered
+	handshakeTail bool // rd is the rest of the handshake's frame, which says nothing of the client's pace
+
+	// The client is busy while its frames come less than s.readLinger
+	// apart: it is then waited for in a read, as if it could not park.
+	// Parking costs a goroutine start when the client speaks again; a
+	// client that sends more often than readLinger is cheaper to wait for
+	// (BENCHMARKS.md).
+	lastFrame time.Time
+	busy      bool
+}
+
+// newFrameReads returns the reading state of a connection whose handshake
+// was followed by pending (bytes to deliver first) and rd (the rest of the
+// handshake's frame, or nil).
+func newFrameReads(s *Server, ws *websocket.Conn, c *conn.Conn, session Session, pending []byte, rd io.Reader) *frameReads {
+	return &frameReads{s: s, ws: ws, c: c, session: session, pending: pending, rd: rd,
+		wantText:      c.Protocol().TransferFormat() == protocol.TransferText,
+		fromHandshake: len(pending) > 0, handshakeTail: rd != nil}
+}
+
+// read reads frames until the connection ends or, with a waiter, until the
+// client is quiet (errCaughtUp).
+func (fr *frameReads) read(waiter *readWaiter) error {
+	s, c := fr.s, fr.c
+	if fr.fromHandshake {
+		fr.fromHandshake = false
 		c.Received()
 		var err error
-		if pending, err = s.deliver(c, session, pending); err != nil {
+		if fr.pending, err = s.deliver(c, fr.session, fr.pending); err != nil {
 			return err
 		}
-		if len(pending) == 0 {
-			pending = nil // nothing left: let the handshake's bytes go
+		if len(fr.pending) == 0 {
+			fr.pending = nil // nothing left: let the handshake's bytes go
 		}
 	}
 	for {
-		if rd == nil {
+		if fr.rd == nil && waiter != nil && !fr.busy && waiter.idle() && !waiter.readable() {
+			return errCaughtUp
+		}
+		if fr.rd == nil {
 			// No deadline context (see internal/conn outbound.writeLoop): closing the
 			// socket ends the read.
-			typ, r, err := ws.Reader(context.Background())
+			typ, r, err := fr.ws.Reader(context.Background())
 			if err != nil {
 				return readEndError(err)
 			}
-			if wantText && typ == websocket.MessageBinary {
+			if fr.wantText && typ == websocket.MessageBinary {
 				const msg = "Connection closed with an error: a binary frame was received on a JSON (text) connection."
 				c.Close(msg, false)
 				return errors.New(msg)
 			}
-			rd = r
+			fr.rd = r
 		}
 		// A frame is read into a pooled buffer, taken only once the frame
 		// has arrived, so an idle connection holds no read buffer; a
 		// partial record left at the end of a frame is kept in pending.
 		bp := readBuffers.Get().(*[]byte)
-		buf, err := s.readFrame(rd, c, session, append((*bp)[:0], pending...))
-		rd = nil
-		pending = nil
+		buf, err := s.readFrame(fr.rd, c, fr.session, append((*bp)[:0], fr.pending...))
+		fr.rd = nil
+		fr.pending = nil
 		if err == nil && len(buf) > 0 {
-			pending = bytes.Clone(buf)
+			fr.pending = bytes.Clone(buf)
 		}
 		if cap(buf) <= 64<<10 {
 			*bp = buf[:0]
@@ -560,6 +749,13 @@ func (s *Server) readLoop(ws *websocket.Conn, c *conn.Conn, session Session, pen
 		}
 		if err != nil {
 			return err
+		}
+		if fr.handshakeTail {
+			fr.handshakeTail = false
+		} else if waiter != nil {
+			now := time.Now()
+			fr.busy = now.Sub(fr.lastFrame) < s.readLinger
+			fr.lastFrame = now
 		}
 	}
 }

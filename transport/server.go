@@ -221,6 +221,11 @@ type Server struct {
 	pollHook  func(token string) // tests: called when a poll starts waiting
 	connHook  func(token string) // tests: called when an HTTP connection is registered
 	resumes   resumes            // stateful connections by token (stateful.go)
+	poller    idlePoller         // quiet WebSockets, without a goroutine each (idlepoll_linux.go)
+	// readLinger is how close together a WebSocket's frames must come for
+	// its client to count as busy (frameReads.busy): defaultReadLinger, or
+	// 0 in tests, so that a connection parks whenever it is read up.
+	readLinger time.Duration
 }
 
 // NewServer validates opts and returns a Server.
@@ -229,7 +234,8 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, hubs: make(map[string]bool), tokens: newTokens(opts.TokenSecret, opts.TokenTTL, opts.Now), log: opts.Logger, stopCh: make(chan struct{})}
+	s := &Server{opts: opts, hubs: make(map[string]bool), tokens: newTokens(opts.TokenSecret, opts.TokenTTL, opts.Now), log: opts.Logger, stopCh: make(chan struct{}), readLinger: defaultReadLinger}
+	s.poller.log = s.log
 	if opts.Relay != nil {
 		s.tokens.home = opts.NodeID
 	}

@@ -1,0 +1,257 @@
+//go:build linux && (amd64 || arm64)
+
+package transport
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubfabric/hubfabric/internal/conn"
+	"github.com/hubfabric/hubfabric/protocol"
+)
+
+// dialRaw opens a WebSocket to hub chat over a plain TCP connection, so a
+// test decides how the client's bytes are framed and when they are sent,
+// and completes the JSON handshake.
+func dialRaw(t *testing.T, srv *httptest.Server) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	upgrade := "GET /hubs/chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write([]byte(upgrade)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %s", resp.Status)
+	}
+	if _, err := nc.Write(maskedTextFrame(`{"protocol":"json","version":1}` + "\x1e")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readServerFrame(t, br); got != "{}\x1e" {
+		t.Fatalf("handshake answer %q", got)
+	}
+	return nc, br
+}
+
+// readServerFrame reads one short unmasked frame and returns its payload.
+func readServerFrame(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, hdr[1]&0x7f)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+func invocationJSON(target string) string {
+	return fmt.Sprintf(`{"type":1,"target":%q,"arguments":[]}`+"\x1e", target)
+}
+
+func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not within 10 s", what)
+		panic("unreachable")
+	}
+}
+
+func waitInvocation(t *testing.T, got <-chan protocol.Message, target string) {
+	t.Helper()
+	m := waitFor(t, got, "invocation "+target)
+	if inv, ok := m.(*protocol.Invocation); !ok || inv.Target != target {
+		t.Fatalf("received %#v, want invocation %s", m, target)
+	}
+}
+
+// parkingServer returns a server whose WebSockets count as busy while
+// their frames come within linger (0: they park whenever they are read
+// up), and a channel that gets a value at every park.
+func parkingServer(t *testing.T, linger time.Duration, connect func(context.Context, ConnectRequest) (Session, error)) (*Server, *httptest.Server, chan struct{}) {
+	t.Helper()
+	s, err := NewServer(testOptions(connect))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.readLinger = linger
+	parks := make(chan struct{}, 64)
+	s.poller.onPark = func() { parks <- struct{}{} }
+	return s, httptest.NewServer(s), parks
+}
+
+func stopServer(t *testing.T, s *Server) {
+	t.Helper()
+	s.StopAccepting()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}
+
+// A quiet WebSocket parks with no goroutine, and is read again whenever
+// its client speaks: every record arrives once and in order, records
+// sharing a frame and a record split over frames sent apart included; the
+// client closing a parked connection ends it.
+func TestQuietClientParksAndIsReadAgain(t *testing.T) {
+	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
+	s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
+	defer srv.Close()
+	nc, _ := dialRaw(t, srv)
+	waitFor(t, parks, "the park after the handshake")
+
+	for i := range 10 {
+		target := fmt.Sprintf("M%d", i)
+		if _, err := nc.Write(maskedTextFrame(invocationJSON(target))); err != nil {
+			t.Fatal(err)
+		}
+		waitInvocation(t, sess.got, target)
+		waitFor(t, parks, "the park after "+target)
+	}
+	if _, err := nc.Write(maskedTextFrame(invocationJSON("A") + invocationJSON("B"))); err != nil {
+		t.Fatal(err)
+	}
+	waitInvocation(t, sess.got, "A")
+	waitInvocation(t, sess.got, "B")
+	waitFor(t, parks, "the park after A and B")
+	split := invocationJSON("C")
+	if _, err := nc.Write(maskedTextFrame(split[:10])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, parks, "the park holding half a record")
+	if _, err := nc.Write(maskedTextFrame(split[10:])); err != nil {
+		t.Fatal(err)
+	}
+	waitInvocation(t, sess.got, "C")
+	waitFor(t, parks, "the park after C")
+
+	nc.Close()
+	if err := waitFor(t, sess.closed, "the connection's end"); err != nil {
+		t.Fatalf("closed with %v, want a normal end", err)
+	}
+	stopServer(t, s)
+}
+
+// The node closing a parked connection (here the connection's own Close,
+// as the keep-alive timeout or a hub would) ends it: the client gets the
+// Close message, the session its end, and the server's Wait joins.
+func TestNodeClosesParkedConnection(t *testing.T) {
+	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
+	conns := make(chan *conn.Conn, 1)
+	s, srv, parks := parkingServer(t, 0, func(_ context.Context, req ConnectRequest) (Session, error) {
+		conns <- req.Conn
+		return sess, nil
+	})
+	defer srv.Close()
+	nc, br := dialRaw(t, srv)
+	c := waitFor(t, conns, "the connect")
+	waitFor(t, parks, "the park after the handshake")
+
+	c.Close("Goodbye from the node.", false)
+	if got := readServerFrame(t, br); !strings.Contains(got, `"type":7`) || !strings.Contains(got, "Goodbye from the node.") {
+		t.Fatalf("the client got %q, want the Close message", got)
+	}
+	// The WebSocket close frame follows; the client answers it, as
+	// browsers do, and the node's close handshake (which reads the answer
+	// while the connection is parked) completes.
+	if b, err := br.ReadByte(); err != nil || b != 0x88 {
+		t.Fatalf("after the Close message: %#x, %v; want a close frame", b, err)
+	}
+	if _, err := nc.Write([]byte{0x88, 0x80, 1, 2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	// The session hears the node's reason, not the parked reader's closed
+	// socket.
+	if err := waitFor(t, sess.closed, "the connection's end"); err == nil || !strings.Contains(err.Error(), "Goodbye from the node.") {
+		t.Fatalf("the session heard %v, want the node's reason", err)
+	}
+	stopServer(t, s)
+}
+
+// panickingSession panics on its second message.
+type panickingSession struct {
+	n      int
+	first  chan struct{}
+	closed chan error
+}
+
+func (p *panickingSession) Receive(protocol.Message) {
+	p.n++
+	if p.n == 1 {
+		close(p.first)
+		return
+	}
+	panic("hub bug")
+}
+
+func (p *panickingSession) Closed(err error) { p.closed <- err }
+
+// A panic on the reader started for a parked connection closes that
+// connection; the server goes on and Wait still joins.
+func TestPanickingReaderAfterParkIsClosedNotFatal(t *testing.T) {
+	sess := &panickingSession{first: make(chan struct{}), closed: make(chan error, 1)}
+	s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
+	defer srv.Close()
+	nc, br := dialRaw(t, srv)
+	if _, err := nc.Write(maskedTextFrame(invocationJSON("first"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sess.first, "the first message")
+	waitFor(t, parks, "a park")
+	if _, err := nc.Write(maskedTextFrame(invocationJSON("second"))); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, br) // until the node closes the socket (EOF or a reset)
+	if err := waitFor(t, sess.closed, "the connection's end"); err == nil {
+		t.Fatal("the connection whose reader panicked ended as a normal close")
+	}
+	stopServer(t, s)
+}
+
+// A client that sends more often than the linger is busy: it is waited for
+// in a read, not parked after each frame.
+func TestBusyClientIsNotParked(t *testing.T) {
+	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
+	s, srv, parks := parkingServer(t, time.Hour, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
+	defer srv.Close()
+	nc, _ := dialRaw(t, srv)
+	waitFor(t, parks, "the park after the handshake")
+	for i := range 5 {
+		target := fmt.Sprintf("M%d", i)
+		if _, err := nc.Write(maskedTextFrame(invocationJSON(target))); err != nil {
+			t.Fatal(err)
+		}
+		waitInvocation(t, sess.got, target)
+	}
+	// The first frame after a park finds the client quiet before it, so
+	// one more park may follow it; none after that.
+	if n := len(parks); n > 1 {
+		t.Fatalf("a client sending within the linger parked %d times", n)
+	}
+	nc.Close()
+	waitFor(t, sess.closed, "the connection's end")
+	stopServer(t, s)
+}
