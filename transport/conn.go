@@ -55,7 +55,12 @@ func (w wsSocket) Close() error {
 		w.fw.blocking.Store(true)
 		defer w.fw.blocking.Store(false)
 	}
-	return w.ws.Close(websocket.StatusNormalClosure, "")
+	err := w.ws.Close(websocket.StatusNormalClosure, "")
+	if w.waiter != nil && readEndError(err) == nil {
+		// Ended as a reader in a read would call a normal close.
+		w.waiter.closedCleanly.Store(true)
+	}
+	return err
 }
 
 // CloseNow closes the socket at once.
@@ -440,8 +445,9 @@ type wsConnection struct {
 	resumeOnly   error  // set: the client must resume a connection it takes over (run)
 	claimedToken string // released when the connection ends; empty when none was claimed
 
-	set *connSetup  // set by run
-	fr  *frameReads // set by run; used by one reader at a time
+	set     *connSetup  // set by run
+	fr      *frameReads // set by run; used by one reader at a time
+	counted bool        // counted in set.stats.Connections; used by one goroutine at a time
 
 	// The connection's place in s.poller, under the poller's mu.
 	pollGen       uint64      // the epoll set its socket was added to (idlePoller.gen)
@@ -462,6 +468,7 @@ func (wc *wsConnection) run() {
 	reading := false
 	defer func() {
 		if !reading {
+			wc.uncount() // after a panic in the stateful reader too
 			wc.release()
 		}
 	}()
@@ -478,6 +485,7 @@ func (wc *wsConnection) run() {
 	c := set.c
 	if set.stats != nil {
 		set.stats.Connections.Add(1)
+		wc.counted = true
 	}
 	if s.isStopping() {
 		// Shutdown began while this connection was being set up.
@@ -510,6 +518,7 @@ func (wc *wsConnection) readFrames() {
 	defer wc.s.closeOnPanic(wc.connID, wc.ws)
 	fr, w := wc.fr, wc.waiter
 	for {
+		err = errReadPanicked // what a panic in this round ends the connection with
 		err = fr.read(w)
 		if err != errCaughtUp {
 			return
@@ -526,10 +535,11 @@ func (wc *wsConnection) readFrames() {
 func (wc *wsConnection) end(err error) {
 	defer wc.release()
 	defer wc.s.closeOnPanic(wc.connID, wc.ws)
-	if wc.closedLocally.Load() && errors.Is(err, net.ErrClosed) {
-		// The node closed the socket while the connection was parked (a
-		// reader in a read would have seen the client's close answer
-		// instead): the connection knows why, as it does then.
+	if wc.waiter != nil && wc.waiter.closedCleanly.Load() && errors.Is(err, net.ErrClosed) {
+		// The node's close handshake read the client's answer itself (the
+		// connection was parked), where a reader in a read would have
+		// seen that answer and ended normally: the connection knows why
+		// it closed, as it does then.
 		err = nil
 	}
 	wc.set.c.End(err)
@@ -540,7 +550,13 @@ func (wc *wsConnection) end(err error) {
 // socket's close) and takes it off the count of open ones.
 func (wc *wsConnection) closed() {
 	wc.set.c.Wait()
-	if wc.set.stats != nil {
+	wc.uncount()
+}
+
+// uncount takes the connection off the count of open ones, once.
+func (wc *wsConnection) uncount() {
+	if wc.counted {
+		wc.counted = false
 		wc.set.stats.Connections.Add(-1)
 	}
 }
@@ -718,6 +734,9 @@ func (fr *frameReads) read(waiter *readWaiter) error {
 	for {
 		if fr.rd == nil && waiter != nil && !fr.busy && waiter.idle() && !waiter.readable() {
 			return errCaughtUp
+		}
+		if err := waiter.socketError(); err != nil {
+			return err // the socket's error, which looking at it took (readWaiter.sockErr)
 		}
 		if fr.rd == nil {
 			// No deadline context (see internal/conn outbound.writeLoop): closing the

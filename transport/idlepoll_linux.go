@@ -25,15 +25,16 @@ import (
 type idlePoller struct {
 	log *slog.Logger
 
-	mu      sync.Mutex
-	running bool                     // a loop goroutine waits on epfd
-	epfd    int                      // the running loop's epoll set
-	wakeW   int                      // the write end of the pipe in epfd: a byte wakes the loop
-	gen     uint64                   // counts the epoll sets made; a connection registered in an older one is added again
-	next    uint64                   // the last park token
-	parked  map[uint64]*wsConnection // by park token
-	broken  error                    // set once epoll failed: nothing parks any more
-	onPark  func()                   // tests: called (under mu) after a connection parked
+	mu          sync.Mutex
+	running     bool                     // a loop goroutine waits on epfd
+	epfd        int                      // the running loop's epoll set
+	wakeW       int                      // the write end of the pipe in epfd: a byte wakes the loop
+	gen         uint64                   // counts the epoll sets made; a connection registered in an older one is added again
+	next        uint64                   // the last park token
+	parked      map[uint64]*wsConnection // by park token
+	broken      error                    // set once waiting on the epoll set failed: nothing parks any more
+	startFailed bool                     // the last attempt to make an epoll set failed (logged once per run of failures)
+	onPark      func()                   // tests: called (under mu) after a connection parked
 }
 
 // wakeToken is the event data of the wake pipe; park tokens start at 1.
@@ -50,10 +51,15 @@ func (p *idlePoller) park(wc *wsConnection) bool {
 	}
 	if !p.running {
 		if err := p.startLocked(); err != nil {
-			p.broken = err
-			p.log.Error("idle connections keep a goroutine each from now on: starting their epoll set failed", "err", err)
+			// Perhaps out of descriptors for now: this connection keeps its
+			// reader, and the next park tries again.
+			if !p.startFailed {
+				p.startFailed = true
+				p.log.Warn("quiet connections keep a goroutine each while their epoll set cannot be made", "err", err)
+			}
 			return false
 		}
+		p.startFailed = false
 	}
 	p.next++
 	tok := p.next

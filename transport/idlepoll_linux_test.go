@@ -5,6 +5,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -157,38 +158,51 @@ func TestQuietClientParksAndIsReadAgain(t *testing.T) {
 
 // The node closing a parked connection (here the connection's own Close,
 // as the keep-alive timeout or a hub would) ends it: the client gets the
-// Close message, the session its end, and the server's Wait joins.
+// Close message, the session its end with the node's reason, and the
+// server's Wait joins; whether the client's close answer carries a status
+// or not (browsers send 1000, a bare close frame is 1005).
 func TestNodeClosesParkedConnection(t *testing.T) {
-	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
-	conns := make(chan *conn.Conn, 1)
-	s, srv, parks := parkingServer(t, 0, func(_ context.Context, req ConnectRequest) (Session, error) {
-		conns <- req.Conn
-		return sess, nil
-	})
-	defer srv.Close()
-	nc, br := dialRaw(t, srv)
-	c := waitFor(t, conns, "the connect")
-	waitFor(t, parks, "the park after the handshake")
+	for _, answer := range []struct {
+		name  string
+		frame []byte
+	}{
+		// Close frames masked with key 1, 2, 3, 4.
+		{"status 1000", []byte{0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2}},
+		{"no status", []byte{0x88, 0x80, 1, 2, 3, 4}},
+	} {
+		t.Run(answer.name, func(t *testing.T) {
+			sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
+			conns := make(chan *conn.Conn, 1)
+			s, srv, parks := parkingServer(t, 0, func(_ context.Context, req ConnectRequest) (Session, error) {
+				conns <- req.Conn
+				return sess, nil
+			})
+			defer srv.Close()
+			nc, br := dialRaw(t, srv)
+			c := waitFor(t, conns, "the connect")
+			waitFor(t, parks, "the park after the handshake")
 
-	c.Close("Goodbye from the node.", false)
-	if got := readServerFrame(t, br); !strings.Contains(got, `"type":7`) || !strings.Contains(got, "Goodbye from the node.") {
-		t.Fatalf("the client got %q, want the Close message", got)
+			c.Close("Goodbye from the node.", false)
+			if got := readServerFrame(t, br); !strings.Contains(got, `"type":7`) || !strings.Contains(got, "Goodbye from the node.") {
+				t.Fatalf("the client got %q, want the Close message", got)
+			}
+			// The WebSocket close frame follows; the client answers it and
+			// the node's close handshake, which reads the answer itself
+			// while the connection is parked, completes.
+			if b, err := br.ReadByte(); err != nil || b != 0x88 {
+				t.Fatalf("after the Close message: %#x, %v; want a close frame", b, err)
+			}
+			if _, err := nc.Write(answer.frame); err != nil {
+				t.Fatal(err)
+			}
+			// The session hears the node's reason, not the parked
+			// reader's closed socket.
+			if err := waitFor(t, sess.closed, "the connection's end"); err == nil || !strings.Contains(err.Error(), "Goodbye from the node.") {
+				t.Fatalf("the session heard %v, want the node's reason", err)
+			}
+			stopServer(t, s)
+		})
 	}
-	// The WebSocket close frame follows; the client answers it, as
-	// browsers do, and the node's close handshake (which reads the answer
-	// while the connection is parked) completes.
-	if b, err := br.ReadByte(); err != nil || b != 0x88 {
-		t.Fatalf("after the Close message: %#x, %v; want a close frame", b, err)
-	}
-	if _, err := nc.Write([]byte{0x88, 0x80, 1, 2, 3, 4}); err != nil {
-		t.Fatal(err)
-	}
-	// The session hears the node's reason, not the parked reader's closed
-	// socket.
-	if err := waitFor(t, sess.closed, "the connection's end"); err == nil || !strings.Contains(err.Error(), "Goodbye from the node.") {
-		t.Fatalf("the session heard %v, want the node's reason", err)
-	}
-	stopServer(t, s)
 }
 
 // panickingSession panics on its second message.
@@ -210,23 +224,53 @@ func (p *panickingSession) Receive(protocol.Message) {
 func (p *panickingSession) Closed(err error) { p.closed <- err }
 
 // A panic on the reader started for a parked connection closes that
-// connection; the server goes on and Wait still joins.
+// connection, and the session hears that its reading panicked; the
+// server goes on and Wait still joins. Also when the connection cannot
+// park (its reader then waits for the socket itself).
 func TestPanickingReaderAfterParkIsClosedNotFatal(t *testing.T) {
-	sess := &panickingSession{first: make(chan struct{}), closed: make(chan error, 1)}
+	for _, canPark := range []bool{true, false} {
+		t.Run(fmt.Sprintf("parks=%v", canPark), func(t *testing.T) {
+			sess := &panickingSession{first: make(chan struct{}), closed: make(chan error, 1)}
+			s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
+			if !canPark {
+				s.poller.broken = errors.New("test: parking is off")
+			}
+			defer srv.Close()
+			nc, br := dialRaw(t, srv)
+			if _, err := nc.Write(maskedTextFrame(invocationJSON("first"))); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, sess.first, "the first message")
+			if canPark {
+				waitFor(t, parks, "a park")
+			}
+			if _, err := nc.Write(maskedTextFrame(invocationJSON("second"))); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, br) // until the node closes the socket (EOF or a reset)
+			if err := waitFor(t, sess.closed, "the connection's end"); !errors.Is(err, errReadPanicked) {
+				t.Fatalf("the session heard %v, want %v", err, errReadPanicked)
+			}
+			stopServer(t, s)
+		})
+	}
+}
+
+// A client whose connection is reset while parked ends it with an error,
+// as it does while its reader is in a read: looking at the socket must not
+// swallow the reset.
+func TestResetWhileParkedIsAnError(t *testing.T) {
+	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
 	s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
 	defer srv.Close()
-	nc, br := dialRaw(t, srv)
-	if _, err := nc.Write(maskedTextFrame(invocationJSON("first"))); err != nil {
+	nc, _ := dialRaw(t, srv)
+	waitFor(t, parks, "the park after the handshake")
+	if err := nc.(*net.TCPConn).SetLinger(0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, sess.first, "the first message")
-	waitFor(t, parks, "a park")
-	if _, err := nc.Write(maskedTextFrame(invocationJSON("second"))); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, br) // until the node closes the socket (EOF or a reset)
+	nc.Close() // a reset, not a FIN
 	if err := waitFor(t, sess.closed, "the connection's end"); err == nil {
-		t.Fatal("the connection whose reader panicked ended as a normal close")
+		t.Fatal("a reset connection ended as a normal close")
 	}
 	stopServer(t, s)
 }

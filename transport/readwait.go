@@ -2,8 +2,10 @@ package transport
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -30,6 +32,16 @@ type readWaiter struct {
 	// lock (idle) and while coder/websocket's Close reads the client's
 	// answer through br itself (wsSocket.Close).
 	gate sync.Mutex
+
+	// closedCleanly is set when the connection's Close completed the
+	// close handshake (wsConnection.end).
+	closedCleanly atomic.Bool
+
+	// sockErr is the error a look at the socket took from it: on Linux,
+	// recv with MSG_PEEK returns a pending error (a reset, a timeout) and
+	// clears it, so the read after it would see only the end of the
+	// stream. The reader returns it instead of reading (socketError).
+	sockErr error
 
 	// Made once, so that looking allocates nothing.
 	peek     func(fd uintptr) bool
@@ -83,6 +95,17 @@ func (w *readWaiter) wait() {
 
 func (w *readWaiter) checkFD(fd uintptr) { w.readyNow = w.peekFD(fd) }
 
+// socketError returns, once, the error a look at the socket took from it;
+// nil for a nil readWaiter.
+func (w *readWaiter) socketError() error {
+	if w == nil || w.sockErr == nil {
+		return nil
+	}
+	err := w.sockErr
+	w.sockErr = nil
+	return fmt.Errorf("transport: reading the client's socket: %w", err)
+}
+
 // peekFD looks at the socket without taking anything from it; it returns
 // false only when there is nothing to read yet.
 func (w *readWaiter) peekFD(fd uintptr) bool {
@@ -92,7 +115,11 @@ func (w *readWaiter) peekFD(fd uintptr) bool {
 			continue
 		case syscall.EAGAIN:
 			return false
+		case nil:
+			return true // bytes, or the client's FIN (0 bytes): the read will say
+		default:
+			w.sockErr = err
+			return true
 		}
-		return true // bytes, the client's FIN (0 bytes) or an error: the read will say
 	}
 }
