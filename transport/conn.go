@@ -214,9 +214,11 @@ type watchedConn struct {
 // Close closes the socket and, when its connection is parked, starts the
 // connection's reader.
 func (c *watchedConn) Close() error {
+	// After Close a park fails (its RawConn.Control does), and a park
+	// under way finishes first (Close waits for Control's hold on the
+	// descriptor), so the connection is either parked here or never.
 	err := c.Conn.Close()
 	if wc := c.owner.Load(); wc != nil {
-		wc.closedLocally.Store(true)
 		wc.s.poller.unpark(wc)
 	}
 	return err
@@ -450,9 +452,8 @@ type wsConnection struct {
 	counted bool        // counted in set.stats.Connections; used by one goroutine at a time
 
 	// The connection's place in s.poller, under the poller's mu.
-	pollGen       uint64      // the epoll set its socket was added to (idlePoller.gen)
-	parkToken     uint64      // its last park
-	closedLocally atomic.Bool // its socket was closed here: it may not park
+	pollGen   uint64 // the epoll set its socket was added to (idlePoller.gen)
+	parkToken uint64 // its last park
 }
 
 // run serves the connection; with resumeOnly set, the client must be
@@ -732,11 +733,13 @@ func (fr *frameReads) read(waiter *readWaiter) error {
 		}
 	}
 	for {
-		if fr.rd == nil && waiter != nil && !fr.busy && waiter.idle() && !waiter.readable() {
-			return errCaughtUp
-		}
-		if err := waiter.socketError(); err != nil {
-			return err // the socket's error, which looking at it took (readWaiter.sockErr)
+		if fr.rd == nil && waiter != nil && !fr.busy && waiter.idle() {
+			if !waiter.readable() {
+				return errCaughtUp
+			}
+			if err := waiter.socketError(); err != nil {
+				return err // the socket's error, which looking at it took (readWaiter.sockErr)
+			}
 		}
 		if fr.rd == nil {
 			// No deadline context (see internal/conn outbound.writeLoop): closing the

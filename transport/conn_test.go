@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -29,6 +30,62 @@ type recordingSession struct {
 
 func (r *recordingSession) Receive(m protocol.Message) { r.got <- m }
 func (r *recordingSession) Closed(err error)           { r.closed <- err }
+
+// readServerFrame reads one short, final, unmasked text frame and returns
+// its payload.
+func readServerFrame(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if hdr[0] != 0x81 || hdr[1]&0x80 != 0 || hdr[1]&0x7f > 125 {
+		t.Fatalf("frame header %x, want a short final unmasked text frame", hdr)
+	}
+	body := make([]byte, hdr[1]&0x7f)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// stopServer stops s accepting and waits (at most 10 s) for its connections to end.
+func stopServer(t *testing.T, s *Server) {
+	t.Helper()
+	s.StopAccepting()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}
+
+// invocationJSON is a JSON record of a non-blocking invocation of target.
+func invocationJSON(target string) string {
+	return fmt.Sprintf(`{"type":1,"target":%q,"arguments":[]}`+"\x1e", target)
+}
+
+// waitFor returns the next value on ch, failing the test after 10 s.
+func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not within 10 s", what)
+		panic("unreachable")
+	}
+}
+
+// waitInvocation fails the test unless got's next message is an
+// invocation of target.
+func waitInvocation(t *testing.T, got <-chan protocol.Message, target string) {
+	t.Helper()
+	m := waitFor(t, got, "invocation "+target)
+	if inv, ok := m.(*protocol.Invocation); !ok || inv.Target != target {
+		t.Fatalf("received %#v, want invocation %s", m, target)
+	}
+}
 
 // maskedTextFrame frames payload as a client would (masked, one frame).
 func maskedTextFrame(payload string) []byte {
@@ -78,17 +135,8 @@ func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade answered %s", resp.Status)
 	}
-	// The handshake answer: an unmasked text frame holding "{}\x1e".
-	hdr := make([]byte, 2)
-	if _, err := io.ReadFull(br, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, hdr[1]&0x7f)
-	if _, err := io.ReadFull(br, body); err != nil {
-		t.Fatal(err)
-	}
-	if hdr[0] != 0x81 || string(body) != "{}\x1e" {
-		t.Fatalf("handshake answer: header %x body %q", hdr, body)
+	if got := readServerFrame(t, br); got != "{}\x1e" {
+		t.Fatalf("handshake answer %q", got)
 	}
 	req := <-connected
 	if req.Request == nil || req.Request.URL.Path != "/hubs/chat" {
@@ -108,12 +156,7 @@ func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
 	// once the client is gone.
 	conn.Close()
 	<-sess.closed
-	s.StopAccepting()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Wait(ctx); err != nil {
-		t.Fatalf("Wait: %v", err)
-	}
+	stopServer(t, s)
 }
 
 // A panic on a connection's goroutine (here in the Connect callback) closes

@@ -42,11 +42,11 @@ const wakeToken = 0
 
 // park registers wc's socket for its next bytes and reports whether it
 // did; when it did, the caller's goroutine must leave wc alone (the poller
-// starts a new reader). It refuses a connection the node closed.
+// starts a new reader). It fails for a socket closed here (Control does).
 func (p *idlePoller) park(wc *wsConnection) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.broken != nil || wc.closedLocally.Load() {
+	if p.broken != nil {
 		return false
 	}
 	if !p.running {

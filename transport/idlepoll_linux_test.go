@@ -42,49 +42,18 @@ func dialRaw(t *testing.T, srv *httptest.Server) (net.Conn, *bufio.Reader) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade answered %s", resp.Status)
 	}
-	if _, err := nc.Write(maskedTextFrame(`{"protocol":"json","version":1}` + "\x1e")); err != nil {
-		t.Fatal(err)
-	}
+	sendFrame(t, nc, `{"protocol":"json","version":1}`+"\x1e")
 	if got := readServerFrame(t, br); got != "{}\x1e" {
 		t.Fatalf("handshake answer %q", got)
 	}
 	return nc, br
 }
 
-// readServerFrame reads one short unmasked frame and returns its payload.
-func readServerFrame(t *testing.T, br *bufio.Reader) string {
+// sendFrame writes payload to nc as one masked text frame.
+func sendFrame(t *testing.T, nc net.Conn, payload string) {
 	t.Helper()
-	hdr := make([]byte, 2)
-	if _, err := io.ReadFull(br, hdr); err != nil {
+	if _, err := nc.Write(maskedTextFrame(payload)); err != nil {
 		t.Fatal(err)
-	}
-	body := make([]byte, hdr[1]&0x7f)
-	if _, err := io.ReadFull(br, body); err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
-}
-
-func invocationJSON(target string) string {
-	return fmt.Sprintf(`{"type":1,"target":%q,"arguments":[]}`+"\x1e", target)
-}
-
-func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: not within 10 s", what)
-		panic("unreachable")
-	}
-}
-
-func waitInvocation(t *testing.T, got <-chan protocol.Message, target string) {
-	t.Helper()
-	m := waitFor(t, got, "invocation "+target)
-	if inv, ok := m.(*protocol.Invocation); !ok || inv.Target != target {
-		t.Fatalf("received %#v, want invocation %s", m, target)
 	}
 }
 
@@ -103,16 +72,6 @@ func parkingServer(t *testing.T, linger time.Duration, connect func(context.Cont
 	return s, httptest.NewServer(s), parks
 }
 
-func stopServer(t *testing.T, s *Server) {
-	t.Helper()
-	s.StopAccepting()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Wait(ctx); err != nil {
-		t.Fatalf("Wait: %v", err)
-	}
-}
-
 // A quiet WebSocket parks with no goroutine, and is read again whenever
 // its client speaks: every record arrives once and in order, records
 // sharing a frame and a record split over frames sent apart included; the
@@ -126,26 +85,18 @@ func TestQuietClientParksAndIsReadAgain(t *testing.T) {
 
 	for i := range 10 {
 		target := fmt.Sprintf("M%d", i)
-		if _, err := nc.Write(maskedTextFrame(invocationJSON(target))); err != nil {
-			t.Fatal(err)
-		}
+		sendFrame(t, nc, invocationJSON(target))
 		waitInvocation(t, sess.got, target)
 		waitFor(t, parks, "the park after "+target)
 	}
-	if _, err := nc.Write(maskedTextFrame(invocationJSON("A") + invocationJSON("B"))); err != nil {
-		t.Fatal(err)
-	}
+	sendFrame(t, nc, invocationJSON("A")+invocationJSON("B"))
 	waitInvocation(t, sess.got, "A")
 	waitInvocation(t, sess.got, "B")
 	waitFor(t, parks, "the park after A and B")
 	split := invocationJSON("C")
-	if _, err := nc.Write(maskedTextFrame(split[:10])); err != nil {
-		t.Fatal(err)
-	}
+	sendFrame(t, nc, split[:10])
 	waitFor(t, parks, "the park holding half a record")
-	if _, err := nc.Write(maskedTextFrame(split[10:])); err != nil {
-		t.Fatal(err)
-	}
+	sendFrame(t, nc, split[10:])
 	waitInvocation(t, sess.got, "C")
 	waitFor(t, parks, "the park after C")
 
@@ -237,16 +188,12 @@ func TestPanickingReaderAfterParkIsClosedNotFatal(t *testing.T) {
 			}
 			defer srv.Close()
 			nc, br := dialRaw(t, srv)
-			if _, err := nc.Write(maskedTextFrame(invocationJSON("first"))); err != nil {
-				t.Fatal(err)
-			}
+			sendFrame(t, nc, invocationJSON("first"))
 			waitFor(t, sess.first, "the first message")
 			if canPark {
 				waitFor(t, parks, "a park")
 			}
-			if _, err := nc.Write(maskedTextFrame(invocationJSON("second"))); err != nil {
-				t.Fatal(err)
-			}
+			sendFrame(t, nc, invocationJSON("second"))
 			_, _ = io.Copy(io.Discard, br) // until the node closes the socket (EOF or a reset)
 			if err := waitFor(t, sess.closed, "the connection's end"); !errors.Is(err, errReadPanicked) {
 				t.Fatalf("the session heard %v, want %v", err, errReadPanicked)
@@ -285,9 +232,7 @@ func TestBusyClientIsNotParked(t *testing.T) {
 	waitFor(t, parks, "the park after the handshake")
 	for i := range 5 {
 		target := fmt.Sprintf("M%d", i)
-		if _, err := nc.Write(maskedTextFrame(invocationJSON(target))); err != nil {
-			t.Fatal(err)
-		}
+		sendFrame(t, nc, invocationJSON(target))
 		waitInvocation(t, sess.got, target)
 	}
 	// The first frame after a park finds the client quiet before it, so
