@@ -443,7 +443,7 @@ type wsConnection struct {
 	waiter       *readWaiter // nil: the connection is read on run's goroutine
 	hub, connID  string
 	identity     auth.Identity
-	r            *http.Request
+	r            *http.Request // the upgrade request, until the setup is done (run)
 	resumeOnly   error  // set: the client must resume a connection it takes over (run)
 	claimedToken string // released when the connection ends; empty when none was claimed
 
@@ -479,6 +479,9 @@ func (wc *wsConnection) run() {
 	defer wc.s.closeOnPanic(wc.connID, wc.ws)
 	s := wc.s
 	set := s.setupConnection(wc.ctx, wc.ws, wc.fw, wc.waiter, wc.hub, wc.connID, wc.identity, wc.r, wc.resumeOnly)
+	// The upgrade request (its headers, URL and buffers, ~1.2 KB) served
+	// the setup; an open connection does not keep it.
+	wc.r = nil
 	if set == nil {
 		return // refused, taken over, or ended during setup: all done there
 	}
