@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hubfabric/hubfabric/backplane"
@@ -45,6 +46,9 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 		h.drop(channel, "a channel of another form", nil)
 		return
 	}
+	if h.unwantedEcho(hub, isNode, data) {
+		return
+	}
 	env := &fabricv1.Envelope{}
 	if err := proto.Unmarshal(data, env); err != nil {
 		h.drop(channel, "not an envelope", err)
@@ -52,18 +56,11 @@ func (h *backplaneHandler) HandleMessage(channel string, data []byte) {
 	}
 	echo := false
 	if env.OriginNode == h.nodeID {
-		// A node's own messages come back to it. It wants two kinds: its
-		// hand-over markers, and its sends while a connection moves here.
-		switch env.Body.(type) {
-		case *fabricv1.Envelope_HandoverMarker:
-		case *fabricv1.Envelope_Invocation:
-			if e := h.echoes[hub]; isNode || e == nil || e.Load() == 0 {
-				return
-			}
-			echo = true
-		default:
+		body := envelopeBodyOf(env)
+		if h.dropOwn(hub, isNode, body) {
 			return
 		}
+		echo = body == envelopeInvocation
 	}
 	if !echo {
 		h.counters.Received.Add(1)
@@ -270,4 +267,80 @@ func (h *backplaneHandler) HandleEvent(ev backplane.Event) {
 	if h.onEvent != nil {
 		h.onEvent(ev)
 	}
+}
+
+// Field numbers of fabricv1.Envelope's body that dropOwn tells apart.
+const (
+	envelopeInvocation     protowire.Number = 2
+	envelopeHandoverMarker protowire.Number = 26
+)
+
+// envelopeOriginNode is the field number of fabricv1.Envelope.origin_node.
+const envelopeOriginNode protowire.Number = 1
+
+// envelopeBodyFields are the members of fabricv1.Envelope's body oneof.
+var envelopeBodyFields = (&fabricv1.Envelope{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
+
+// envelopeBodyOf is the field number of env's body, 0 when it has none.
+func envelopeBodyOf(env *fabricv1.Envelope) protowire.Number {
+	if f := env.ProtoReflect().WhichOneof(envelopeBodyFields.Get(0).ContainingOneof()); f != nil {
+		return f.Number()
+	}
+	return 0
+}
+
+// dropOwn reports whether the node drops one of its own envelopes, whose
+// body is the field numbered body, when it comes back from the backplane.
+// It wants two kinds: its hand-over markers, and its sends on a hub route
+// while a connection moves here (cut.go).
+func (h *backplaneHandler) dropOwn(hub string, isNode bool, body protowire.Number) bool {
+	switch body {
+	case envelopeHandoverMarker:
+		return false
+	case envelopeInvocation:
+		e := h.echoes[hub]
+		return isNode || e == nil || e.Load() == 0
+	default:
+		return true
+	}
+}
+
+// unwantedEcho reports whether data is one of the node's own envelopes that
+// HandleMessage would decode only to drop (dropOwn). With two or more nodes
+// in a group, half of what a node reads from Redis is its own sends coming
+// back; this reads only the top-level fields, without allocating, instead
+// of decoding each. What it cannot read is left to the decoder, which
+// reports it; a body whose inside is broken is not looked at, so such an
+// envelope under the node's own id is dropped without being counted as
+// malformed.
+func (h *backplaneHandler) unwantedEcho(hub string, isNode bool, data []byte) bool {
+	var origin []byte
+	var body protowire.Number
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return false
+		}
+		data = data[n:]
+		// A known field with another wire type is an unknown field to the
+		// decoder, as here.
+		isBody := typ == protowire.BytesType && envelopeBodyFields.ByNumber(num) != nil
+		if num == envelopeOriginNode && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(data)
+			if m < 0 {
+				return false
+			}
+			origin, data = v, data[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, data)
+		if m < 0 {
+			return false
+		}
+		data = data[m:]
+		if isBody {
+			body = num // as in decoding, the last member of the oneof wins
+		}
+	}
+	return string(origin) == h.nodeID && h.dropOwn(hub, isNode, body)
 }
