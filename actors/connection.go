@@ -74,7 +74,7 @@ func (q *queuedCall) streams() int {
 // touches it.
 type activeCall struct {
 	id      string // "" for a call the client does not wait for
-	cancel  context.CancelFunc
+	cancel  context.CancelCauseFunc
 	streams int // streams it holds in the connection's count until answered or done
 }
 
@@ -207,7 +207,7 @@ func (c *connection) onClientMessage(ctx actor.Context, cm *fabric.ClientMessage
 		c.enqueue(ctx, &queuedCall{msg: m, id: m.InvocationID, uploads: cm.Uploads, size: cm.Size})
 	case *protocol.CancelInvocation:
 		if ac := c.calls[m.InvocationID]; ac != nil {
-			ac.cancel()
+			ac.cancel(nil)
 			return
 		}
 		c.cancelWaiting(m.InvocationID)
@@ -285,7 +285,7 @@ func (c *connection) startWaiting(ctx actor.Context) {
 
 func (c *connection) start(ctx actor.Context, q *queuedCall) {
 	c.pending.Release(q.size)
-	callCtx, cancel := context.WithCancel(c.ctx)
+	callCtx, cancel := context.WithCancelCause(c.ctx)
 	ac := &activeCall{id: q.id, cancel: cancel, streams: q.streams()}
 	if q.id != "" {
 		c.calls[q.id] = ac
@@ -316,10 +316,11 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 			return nil
 		},
 		Release: release,
+		Cancel:  cancel,
 	}
 	call.Done = func() {
 		release()
-		cancel()
+		cancel(nil)
 		root.Send(self, &callDone{call: ac, uploads: q.uploads})
 	}
 	c.wg.Add(1)
@@ -332,7 +333,7 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 func (c *connection) onCallDone(m *callDone) {
 	c.live--
 	ac := m.call
-	ac.cancel()
+	ac.cancel(nil)
 	c.streams -= ac.streams
 	ac.streams = 0
 	// The id may already belong to a newer call (reused after this one's

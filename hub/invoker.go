@@ -191,7 +191,7 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. InvalidDataException: %v", m.name, err))
 		return
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
+	cancel := call.Cancel // ends ctx, which is the call's own
 	hc := newContext(ctx, rt, info)
 	var pumps sync.WaitGroup
 	// A method may return before it read its upload streams to the end:

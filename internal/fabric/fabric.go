@@ -70,6 +70,10 @@ type Call struct {
 	// or a method reading uploads, when the method itself returned or
 	// began (those go on). It is idempotent and also called when Done is.
 	Release func()
+	// Cancel ends the ctx given to Invoke with a cause (nil: context.Canceled);
+	// it is idempotent, and Done calls it. The Invoker ends its work's
+	// context with it rather than deriving one of its own.
+	Cancel context.CancelCauseFunc
 	// Done must be called exactly once, when the call is completely over.
 	Done func()
 }
