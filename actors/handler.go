@@ -330,6 +330,12 @@ func (h *backplaneHandler) unwantedEcho(hub string, isNode bool, data []byte) bo
 			if m < 0 {
 				return false
 			}
+			if string(v) != h.nodeID {
+				// Another node's (its first field, as encoders write it):
+				// decoded as usual. (An origin repeated further on would
+				// win, so this is only ever a miss, never a wrong drop.)
+				return false
+			}
 			origin, data = v, data[m:]
 			continue
 		}
