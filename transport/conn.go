@@ -444,8 +444,8 @@ type wsConnection struct {
 	hub, connID  string
 	identity     auth.Identity
 	r            *http.Request // the upgrade request, until the setup is done (run)
-	resumeOnly   error  // set: the client must resume a connection it takes over (run)
-	claimedToken string // released when the connection ends; empty when none was claimed
+	resumeOnly   error         // set: the client must resume a connection it takes over (run)
+	claimedToken string        // released when the connection ends; empty when none was claimed
 
 	set     *connSetup  // set by run
 	fr      *frameReads // set by run; used by one reader at a time
