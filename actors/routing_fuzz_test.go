@@ -52,7 +52,8 @@ func FuzzHandleMessageRouting(f *testing.F) {
 		}
 		received, malformed := n.cfg.Counters.Received.Load(), n.cfg.Counters.Malformed.Load()
 		n.tree.Handler.HandleMessage(channel, data)
-		if (decodes && env.OriginNode == "n1") || n.tree.Handler.(*backplaneHandler).unwantedEcho("chat", false, data) {
+		hub, _, isNode, parses := parseChannel(channel)
+		if (decodes && env.OriginNode == "n1") || parses && n.tree.Handler.(*backplaneHandler).unwantedEcho(hub, isNode, data) {
 			// Its own message, come back: ignored, neither received nor
 			// malformed (FuzzUnwantedEcho checks the second test).
 		} else if n.cfg.Counters.Received.Load() == received && n.cfg.Counters.Malformed.Load() == malformed {

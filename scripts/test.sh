@@ -72,7 +72,7 @@ step "fuzz targets, briefly (a new target must be listed here)"
 # loaded machine makes likely. A target found in the code but not listed,
 # or listed but gone, fails the step.
 fuzz_targets="
-actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecords
+actors:FuzzHandleMessage actors:FuzzHandleMessageRouting actors:FuzzHandleRecords actors:FuzzUnwantedEcho
 auth:FuzzHS256
 backplane/redis:FuzzParseConnectionString
 protocol:FuzzParseJSON protocol:FuzzUnmarshalJSONArgument protocol:FuzzParseMessagePack protocol:FuzzParseHandshakeRequest protocol:FuzzParseNegotiateResponse
