@@ -359,21 +359,30 @@ func readReply(r *bufio.Reader) (string, error) {
 func StartSentinel(t testing.TB, masterName string) (sentinel, master *Server) {
 	t.Helper()
 	master = StartStandalone(t)
-	port := freePort(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "sentinel.conf")
 	_, mport, _ := net.SplitHostPort(master.Addr)
-	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s 1\n", port, dir, masterName, mport)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		t.Fatalf("redistest: %v", err)
+	// As in newServer, a port found free can be taken before the sentinel
+	// binds it (a CI run: "bind: Address already in use"): retried on new
+	// ports, a bounded number of times.
+	var err error
+	for range bindAttempts {
+		port := freePort(t)
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s 1\n", port, dir, masterName, mport)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		sentinel = &Server{
+			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			port: port,
+			dir:  dir,
+			conf: conf,
+		}
+		if err = sentinel.start(); err == nil || !strings.Contains(err.Error(), "Address already in use") {
+			break
+		}
 	}
-	sentinel = &Server{
-		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		port: port,
-		dir:  dir,
-		conf: conf,
-	}
-	if err := sentinel.start(); err != nil {
+	if err != nil {
 		t.Fatalf("redistest: sentinel: %v", err)
 	}
 	t.Cleanup(sentinel.Kill)
