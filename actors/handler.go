@@ -278,12 +278,16 @@ const (
 // envelopeOriginNode is the field number of fabricv1.Envelope.origin_node.
 const envelopeOriginNode protowire.Number = 1
 
-// envelopeBodyFields are the members of fabricv1.Envelope's body oneof.
-var envelopeBodyFields = (&fabricv1.Envelope{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
+// envelopeBody is fabricv1.Envelope's body oneof; envelopeBodyFields its
+// members.
+var (
+	envelopeBody       = (&fabricv1.Envelope{}).ProtoReflect().Descriptor().Oneofs().ByName("body")
+	envelopeBodyFields = envelopeBody.Fields()
+)
 
 // envelopeBodyOf is the field number of env's body, 0 when it has none.
 func envelopeBodyOf(env *fabricv1.Envelope) protowire.Number {
-	if f := env.ProtoReflect().WhichOneof(envelopeBodyFields.Get(0).ContainingOneof()); f != nil {
+	if f := env.ProtoReflect().WhichOneof(envelopeBody); f != nil {
 		return f.Number()
 	}
 	return 0

@@ -60,6 +60,27 @@ func stopServer(t *testing.T, s *Server) {
 	}
 }
 
+// rawUpgradeRequest is a WebSocket upgrade request for hub chat, for tests
+// that write a client's bytes themselves.
+const rawUpgradeRequest = "GET /hubs/chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+// readSwitchingProtocols reads the answer to rawUpgradeRequest from nc,
+// fails the test unless it is 101, and returns the reader that holds
+// whatever followed it.
+func readSwitchingProtocols(t *testing.T, nc net.Conn) *bufio.Reader {
+	t.Helper()
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %s", resp.Status)
+	}
+	return br
+}
+
 // invocationJSON is a JSON record of a non-blocking invocation of target.
 func invocationJSON(target string) string {
 	return fmt.Sprintf(`{"type":1,"target":%q,"arguments":[]}`+"\x1e", target)
@@ -119,22 +140,13 @@ func TestHandshakeSentWithUpgradeRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	upgrade := "GET /hubs/chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	// Handshake and a first invocation, all in one write with the request.
-	early := append([]byte(upgrade), maskedTextFrame(`{"protocol":"json","version":1}`+"\x1e")...)
+	early := append([]byte(rawUpgradeRequest), maskedTextFrame(`{"protocol":"json","version":1}`+"\x1e")...)
 	early = append(early, maskedTextFrame(`{"type":1,"target":"Hello","arguments":[]}`+"\x1e")...)
 	if _, err := conn.Write(early); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade answered %s", resp.Status)
-	}
+	br := readSwitchingProtocols(t, conn)
 	if got := readServerFrame(t, br); got != "{}\x1e" {
 		t.Fatalf("handshake answer %q", got)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -29,19 +28,10 @@ func dialRaw(t *testing.T, srv *httptest.Server) (net.Conn, *bufio.Reader) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	upgrade := "GET /hubs/chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write([]byte(upgrade)); err != nil {
+	if _, err := nc.Write([]byte(rawUpgradeRequest)); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade answered %s", resp.Status)
-	}
+	br := readSwitchingProtocols(t, nc)
 	sendFrame(t, nc, `{"protocol":"json","version":1}`+"\x1e")
 	if got := readServerFrame(t, br); got != "{}\x1e" {
 		t.Fatalf("handshake answer %q", got)
@@ -69,7 +59,21 @@ func parkingServer(t *testing.T, linger time.Duration, connect func(context.Cont
 	s.readLinger = linger
 	parks := make(chan struct{}, 64)
 	s.poller.onPark = func() { parks <- struct{}{} }
-	return s, httptest.NewServer(s), parks
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return s, srv, parks
+}
+
+// parkedClient starts a parkingServer whose connections go to a
+// recordingSession, dials it (dialRaw) and waits for the park that follows
+// the handshake.
+func parkedClient(t *testing.T, linger time.Duration) (*recordingSession, *Server, net.Conn, chan struct{}) {
+	t.Helper()
+	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
+	s, srv, parks := parkingServer(t, linger, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
+	nc, _ := dialRaw(t, srv)
+	waitFor(t, parks, "the park after the handshake")
+	return sess, s, nc, parks
 }
 
 // A quiet WebSocket parks with no goroutine, and is read again whenever
@@ -77,12 +81,7 @@ func parkingServer(t *testing.T, linger time.Duration, connect func(context.Cont
 // sharing a frame and a record split over frames sent apart included; the
 // client closing a parked connection ends it.
 func TestQuietClientParksAndIsReadAgain(t *testing.T) {
-	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
-	s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
-	defer srv.Close()
-	nc, _ := dialRaw(t, srv)
-	waitFor(t, parks, "the park after the handshake")
-
+	sess, s, nc, parks := parkedClient(t, 0)
 	for i := range 10 {
 		target := fmt.Sprintf("M%d", i)
 		sendFrame(t, nc, invocationJSON(target))
@@ -128,7 +127,6 @@ func TestNodeClosesParkedConnection(t *testing.T) {
 				conns <- req.Conn
 				return sess, nil
 			})
-			defer srv.Close()
 			nc, br := dialRaw(t, srv)
 			c := waitFor(t, conns, "the connect")
 			waitFor(t, parks, "the park after the handshake")
@@ -186,7 +184,6 @@ func TestPanickingReaderAfterParkIsClosedNotFatal(t *testing.T) {
 			if !canPark {
 				s.poller.broken = errors.New("test: parking is off")
 			}
-			defer srv.Close()
 			nc, br := dialRaw(t, srv)
 			sendFrame(t, nc, invocationJSON("first"))
 			waitFor(t, sess.first, "the first message")
@@ -207,11 +204,7 @@ func TestPanickingReaderAfterParkIsClosedNotFatal(t *testing.T) {
 // as it does while its reader is in a read: looking at the socket must not
 // swallow the reset.
 func TestResetWhileParkedIsAnError(t *testing.T) {
-	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
-	s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
-	defer srv.Close()
-	nc, _ := dialRaw(t, srv)
-	waitFor(t, parks, "the park after the handshake")
+	sess, s, nc, _ := parkedClient(t, 0)
 	if err := nc.(*net.TCPConn).SetLinger(0); err != nil {
 		t.Fatal(err)
 	}
@@ -225,11 +218,7 @@ func TestResetWhileParkedIsAnError(t *testing.T) {
 // A client that sends more often than the linger is busy: it is waited for
 // in a read, not parked after each frame.
 func TestBusyClientIsNotParked(t *testing.T) {
-	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
-	s, srv, parks := parkingServer(t, time.Hour, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
-	defer srv.Close()
-	nc, _ := dialRaw(t, srv)
-	waitFor(t, parks, "the park after the handshake")
+	sess, s, nc, parks := parkedClient(t, time.Hour)
 	for i := range 5 {
 		target := fmt.Sprintf("M%d", i)
 		sendFrame(t, nc, invocationJSON(target))

@@ -65,36 +65,48 @@ func newServer(t testing.TB, extraArgs []string) *Server {
 	t.Helper()
 	serverBinary(t)
 	cluster := slices.Contains(extraArgs, "--cluster-enabled")
-	// A port found free can be taken before redis-server binds it, and a
-	// cluster node also binds its bus port (port + 10000), which freePort
-	// never checked: another test's client connection held one in a CI
-	// run ("Failed listening on port 44933 (cluster), aborting"). A start
-	// that fails on a port in use is retried on new ports, a bounded
-	// number of times.
-	var err error
-	for range bindAttempts {
-		port := freePort(t)
+	s, err := startOnFreePort(t, func(port int) *Server {
+		// A cluster node also binds its bus port (port + 10000), which
+		// freePort never checked: another test's client connection held
+		// one in a CI run ("Failed listening on port 44933 (cluster),
+		// aborting").
 		if cluster && (port+clusterBusOffset > 65535 || !portFree(port+clusterBusOffset)) {
-			continue
+			return nil
 		}
-		s := &Server{
+		return &Server{
 			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			port: port,
 			dir:  t.TempDir(), // a failed start may have written its nodes.conf
 			args: extraArgs,
 		}
-		if err = s.start(); err == nil {
-			return s
+	})
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return s
+}
+
+// startOnFreePort starts the server that build makes for a port freePort
+// found, and returns it. A port found free can be taken before
+// redis-server binds it: a start that fails on a port in use, or a port
+// that build refuses (nil), is retried on a new port, bindAttempts times
+// at most.
+func startOnFreePort(t testing.TB, build func(port int) *Server) (*Server, error) {
+	t.Helper()
+	for range bindAttempts {
+		s := build(freePort(t))
+		if s == nil {
+			continue
+		}
+		err := s.start()
+		if err == nil {
+			return s, nil
 		}
 		if !strings.Contains(err.Error(), "Address already in use") {
-			break
+			return nil, err
 		}
 	}
-	if err == nil {
-		err = fmt.Errorf("no free pair of ports (port and port+%d) in %d tries", clusterBusOffset, bindAttempts)
-	}
-	t.Fatalf("redistest: %v", err)
-	return nil
+	return nil, fmt.Errorf("no usable free port in %d tries (a cluster node needs port and port+%d free)", bindAttempts, clusterBusOffset)
 }
 
 // bindAttempts bounds the starts of one server that fail on a port in use.
@@ -360,28 +372,15 @@ func StartSentinel(t testing.TB, masterName string) (sentinel, master *Server) {
 	t.Helper()
 	master = StartStandalone(t)
 	_, mport, _ := net.SplitHostPort(master.Addr)
-	// As in newServer, a port found free can be taken before the sentinel
-	// binds it (a CI run: "bind: Address already in use"): retried on new
-	// ports, a bounded number of times.
-	var err error
-	for range bindAttempts {
-		port := freePort(t)
+	sentinel, err := startOnFreePort(t, func(port int) *Server {
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
 		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s 1\n", port, dir, masterName, mport)
 		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			t.Fatalf("redistest: %v", err)
 		}
-		sentinel = &Server{
-			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-			port: port,
-			dir:  dir,
-			conf: conf,
-		}
-		if err = sentinel.start(); err == nil || !strings.Contains(err.Error(), "Address already in use") {
-			break
-		}
-	}
+		return &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port: port, dir: dir, conf: conf}
+	})
 	if err != nil {
 		t.Fatalf("redistest: sentinel: %v", err)
 	}
