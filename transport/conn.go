@@ -186,14 +186,16 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 
 // readBufferSize is the size of the buffer coder/websocket reads frame
 // headers through. Payloads at least this long are read straight into the
-// caller's (pooled) buffer, so a small one costs no extra copies; it is
-// held for the connection's whole life, so its size is memory per idle
-// connection. net/http's own is 4 KiB.
+// caller's (pooled) buffer, so a small one costs no extra copies. A
+// connection holds it only while its client is sending (readWaiter.grow,
+// shrink); a quiet one holds a parkedReadBufferSize one. net/http's own
+// is 4 KiB.
 const readBufferSize = 512
 
 // smallBuffers is the ResponseWriter given to websocket.Accept: its Hijack
-// replaces net/http's 4 KiB read and write buffers with a readBufferSize
-// one (carrying over any bytes the client sent early) and a
+// replaces net/http's 4 KiB read and write buffers with a
+// parkedReadBufferSize one (readBufferSize or more when it must carry over
+// bytes the client sent early) and a
 // writeBufferSize one over a frameWriter, which it keeps in fw.
 type smallBuffers struct {
 	http.ResponseWriter
@@ -253,7 +255,11 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	bw := bufio.NewWriterSize(w.fw, writeBufferSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
-		br := bufio.NewReaderSize(conn, readBufferSize)
+		// A connection starts with a parked one's read buffer: most
+		// connections are quiet after their handshake, and a buffer given
+		// back later still counts in the node's memory until a GC. Its
+		// reader grows it once the client sends more (readWaiter.grow).
+		br := bufio.NewReaderSize(conn, parkedReadBufferSize)
 		w.waiter = newReadWaiter(conn, br)
 		return w.watch(conn), bufio.NewReadWriter(br, bw), nil
 	}
@@ -527,6 +533,9 @@ func (wc *wsConnection) readFrames() {
 		if err != errCaughtUp {
 			return
 		}
+		if canPark {
+			w.shrink()
+		}
 		if wc.s.poller.park(wc) {
 			err = errParked
 			return
@@ -743,6 +752,7 @@ func (fr *frameReads) read(waiter *readWaiter) error {
 			if err := waiter.socketError(); err != nil {
 				return err // the socket's error, which looking at it took (readWaiter.sockErr)
 			}
+			waiter.grow() // the client speaks: read it through a full-size buffer
 		}
 		if fr.rd == nil {
 			// No deadline context (see internal/conn outbound.writeLoop): closing the

@@ -8,6 +8,10 @@ import (
 	"syscall"
 )
 
+// canPark is true: idlePoller.park parks a connection unless its socket
+// is closed or an epoll set cannot be made or waited on.
+const canPark = true
+
 // idlePoller holds the server's quiet WebSocket connections without a
 // goroutine each. A goroutine costs its stack (4 KiB or more once it has
 // read a frame through coder/websocket) for as long as it waits; here one
@@ -34,7 +38,7 @@ type idlePoller struct {
 	parked      map[uint64]*wsConnection // by park token
 	broken      error                    // set once waiting on the epoll set failed: nothing parks any more
 	startFailed bool                     // the last attempt to make an epoll set failed (logged once per run of failures)
-	onPark      func()                   // tests: called (under mu) after a connection parked
+	onPark      func(*wsConnection)      // tests: called (under mu) after a connection parked
 }
 
 // wakeToken is the event data of the wake pipe; park tokens start at 1.
@@ -86,7 +90,7 @@ func (p *idlePoller) park(wc *wsConnection) bool {
 	wc.parkToken = tok
 	p.parked[tok] = wc
 	if p.onPark != nil {
-		p.onPark()
+		p.onPark(wc)
 	}
 	return true
 }

@@ -49,16 +49,17 @@ func sendFrame(t *testing.T, nc net.Conn, payload string) {
 
 // parkingServer returns a server whose WebSockets count as busy while
 // their frames come within linger (0: they park whenever they are read
-// up), and a channel that gets a value at every park.
-func parkingServer(t *testing.T, linger time.Duration, connect func(context.Context, ConnectRequest) (Session, error)) (*Server, *httptest.Server, chan struct{}) {
+// up), and a channel that gets, at every park, the size of the parked
+// connection's read buffer.
+func parkingServer(t *testing.T, linger time.Duration, connect func(context.Context, ConnectRequest) (Session, error)) (*Server, *httptest.Server, chan int) {
 	t.Helper()
 	s, err := NewServer(testOptions(connect))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.readLinger = linger
-	parks := make(chan struct{}, 64)
-	s.poller.onPark = func() { parks <- struct{}{} }
+	parks := make(chan int, 64)
+	s.poller.onPark = func(wc *wsConnection) { parks <- wc.waiter.br.Size() }
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return s, srv, parks
@@ -67,7 +68,7 @@ func parkingServer(t *testing.T, linger time.Duration, connect func(context.Cont
 // parkedClient starts a parkingServer whose connections go to a
 // recordingSession, dials it (dialRaw) and waits for the park that follows
 // the handshake.
-func parkedClient(t *testing.T, linger time.Duration) (*recordingSession, *Server, net.Conn, chan struct{}) {
+func parkedClient(t *testing.T, linger time.Duration) (*recordingSession, *Server, net.Conn, chan int) {
 	t.Helper()
 	sess := &recordingSession{got: make(chan protocol.Message, 8), closed: make(chan error, 1)}
 	s, srv, parks := parkingServer(t, linger, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
@@ -76,28 +77,34 @@ func parkedClient(t *testing.T, linger time.Duration) (*recordingSession, *Serve
 	return sess, s, nc, parks
 }
 
-// A quiet WebSocket parks with no goroutine, and is read again whenever
-// its client speaks: every record arrives once and in order, records
-// sharing a frame and a record split over frames sent apart included; the
-// client closing a parked connection ends it.
+// A quiet WebSocket parks with no goroutine and a bufio-sized read buffer,
+// and is read again whenever its client speaks: every record arrives once
+// and in order, records sharing a frame and a record split over frames
+// sent apart included; the client closing a parked connection ends it.
 func TestQuietClientParksAndIsReadAgain(t *testing.T) {
 	sess, s, nc, parks := parkedClient(t, 0)
+	parked := func(what string) {
+		t.Helper()
+		if size := waitFor(t, parks, what); size != parkedReadBufferSize {
+			t.Fatalf("%s: the parked connection holds a read buffer of %d bytes, want %d", what, size, parkedReadBufferSize)
+		}
+	}
 	for i := range 10 {
 		target := fmt.Sprintf("M%d", i)
 		sendFrame(t, nc, invocationJSON(target))
 		waitInvocation(t, sess.got, target)
-		waitFor(t, parks, "the park after "+target)
+		parked("the park after " + target)
 	}
 	sendFrame(t, nc, invocationJSON("A")+invocationJSON("B"))
 	waitInvocation(t, sess.got, "A")
 	waitInvocation(t, sess.got, "B")
-	waitFor(t, parks, "the park after A and B")
+	parked("the park after A and B")
 	split := invocationJSON("C")
 	sendFrame(t, nc, split[:10])
-	waitFor(t, parks, "the park holding half a record")
+	parked("the park holding half a record")
 	sendFrame(t, nc, split[10:])
 	waitInvocation(t, sess.got, "C")
-	waitFor(t, parks, "the park after C")
+	parked("the park after C")
 
 	nc.Close()
 	if err := waitFor(t, sess.closed, "the connection's end"); err != nil {
@@ -177,17 +184,17 @@ func (p *panickingSession) Closed(err error) { p.closed <- err }
 // server goes on and Wait still joins. Also when the connection cannot
 // park (its reader then waits for the socket itself).
 func TestPanickingReaderAfterParkIsClosedNotFatal(t *testing.T) {
-	for _, canPark := range []bool{true, false} {
-		t.Run(fmt.Sprintf("parks=%v", canPark), func(t *testing.T) {
+	for _, parking := range []bool{true, false} {
+		t.Run(fmt.Sprintf("parks=%v", parking), func(t *testing.T) {
 			sess := &panickingSession{first: make(chan struct{}), closed: make(chan error, 1)}
 			s, srv, parks := parkingServer(t, 0, func(context.Context, ConnectRequest) (Session, error) { return sess, nil })
-			if !canPark {
+			if !parking {
 				s.poller.broken = errors.New("test: parking is off")
 			}
 			nc, br := dialRaw(t, srv)
 			sendFrame(t, nc, invocationJSON("first"))
 			waitFor(t, sess.first, "the first message")
-			if canPark {
+			if parking {
 				waitFor(t, parks, "a park")
 			}
 			sendFrame(t, nc, invocationJSON("second"))

@@ -25,8 +25,9 @@ const defaultReadLinger = time.Second
 // A readWaiter is used by one goroutine at a time (the connection's
 // reader).
 type readWaiter struct {
-	br  *bufio.Reader   // coder/websocket reads the socket through it
-	raw syscall.RawConn // the socket under br
+	br   *bufio.Reader   // coder/websocket reads the socket through it
+	sock net.Conn        // the socket under br; br reads it once br is empty
+	raw  syscall.RawConn // the socket under br
 
 	// gate is held while br is looked at outside coder/websocket's read
 	// lock (idle) and while coder/websocket's Close reads the client's
@@ -62,7 +63,7 @@ func newReadWaiter(conn net.Conn, br *bufio.Reader) *readWaiter {
 	if err != nil {
 		return nil
 	}
-	w := &readWaiter{br: br, raw: raw}
+	w := &readWaiter{br: br, sock: conn, raw: raw}
 	w.peek = w.peekFD
 	w.check = w.checkFD
 	return w
@@ -76,6 +77,55 @@ func (w *readWaiter) idle() bool {
 	defer w.gate.Unlock()
 	return w.br.Buffered() == 0
 }
+
+// parkedReadBufferSize is the size of the read buffer of a connection
+// that is parked or has not read past its handshake yet, bufio's least. A
+// reader about to read a frame grows it to readBufferSize (grow), and
+// shrinks it again before it parks (shrink); in between it is read through
+// only by the handshake and by the node's close of a parked connection
+// (wsSocket.Close reads the client's answer).
+const parkedReadBufferSize = 16
+
+// shrink replaces br's buffer with a parkedReadBufferSize one when br is
+// empty and its buffer bigger, and gives the big one back to
+// spareReadBuffers: a parked connection holds no read buffer worth the
+// name. Called by the reader before it parks.
+func (w *readWaiter) shrink() {
+	w.gate.Lock()
+	defer w.gate.Unlock()
+	if w.br.Buffered() != 0 || w.br.Size() <= parkedReadBufferSize {
+		return
+	}
+	spare := new(bufio.Reader)
+	*spare = *w.br
+	spare.Reset(nil) // keeps the buffer, lets the socket go
+	spareReadBuffers.Put(spare)
+	*w.br = *bufio.NewReaderSize(w.sock, parkedReadBufferSize)
+}
+
+// grow gives br a readBufferSize buffer (from spareReadBuffers when one is
+// there) when it is empty and has the small one. Called by the reader
+// when the client has sent something and br is empty.
+func (w *readWaiter) grow() {
+	w.gate.Lock()
+	defer w.gate.Unlock()
+	if w.br.Buffered() != 0 || w.br.Size() > parkedReadBufferSize {
+		return // a buffered answer stays where it is; the next park tries again
+	}
+	spare, _ := spareReadBuffers.Get().(*bufio.Reader)
+	if spare == nil {
+		spare = bufio.NewReaderSize(w.sock, readBufferSize)
+	}
+	spare.Reset(w.sock)
+	*w.br = *spare
+	*spare = bufio.Reader{} // br alone holds the buffer now
+}
+
+// spareReadBuffers holds the readBufferSize readers parked connections
+// gave up (shrink), for the next connection whose client speaks (grow).
+// Only the buffer is used again: grow copies the Reader into the
+// connection's own.
+var spareReadBuffers sync.Pool
 
 // readable reports whether the socket has bytes to read, is at its end or
 // failed, or is closed here, without waiting.

@@ -1,0 +1,104 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"testing"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
+
+// A readWaiter gives up its reader's buffer only while the reader is
+// empty, keeps the small one while it holds bytes, and the bytes read
+// through it arrive whole and in order across both sizes.
+func TestReadWaiterShrinksAndGrowsOnlyWhenEmpty(t *testing.T) {
+	server, client := tcpPair(t)
+	br := bufio.NewReaderSize(server, readBufferSize)
+	w := newReadWaiter(server, br)
+	if w == nil {
+		t.Fatal("no readWaiter for a TCP socket")
+	}
+	want := bytes.Repeat([]byte("0123456789"), 30)
+	if _, err := client.Write(want[:100]); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, len(want))
+	one := make([]byte, 1)
+	if _, err := br.Peek(100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(br, one); err != nil { // br buffers the other 99
+		t.Fatal(err)
+	}
+	got = append(got, one...)
+	w.shrink()
+	if br.Size() != readBufferSize {
+		t.Fatalf("shrink with %d bytes buffered left a %d-byte buffer, want it kept (%d)", br.Buffered(), br.Size(), readBufferSize)
+	}
+	rest := make([]byte, br.Buffered())
+	if _, err := io.ReadFull(br, rest); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, rest...)
+
+	w.shrink()
+	if br.Size() != parkedReadBufferSize {
+		t.Fatalf("shrink of an empty reader left a %d-byte buffer, want %d", br.Size(), parkedReadBufferSize)
+	}
+	if _, err := client.Write(want[100:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.Peek(2); err != nil { // through the small buffer
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(br, one); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, one...)
+	w.grow()
+	if br.Size() != parkedReadBufferSize {
+		t.Fatalf("grow with %d bytes buffered made a %d-byte buffer, want the small one kept", br.Buffered(), br.Size())
+	}
+	rest = make([]byte, br.Buffered())
+	if _, err := io.ReadFull(br, rest); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, rest...)
+	w.grow()
+	if br.Size() != readBufferSize {
+		t.Fatalf("grow of an empty reader made a %d-byte buffer, want %d", br.Size(), readBufferSize)
+	}
+	rest = make([]byte, len(want)-len(got))
+	if _, err := io.ReadFull(br, rest); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, rest...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+}
