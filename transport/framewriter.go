@@ -10,11 +10,18 @@ import (
 )
 
 // writeBufferSize is the size of the bufio.Writer coder/websocket frames
-// into. It is held for the connection's whole life, so it is memory per
-// idle connection (net/http's is 4 KiB). A frame that fits (header plus a
-// payload of up to ~240 bytes) is one write; a longer one is flushed in
-// two pieces that frameWriter joins into one writev.
-const writeBufferSize = 256
+// into, bufio's least. It is held for the connection's whole life, so it
+// is memory per idle connection (net/http's is 4 KiB), and it carries
+// only the frames that do not go through writeDataFrame: those written
+// while the client is behind (wsSocket.WriteFrame), control frames and the
+// handshake answer. Their pieces, flushed as the buffer fills, are held by
+// the frameWriter (heldBufferSize buffers, pooled) and go out as one
+// writev per frame.
+const writeBufferSize = 16
+
+// heldBufferSize is the capacity of the pooled buffers that hold a frame's
+// first pieces until its last one arrives (frameWriter.held).
+const heldBufferSize = 256
 
 // maxSpilledControl bounds the spilled bytes behind which a control frame
 // (a Pong answering the client's Ping, a Close) may still be kept: a client
@@ -68,7 +75,7 @@ type frameWriter struct {
 	rawWrite func(fd uintptr) bool
 }
 
-var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBufferSize); return &b }}
+var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, heldBufferSize); return &b }}
 
 // newFrameWriter returns a frameWriter over conn; it can write without
 // waiting when conn is a socket whose descriptor it can reach.
@@ -272,7 +279,7 @@ func appendFrameHeader(dst []byte, op byte, n int) []byte {
 func isControl(op byte) bool { return op&0x8 != 0 }
 
 func (w *frameWriter) release() {
-	if cap(*w.held) <= 4*writeBufferSize {
+	if cap(*w.held) <= 4*heldBufferSize {
 		*w.held = (*w.held)[:0]
 		heldBuffers.Put(w.held)
 	}
