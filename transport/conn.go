@@ -609,7 +609,7 @@ type connSetup struct {
 // nil when the connection ended there (refused, taken over, or closed by
 // the client), with everything done.
 func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, waiter *readWaiter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) *connSetup {
-	log := s.log.With("hub", hub, "conn_id", connID)
+	log := connLogger(s.log, hub, connID, "")
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
 		return nil

@@ -377,7 +377,7 @@ func (h *httpConn) socket() conn.Socket {
 // it to its hub.
 func (h *httpConn) open(ctx context.Context, p protocol.HubProtocol) (*conn.Conn, Session, error) {
 	s := h.s
-	log := s.log.With("hub", h.hub, "conn_id", h.connID, "transport", h.transport)
+	log := connLogger(s.log, h.hub, h.connID, h.transport)
 	keepAlive := s.opts.KeepAliveInterval
 	if h.transport == transportLongPolling {
 		// Long polling is its own keep-alive (SignalR's inherent
