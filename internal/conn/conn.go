@@ -103,13 +103,13 @@ type Conn struct {
 	out     *outbound
 	session Session
 
-	closeOnce     sync.Once
-	slow          atomic.Bool // the outbound queue overflowed
-	closeErr      atomic.Pointer[error]
-	lastRead      atomic.Int64 // unix nanos; 0 until the client's first message
-	handingOff    atomic.Int32 // >0 while the reader hands a message on (HandOff)
-	stopHeartbeat func()
-	endOnce       sync.Once
+	closeOnce  sync.Once
+	slow       atomic.Bool // the outbound queue overflowed
+	closeErr   atomic.Pointer[error]
+	lastRead   atomic.Int64 // unix nanos; 0 until the client's first message
+	handingOff atomic.Int32 // >0 while the reader hands a message on (HandOff)
+	hb         heartbeat
+	endOnce    sync.Once
 }
 
 // Open makes the server side of a connection over sock and runs the steps
@@ -135,13 +135,7 @@ func Open(ctx context.Context, sock Socket, opts Options, connect func(context.C
 	}
 	c.out = newOutbound(sock, opts.Runtime, opts.MaxOutboundBytes, greeting)
 	c.out.stats = opts.Stats
-	c.out.overflow = func() {
-		if opts.Stats != nil && c.slow.CompareAndSwap(false, true) {
-			opts.Stats.SlowCloses.Add(1) // once, though racing enqueues may all overflow
-		}
-		log.Warn("closing slow client", "queued_bytes_limit", opts.MaxOutboundBytes)
-		c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", opts.MaxOutboundBytes), true)
-	}
+	c.out.overflow = c.overflowed
 	session, err := connect(ctx, c)
 	if err != nil {
 		log.Info("connection refused by hub", "err", err)
@@ -150,8 +144,18 @@ func Open(ctx context.Context, sock Socket, opts Options, connect func(context.C
 	}
 	c.session = session
 	c.out.release()
-	c.stopHeartbeat = c.startHeartbeat()
+	c.hb.start(opts.Runtime, opts.KeepAlive, opts.ClientTimeout, c)
 	return c, nil
+}
+
+// overflowed closes a client whose outbound queue overflowed (outbound's
+// overflow callback).
+func (c *Conn) overflowed() {
+	if c.opts.Stats != nil && c.slow.CompareAndSwap(false, true) {
+		c.opts.Stats.SlowCloses.Add(1) // once, though racing enqueues may all overflow
+	}
+	c.log.Warn("closing slow client", "queued_bytes_limit", c.opts.MaxOutboundBytes)
+	c.Close(fmt.Sprintf("Connection closed: the client is too slow; more than %d bytes were waiting to be sent.", c.opts.MaxOutboundBytes), true)
 }
 
 // ID is the connection id.
@@ -239,7 +243,7 @@ func (c *Conn) End(err error) {
 			c.Close("", false)
 			return
 		}
-		c.stopHeartbeat()
+		c.hb.stop()
 		if ce := c.closeErr.Load(); ce != nil && err == nil {
 			err = *ce
 		}
@@ -257,28 +261,25 @@ func (c *Conn) Wait() {
 	c.opts.Runtime.Join(&c.out.wg)
 }
 
-// startHeartbeat arms the keep-alive and client-timeout checks on one
-// timer; an idle connection has no goroutine for them.
-func (c *Conn) startHeartbeat() (stop func()) {
-	ping, _ := c.opts.Protocol.AppendMessage(nil, &protocol.Ping{})
-	rt := c.opts.Runtime
-	return startHeartbeat(heartbeatConfig{
-		KeepAlive: c.opts.KeepAlive,
-		Timeout:   c.opts.ClientTimeout,
-		Now:       rt.Now,
-		AfterFunc: rt.AfterFunc,
-		LastWrite: func() time.Time { return time.Unix(0, c.out.lastWrite.Load()) },
-		LastRead: func() (time.Time, bool) {
-			last := c.lastRead.Load()
-			if last != 0 && c.handingOff.Load() > 0 {
-				return rt.Now(), true // the reader waits for the node, not for the client
-			}
-			return time.Unix(0, last), last != 0
-		},
-		Ping: func() { _ = c.out.enqueue(ping) },
-		Expire: func(idle time.Duration) {
-			c.log.Debug("client timeout", "idle", idle)
-			c.Close(clientTimeoutMessage(c.opts.ClientTimeout), true)
-		},
-	})
+// The Conn is its heartbeat's host: keep-alive and client timeout on one
+// timer, so an idle connection has no goroutine for them.
+
+func (c *Conn) lastWriteTime() time.Time { return time.Unix(0, c.out.lastWrite.Load()) }
+
+func (c *Conn) lastReadTime() (time.Time, bool) {
+	last := c.lastRead.Load()
+	if last != 0 && c.handingOff.Load() > 0 {
+		return c.opts.Runtime.Now(), true // the reader waits for the node, not for the client
+	}
+	return time.Unix(0, last), last != 0
+}
+
+func (c *Conn) ping() {
+	rec, _ := c.opts.Protocol.AppendMessage(nil, &protocol.Ping{})
+	_ = c.out.enqueue(rec)
+}
+
+func (c *Conn) expire(idle time.Duration) {
+	c.log.Debug("client timeout", "idle", idle)
+	c.Close(clientTimeoutMessage(c.opts.ClientTimeout), true)
 }

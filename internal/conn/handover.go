@@ -183,9 +183,7 @@ func (c *Conn) finishHandOver(st *Stateful, forward func(rec []byte), done func(
 // Records queued later still go to HandOver's forward. Idempotent.
 func (c *Conn) EndMoved() {
 	c.endOnce.Do(func() {
-		if c.stopHeartbeat != nil {
-			c.stopHeartbeat()
-		}
+		c.hb.stop()
 		c.out.endMoved()
 	})
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/hubfabric/hubfabric/protocol"
 )
 
-// hbRecorder drives startHeartbeat on a fake clock and records its calls.
+// hbRecorder hosts a heartbeat on a fake clock and records its calls.
 type hbRecorder struct {
 	rt        *fakeRuntime
 	lastWrite time.Time
@@ -23,23 +23,23 @@ type hbRecorder struct {
 func newHBRecorder(t *testing.T, keepAlive, timeout time.Duration) (*hbRecorder, func()) {
 	rt := newFakeRuntime(t)
 	h := &hbRecorder{rt: rt, lastWrite: rt.Now()}
-	stop := startHeartbeat(heartbeatConfig{
-		KeepAlive: keepAlive,
-		Timeout:   timeout,
-		Now:       rt.Now,
-		AfterFunc: rt.AfterFunc,
-		LastWrite: func() time.Time { return h.lastWrite },
-		LastRead:  func() (time.Time, bool) { return h.lastRead, h.read },
-		Ping: func() {
-			h.pings = append(h.pings, rt.since())
-			h.lastWrite = rt.Now() // a Ping is a write, as in Conn
-		},
-		Expire: func(idle time.Duration) {
-			h.expired = append(h.expired, rt.since())
-			h.idle = append(h.idle, idle)
-		},
-	})
-	return h, stop
+	hb := new(heartbeat)
+	hb.start(rt, keepAlive, timeout, h)
+	return h, hb.stop
+}
+
+func (h *hbRecorder) lastWriteTime() time.Time { return h.lastWrite }
+
+func (h *hbRecorder) lastReadTime() (time.Time, bool) { return h.lastRead, h.read }
+
+func (h *hbRecorder) ping() {
+	h.pings = append(h.pings, h.rt.since())
+	h.lastWrite = h.rt.Now() // a Ping is a write, as in Conn
+}
+
+func (h *hbRecorder) expire(idle time.Duration) {
+	h.expired = append(h.expired, h.rt.since())
+	h.idle = append(h.idle, idle)
 }
 
 // advanceTo moves the fake clock to at (from the epoch).
@@ -53,7 +53,7 @@ func secs(ss ...int) []time.Duration {
 	return out
 }
 
-// TestHeartbeatSchedule proves startHeartbeat's schedule on one timer: a Ping
+// TestHeartbeatSchedule proves the heartbeat's schedule on one timer: a Ping
 // after KeepAlive without a write (none while writes keep coming), Expire
 // once Timeout passed since the last read, counted only from the first
 // read, and the timer left unarmed after Expire.
