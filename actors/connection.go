@@ -166,7 +166,6 @@ func (c *connection) Receive(ctx actor.Context) {
 
 func (c *connection) onStarted(ctx actor.Context) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.calls = make(map[string]*activeCall)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.info.Abort = func(msg string) { root.Send(self, &abortConnection{msg: msg}) }
 	if c.moved {
@@ -288,6 +287,9 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 	callCtx, cancel := context.WithCancelCause(c.ctx)
 	ac := &activeCall{id: q.id, cancel: cancel, streams: q.streams()}
 	if q.id != "" {
+		if c.calls == nil {
+			c.calls = make(map[string]*activeCall) // most connections make no call with an id
+		}
 		c.calls[q.id] = ac
 	}
 	c.running++

@@ -39,8 +39,8 @@ func signal(ch chan struct{}) {
 }
 
 // push adds an item, waiting while the buffer is full until the reader
-// takes one, the stream ends, ctx ends or gone is closed.
-func (u *Upload) push(ctx context.Context, gone <-chan struct{}, v protocol.RawValue) {
+// takes one, the stream ends (finish) or gone is closed.
+func (u *Upload) push(gone <-chan struct{}, v protocol.RawValue) {
 	for {
 		u.mu.Lock()
 		if u.done {
@@ -56,8 +56,6 @@ func (u *Upload) push(ctx context.Context, gone <-chan struct{}, v protocol.RawV
 		u.mu.Unlock()
 		select {
 		case <-u.space:
-		case <-ctx.Done():
-			return
 		case <-gone:
 			return
 		}
@@ -119,7 +117,7 @@ type Uploads struct {
 	max     int // items buffered per stream
 	maxOpen int // streams registered at once
 	mu      sync.Mutex
-	byID    map[string]*Upload
+	byID    map[string]*Upload // made on the first stream: most connections never upload
 	closed  bool
 }
 
@@ -127,7 +125,7 @@ type Uploads struct {
 // up to max items, and at most maxOpen streams are open at once (those of
 // calls still waiting to start included).
 func NewUploads(max, maxOpen int) *Uploads {
-	return &Uploads{max: max, maxOpen: maxOpen, byID: map[string]*Upload{}}
+	return &Uploads{max: max, maxOpen: maxOpen}
 }
 
 // create registers the upload streams an invocation declares. When they
@@ -151,6 +149,9 @@ func (r *Uploads) create(ids []string) (ups []*Upload, open int, ok bool) {
 		} else {
 			if old := r.byID[id]; old != nil {
 				old.finish(errStreamIDReused)
+			}
+			if r.byID == nil {
+				r.byID = make(map[string]*Upload)
 			}
 			r.byID[id] = u
 		}
@@ -181,7 +182,7 @@ func (r *Uploads) CloseAll(err error) {
 	r.mu.Lock()
 	r.closed = true
 	all := r.byID
-	r.byID = map[string]*Upload{}
+	r.byID = nil
 	r.mu.Unlock()
 	for _, u := range all {
 		u.finish(err)
@@ -200,16 +201,13 @@ type Inbound struct {
 	uploads *Uploads
 	pending *Pending
 	gone    <-chan struct{} // the connection's socket side ended
-	ctx     context.Context
-	cancel  context.CancelFunc
 }
 
 // NewInbound returns the Inbound of the connection actor pid. gone is
 // closed when the connection's socket side ends (Outlet.Done); it ends
 // any wait of the reader.
 func NewInbound(root *actor.RootContext, pid *actor.PID, uploads *Uploads, pending *Pending, gone <-chan struct{}) *Inbound {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Inbound{root: root, pid: pid, uploads: uploads, pending: pending, gone: gone, ctx: ctx, cancel: cancel}
+	return &Inbound{root: root, pid: pid, uploads: uploads, pending: pending, gone: gone}
 }
 
 // Receive handles one message from the client. It may wait: while the
@@ -220,7 +218,7 @@ func (in *Inbound) Receive(m protocol.Message) {
 	case *protocol.StreamItem:
 		if u := in.uploads.get(msg.InvocationID); u != nil {
 			raw, _ := msg.Item.(protocol.RawValue)
-			u.push(in.ctx, in.gone, raw)
+			u.push(in.gone, raw)
 		}
 		// Items of unknown or finished streams are dropped, as in ASP.NET.
 		return
@@ -400,7 +398,8 @@ func (p *Pending) Waiting() (count, bytes int) {
 
 // Closed reports the end of the socket; err is nil for a normal close.
 func (in *Inbound) Closed(err error) {
-	in.cancel()
+	// Ending the streams also ends a push waiting for room (finish
+	// signals space).
 	in.uploads.CloseAll(errConnectionClosed)
 	in.root.Send(in.pid, &ClientClosed{Err: err})
 }
