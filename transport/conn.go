@@ -443,7 +443,7 @@ func handshakeError(wire, detail string) error { return &handshakeErr{wire: wire
 // that keeps its values but is never cancelled.
 type wsConnection struct {
 	s            *Server
-	ctx          context.Context
+	ctx          context.Context // the upgrade request's, until the setup is done (run)
 	ws           *websocket.Conn
 	fw           *frameWriter
 	waiter       *readWaiter // nil: the connection is read on run's goroutine
@@ -485,9 +485,10 @@ func (wc *wsConnection) run() {
 	defer wc.s.closeOnPanic(wc.connID, wc.ws)
 	s := wc.s
 	set := s.setupConnection(wc.ctx, wc.ws, wc.fw, wc.waiter, wc.hub, wc.connID, wc.identity, wc.r, wc.resumeOnly)
-	// The upgrade request (its headers, URL and buffers, ~1.2 KB) served
-	// the setup; an open connection does not keep it.
-	wc.r = nil
+	// The upgrade request (its headers, URL and buffers, ~1.2 KB) and its
+	// context (net/http's per-connection contexts) served the setup; an
+	// open connection keeps neither.
+	wc.r, wc.ctx = nil, nil
 	if set == nil {
 		return // refused, taken over, or ended during setup: all done there
 	}
