@@ -155,7 +155,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 	// The Origin was checked above by the same function as negotiate's
 	// (checkOrigin), so coder/websocket's own check, which parses the
 	// Origin more leniently, is skipped.
-	accepted := &smallBuffers{ResponseWriter: w}
+	accepted := &smallBuffers{ResponseWriter: w, mayPark: canPark}
 	ws, err := websocket.Accept(accepted, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "err", err)
@@ -193,12 +193,15 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 const readBufferSize = 512
 
 // smallBuffers is the ResponseWriter given to websocket.Accept: its Hijack
-// replaces net/http's 4 KiB read and write buffers with a
-// parkedReadBufferSize one (readBufferSize or more when it must carry over
-// bytes the client sent early) and a
-// writeBufferSize one over a frameWriter, which it keeps in fw.
+// replaces net/http's 4 KiB read and write buffers with a readBufferSize
+// one (parkedReadBufferSize when mayPark is set and the socket can be
+// waited for, so a quiet connection never holds the big one; more when it
+// must carry over bytes the client sent early) and a writeBufferSize one
+// over a frameWriter, which it keeps in fw.
 type smallBuffers struct {
 	http.ResponseWriter
+	mayPark bool // the connection may park in the idlePoller (set by the caller)
+
 	fw     *frameWriter // set by Hijack
 	waiter *readWaiter  // set by Hijack; nil when the socket's descriptor is out of reach
 	nc     *watchedConn // set by Hijack with waiter: the socket as coder/websocket has it
@@ -255,12 +258,20 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	bw := bufio.NewWriterSize(w.fw, writeBufferSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
-		// A connection starts with a parked one's read buffer: most
-		// connections are quiet after their handshake, and a buffer given
-		// back later still counts in the node's memory until a GC. Its
-		// reader grows it once the client sends more (readWaiter.grow).
-		br := bufio.NewReaderSize(conn, parkedReadBufferSize)
+		// A connection that may park starts with a parked one's read
+		// buffer: most connections are quiet after their handshake, and a
+		// buffer given back later still counts in the node's memory until
+		// a GC. Its reader grows it once the client sends more
+		// (readWaiter.grow); without a waiter nothing would.
+		size := readBufferSize
+		if w.mayPark {
+			size = parkedReadBufferSize
+		}
+		br := bufio.NewReaderSize(conn, size)
 		w.waiter = newReadWaiter(conn, br)
+		if w.waiter == nil && size < readBufferSize {
+			br = bufio.NewReaderSize(conn, readBufferSize)
+		}
 		return w.watch(conn), bufio.NewReadWriter(br, bw), nil
 	}
 	// Accept takes what is buffered and then reads the socket directly, so
@@ -505,6 +516,9 @@ func (wc *wsConnection) run() {
 	if set.st != nil {
 		// A stateful connection's socket changes with each reconnect: it
 		// is read here, and does not park.
+		if wc.waiter != nil {
+			wc.waiter.grow()
+		}
 		endStateful(c, s.runStateful(wc.ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
 		wc.closed()
 		return

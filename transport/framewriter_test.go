@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -91,14 +92,31 @@ func TestFrameWriterPassesWholeFrames(t *testing.T) {
 }
 
 // Messages of every size class go through coder/websocket, the small
-// buffers and frameWriter to a real client intact and in order.
+// buffers and frameWriter to a real client intact and in order, and one
+// back through the read buffer: readBufferSize for a connection that does
+// not park, the parked one's 16 bytes (never grown here) for one that may.
 func TestSmallBuffersCarryMessagesOfAnySize(t *testing.T) {
+	for _, mayPark := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mayPark=%v", mayPark), func(t *testing.T) { testSmallBuffers(t, mayPark) })
+	}
+}
+
+func testSmallBuffers(t *testing.T, mayPark bool) {
+	want := readBufferSize
+	if mayPark {
+		want = parkedReadBufferSize
+	}
 	sizes := []int{0, 1, 125, 126, 240, 255, 256, 300, 4095, 4096, 4097, 65535, 65536, 200000}
 	done := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(&smallBuffers{ResponseWriter: w}, r, nil)
+		sb := &smallBuffers{ResponseWriter: w, mayPark: mayPark}
+		ws, err := websocket.Accept(sb, r, nil)
 		if err != nil {
 			done <- err
+			return
+		}
+		if sb.waiter == nil || sb.waiter.br.Size() != want {
+			done <- fmt.Errorf("read buffer after the upgrade: waiter %v, want %d bytes", sb.waiter, want)
 			return
 		}
 		defer ws.CloseNow()

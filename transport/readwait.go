@@ -2,7 +2,9 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -104,19 +106,26 @@ func (w *readWaiter) shrink() {
 }
 
 // grow gives br a readBufferSize buffer (from spareReadBuffers when one is
-// there) when it is empty and has the small one. Called by the reader
-// when the client has sent something and br is empty.
+// there) when it has the small one. Bytes br holds are carried over: they
+// are read first, then the socket, so grow may be called between any two
+// reads through br, mid-frame too. Called by the reader before it reads a
+// frame, and before a connection that never parks is read.
 func (w *readWaiter) grow() {
 	w.gate.Lock()
 	defer w.gate.Unlock()
-	if w.br.Buffered() != 0 || w.br.Size() > parkedReadBufferSize {
-		return // a buffered answer stays where it is; the next park tries again
+	if w.br.Size() > parkedReadBufferSize {
+		return
 	}
 	spare, _ := spareReadBuffers.Get().(*bufio.Reader)
 	if spare == nil {
 		spare = bufio.NewReaderSize(w.sock, readBufferSize)
 	}
-	spare.Reset(w.sock)
+	if n := w.br.Buffered(); n > 0 {
+		held, _ := w.br.Peek(n)
+		spare.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(held)), w.sock))
+	} else {
+		spare.Reset(w.sock)
+	}
 	*w.br = *spare
 	*spare = bufio.Reader{} // br alone holds the buffer now
 }

@@ -34,9 +34,10 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 }
 
 // A readWaiter gives up its reader's buffer only while the reader is
-// empty, keeps the small one while it holds bytes, and the bytes read
-// through it arrive whole and in order across both sizes.
-func TestReadWaiterShrinksAndGrowsOnlyWhenEmpty(t *testing.T) {
+// empty, grows it with bytes buffered or not, and the bytes read through
+// it arrive whole and in order across both sizes, then shrink and grow
+// again.
+func TestReadWaiterShrinksWhenEmptyAndGrowsCarryingBytes(t *testing.T) {
 	server, client := tcpPair(t)
 	br := bufio.NewReaderSize(server, readBufferSize)
 	w := newReadWaiter(server, br)
@@ -80,18 +81,9 @@ func TestReadWaiterShrinksAndGrowsOnlyWhenEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = append(got, one...)
-	w.grow()
-	if br.Size() != parkedReadBufferSize {
-		t.Fatalf("grow with %d bytes buffered made a %d-byte buffer, want the small one kept", br.Buffered(), br.Size())
-	}
-	rest = make([]byte, br.Buffered())
-	if _, err := io.ReadFull(br, rest); err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, rest...)
-	w.grow()
+	w.grow() // with bytes buffered: they are carried over
 	if br.Size() != readBufferSize {
-		t.Fatalf("grow of an empty reader made a %d-byte buffer, want %d", br.Size(), readBufferSize)
+		t.Fatalf("grow made a %d-byte buffer, want %d", br.Size(), readBufferSize)
 	}
 	rest = make([]byte, len(want)-len(got))
 	if _, err := io.ReadFull(br, rest); err != nil {
@@ -100,5 +92,22 @@ func TestReadWaiterShrinksAndGrowsOnlyWhenEmpty(t *testing.T) {
 	got = append(got, rest...)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("read %q, want %q", got, want)
+	}
+
+	// Empty again: the buffer goes, and comes back for the next bytes.
+	w.shrink()
+	if br.Size() != parkedReadBufferSize {
+		t.Fatalf("shrink after reading everything left a %d-byte buffer, want %d", br.Size(), parkedReadBufferSize)
+	}
+	w.grow()
+	if br.Size() != readBufferSize {
+		t.Fatalf("grow of an empty reader made a %d-byte buffer, want %d", br.Size(), readBufferSize)
+	}
+	if _, err := client.Write([]byte("end")); err != nil {
+		t.Fatal(err)
+	}
+	end := make([]byte, 3)
+	if _, err := io.ReadFull(br, end); err != nil || string(end) != "end" {
+		t.Fatalf("after shrink and grow read %q, %v; want \"end\"", end, err)
 	}
 }
