@@ -255,7 +255,14 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.fw = newFrameWriter(conn)
-	bw := bufio.NewWriterSize(w.fw, writeBufferSize)
+	bwSize := writeBufferSize
+	if w.fw.raw == nil {
+		// Not a socket the frame writer reaches (TLS, say): every frame
+		// goes through bw, and a frame flushed in two pieces is two writes
+		// (two TLS records), so a small frame should fit.
+		bwSize = heldBufferSize
+	}
+	bw := bufio.NewWriterSize(w.fw, bwSize)
 	n := brw.Reader.Buffered()
 	if n == 0 {
 		// A connection that may park starts with a parked one's read

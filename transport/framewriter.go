@@ -16,7 +16,9 @@ import (
 // while the client is behind (wsSocket.WriteFrame), control frames and the
 // handshake answer. Their pieces, flushed as the buffer fills, are held by
 // the frameWriter (heldBufferSize buffers, pooled) and go out as one
-// writev per frame.
+// writev per frame. Over a connection whose socket the frameWriter cannot
+// reach (TLS), where pieces are separate writes, the buffer is
+// heldBufferSize instead (smallBuffers.Hijack).
 const writeBufferSize = 16
 
 // heldBufferSize is the capacity of the pooled buffers that hold a frame's

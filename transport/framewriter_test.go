@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -97,25 +98,32 @@ func TestFrameWriterPassesWholeFrames(t *testing.T) {
 // not park, the parked one's 16 bytes (never grown here) for one that may.
 func TestSmallBuffersCarryMessagesOfAnySize(t *testing.T) {
 	for _, mayPark := range []bool{false, true} {
-		t.Run(fmt.Sprintf("mayPark=%v", mayPark), func(t *testing.T) { testSmallBuffers(t, mayPark) })
+		t.Run(fmt.Sprintf("mayPark=%v", mayPark), func(t *testing.T) { testSmallBuffers(t, mayPark, false) })
 	}
+	// Over TLS the socket is out of reach: no waiter (nothing parks), and
+	// every frame goes through coder/websocket's writer.
+	t.Run("tls", func(t *testing.T) { testSmallBuffers(t, true, true) })
 }
 
-func testSmallBuffers(t *testing.T, mayPark bool) {
+func testSmallBuffers(t *testing.T, mayPark, overTLS bool) {
 	want := readBufferSize
 	if mayPark {
 		want = parkedReadBufferSize
 	}
 	sizes := []int{0, 1, 125, 126, 240, 255, 256, 300, 4095, 4096, 4097, 65535, 65536, 200000}
 	done := make(chan error, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sb := &smallBuffers{ResponseWriter: w, mayPark: mayPark}
 		ws, err := websocket.Accept(sb, r, nil)
 		if err != nil {
 			done <- err
 			return
 		}
-		if sb.waiter == nil || sb.waiter.br.Size() != want {
+		switch {
+		case overTLS && (sb.waiter != nil || sb.fw.raw != nil):
+			done <- errors.New("over TLS the socket was reached")
+			return
+		case !overTLS && (sb.waiter == nil || sb.waiter.br.Size() != want):
 			done <- fmt.Errorf("read buffer after the upgrade: waiter %v, want %d bytes", sb.waiter, want)
 			return
 		}
@@ -138,11 +146,17 @@ func testSmallBuffers(t *testing.T, mayPark bool) {
 			err = ws.Close(websocket.StatusNormalClosure, "")
 		}
 		done <- err
-	}))
+	})
+	srv := httptest.NewUnstartedServer(handler)
+	if overTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, srv.URL, nil)
+	c, _, err := websocket.Dial(ctx, srv.URL, &websocket.DialOptions{HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
