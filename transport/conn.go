@@ -502,7 +502,8 @@ func (wc *wsConnection) run() {
 	// down.
 	defer wc.s.closeOnPanic(wc.connID, wc.ws)
 	s := wc.s
-	set := s.setupConnection(wc.ctx, wc.ws, wc.fw, wc.waiter, wc.hub, wc.connID, wc.identity, wc.r, wc.resumeOnly)
+	// The connection token is the request's "id" (claimed when not empty).
+	set := s.setupConnection(wc.ctx, wc.ws, wc.fw, wc.waiter, wc.hub, wc.connID, wc.claimedToken, wc.identity, wc.r, wc.resumeOnly)
 	// The upgrade request (its headers, URL and buffers, ~1.2 KB) and its
 	// context (net/http's per-connection contexts) served the setup; an
 	// open connection keeps neither.
@@ -630,7 +631,7 @@ type connSetup struct {
 // setupConnection reads the handshake and opens the connection; it returns
 // nil when the connection ended there (refused, taken over, or closed by
 // the client), with everything done.
-func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, waiter *readWaiter, hub, connID string, identity auth.Identity, r *http.Request, resumeOnly error) *connSetup {
+func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *frameWriter, waiter *readWaiter, hub, connID, token string, identity auth.Identity, r *http.Request, resumeOnly error) *connSetup {
 	log := connLogger(s.log, hub, connID, "")
 	p, version, rest, rd, err := s.handshake(ctx, ws, log)
 	if errors.Is(err, errHandshakeAnswered) {
@@ -641,7 +642,6 @@ func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *fr
 		_ = ws.Close(websocket.StatusPolicyViolation, resumeOnly.Error())
 		return nil
 	}
-	token := r.URL.Query().Get("id")
 	if errors.Is(err, errSequenceFirst) {
 		if s.opts.TakeOver != nil && s.opts.StatefulReconnect && isStateful(token) {
 			s.takeOver(ctx, ws, hub, connID, identity, token, rest, rd, log)

@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +58,11 @@ type tokens struct {
 	mu     sync.Mutex
 	used   map[string]tokenUse
 	sweepN int
+
+	// macs holds HMAC-SHA256 states keyed with secret, for use again:
+	// making one costs ~660 B, and a connection needs four (two to mint
+	// its token, two to check it).
+	macs sync.Pool
 }
 
 type tokenUse struct {
@@ -67,12 +74,27 @@ func newTokens(secret []byte, ttl time.Duration, now func() time.Time) *tokens {
 	return &tokens{secret: secret, ttl: ttl, now: now, used: make(map[string]tokenUse)}
 }
 
-func (t *tokens) mac(data []byte, userID string) []byte {
-	m := hmac.New(sha256.New, t.secret)
+// hmacSHA256 returns a fresh HMAC-SHA256 keyed with the secret; give it
+// back with putHMAC.
+func (t *tokens) hmacSHA256() hash.Hash {
+	if m, ok := t.macs.Get().(hash.Hash); ok {
+		m.Reset()
+		return m
+	}
+	return hmac.New(sha256.New, t.secret)
+}
+
+func (t *tokens) putHMAC(m hash.Hash) { t.macs.Put(m) }
+
+// mac is the HMAC of data and userID, appended to dst.
+func (t *tokens) mac(dst, data []byte, userID string) []byte {
+	m := t.hmacSHA256()
 	m.Write(data)
 	m.Write([]byte{0})
-	m.Write([]byte(userID))
-	return m.Sum(nil)
+	io.WriteString(m, userID)
+	dst = m.Sum(dst)
+	t.putHMAC(m)
+	return dst
 }
 
 // mint returns a new token and the connection id it stands for. With
@@ -97,21 +119,27 @@ func (t *tokens) mintWith(legacy, stateful bool, userID string) (token, connID s
 	if stateful {
 		raw[4] |= 2
 	}
-	copy(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], t.home), userID))
+	var buf signedBuf
+	var sum [sha256.Size]byte
+	copy(raw[tokenBytes-tokenMAC:], t.mac(sum[:0], buf.signed(raw[:tokenBytes-tokenMAC], t.home), userID))
 	token = b64.EncodeToString(raw[:])
 	if t.home != "" {
 		token += "." + b64.EncodeToString([]byte(t.home))
 	}
-	return token, t.connectionID(t.signed(raw[:], t.home), token)
+	return token, t.connectionID(buf.signed(raw[:], t.home), token)
 }
 
+// signedBuf holds what a token's MAC covers (signed), so building it
+// allocates nothing: a token's bytes, '.' and a home node id.
+type signedBuf [tokenBytes + 1 + maxHomeLen]byte
+
 // signed is what a token's MAC covers: its first bytes and, for a token
-// with a home node, the node's id.
-func (t *tokens) signed(raw []byte, home string) []byte {
+// with a home node, the node's id. It is raw itself or in b.
+func (b *signedBuf) signed(raw []byte, home string) []byte {
 	if home == "" {
 		return raw
 	}
-	return append(append(append([]byte(nil), raw...), '.'), home...)
+	return append(append(append(b[:0], raw...), '.'), home...)
 }
 
 // maxTokenLen bounds a token before it is decoded: 22 characters and a
@@ -156,21 +184,26 @@ func (t *tokens) verify(token, userID string) (connID, home string, issued time.
 		}
 		home = string(h)
 	}
-	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(t.signed(raw[:tokenBytes-tokenMAC], home), userID)[:tokenMAC]) {
+	var buf signedBuf
+	var sum [sha256.Size]byte
+	if !hmac.Equal(raw[tokenBytes-tokenMAC:], t.mac(sum[:0], buf.signed(raw[:tokenBytes-tokenMAC], home), userID)[:tokenMAC]) {
 		return "", "", time.Time{}, errTokenInvalid
 	}
 	issued = time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
-	return t.connectionID(t.signed(raw, home), token), home, issued, nil
+	return t.connectionID(buf.signed(raw, home), token), home, issued, nil
 }
 
 func (t *tokens) connectionID(raw []byte, token string) string {
 	if raw[4]&1 == 1 {
 		return token
 	}
-	m := hmac.New(sha256.New, t.secret)
-	m.Write([]byte("connection-id:"))
+	m := t.hmacSHA256()
+	io.WriteString(m, "connection-id:")
 	m.Write(raw)
-	return b64.EncodeToString(m.Sum(nil)[:16])
+	var sum [sha256.Size]byte
+	id := b64.EncodeToString(m.Sum(sum[:0])[:16])
+	t.putHMAC(m)
+	return id
 }
 
 // claim checks token for userID and marks it active on this node. It

@@ -178,3 +178,19 @@ func TestNodeIDFitsTokens(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTokenMintAndCheck is a connection's token work: negotiate mints
+// a token (with a home node, as a node with a NodeID does), the WebSocket
+// request checks it.
+func BenchmarkTokenMintAndCheck(b *testing.B) {
+	tk := newTokens([]byte("0123456789abcdef0123456789abcdef"), time.Minute, time.Now)
+	tk.home = "node-1"
+	b.ReportAllocs()
+	for b.Loop() {
+		token, id := tk.mint(false, "alice")
+		got, _, err := tk.check(token, "alice")
+		if err != nil || got != id {
+			b.Fatalf("check: %q, %v; want %q", got, err, id)
+		}
+	}
+}
