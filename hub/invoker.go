@@ -31,12 +31,13 @@ type (
 
 // Connected implements actors.Invoker.
 func (rt *hubRuntime) Connected(ctx context.Context, info *fabric.ConnectionInfo) (err error) {
-	log := rt.connLog(info)
 	defer func() {
-		if err != nil {
-			log.Debug("connection refused by OnConnected", "err", err)
-		} else {
-			log.Debug("connected", "protocol", info.Outlet.Protocol().Name())
+		switch {
+		case !rt.debugOn(ctx):
+		case err != nil:
+			rt.connLog(info).Debug("connection refused by OnConnected", "err", err)
+		default:
+			rt.connLog(info).Debug("connected", "protocol", info.Outlet.Protocol().Name())
 		}
 	}()
 	h, ok := rt.impl.(Connector)
@@ -70,9 +71,11 @@ func safeText(err error) (text string) {
 
 // Disconnected implements actors.Invoker.
 func (rt *hubRuntime) Disconnected(ctx context.Context, info *fabric.ConnectionInfo, cause error) {
-	if cause != nil {
+	switch {
+	case !rt.debugOn(ctx):
+	case cause != nil:
 		rt.connLog(info).Debug("disconnected", "reason", cause)
-	} else {
+	default:
 		rt.connLog(info).Debug("disconnected", "reason", "closed normally")
 	}
 	h, ok := rt.impl.(Disconnector)
@@ -82,6 +85,12 @@ func (rt *hubRuntime) Disconnected(ctx context.Context, info *fabric.ConnectionI
 	var err error
 	defer rt.recoverInto(&err, info, "OnDisconnected")
 	h.OnDisconnected(newContext(ctx, rt, info), cause)
+}
+
+// debugOn reports whether the node logs at Debug: a connection's logger
+// (connLog) and the record's arguments are built only then.
+func (rt *hubRuntime) debugOn(ctx context.Context) bool {
+	return rt.node.log.Enabled(ctx, slog.LevelDebug)
 }
 
 // connLog is the node's logger with the connection's identity.

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -207,10 +208,11 @@ func (o Options) withDefaults() (Options, error) {
 // safe for concurrent use. Shutdown refuses new connections; closing
 // existing ones is the hubs' job.
 type Server struct {
-	opts   Options
-	hubs   map[string]bool
-	tokens *tokens
-	log    *slog.Logger
+	opts       Options
+	hubs       map[string]bool
+	tokens     *tokens
+	log        *slog.Logger
+	transports []protocol.AvailableTransport // what negotiate offers, from opts; read only
 
 	mu       sync.Mutex
 	stopping bool
@@ -242,6 +244,7 @@ func NewServer(opts Options) (*Server, error) {
 	for _, h := range opts.Hubs {
 		s.hubs[h] = true
 	}
+	s.transports = availableTransports(opts)
 	return s, nil
 }
 
@@ -395,14 +398,19 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 			NegotiateVersion:    version,
 			ConnectionID:        id,
 			ConnectionToken:     token,
-			AvailableTransports: s.availableTransports(),
+			AvailableTransports: s.transports,
 		}
 		resp.UseStatefulReconnect = stateful
 	}
-	body := protocol.AppendNegotiateResponse(nil, resp)
+	bp := negotiateBodies.Get().(*[]byte)
+	body := protocol.AppendNegotiateResponse((*bp)[:0], resp)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
+	if cap(body) <= 4<<10 {
+		*bp = body[:0]
+		negotiateBodies.Put(bp)
+	}
 }
 
 // defaultPollTimeout is Options.PollTimeout's default, ASP.NET's.
@@ -411,16 +419,20 @@ const defaultPollTimeout = 90 * time.Second
 // availableTransports is what negotiate offers, in SignalR's order of
 // preference: WebSockets, then Server-Sent Events (text only), then long
 // polling.
-func (s *Server) availableTransports() []protocol.AvailableTransport {
+func availableTransports(opts Options) []protocol.AvailableTransport {
 	ts := []protocol.AvailableTransport{{Transport: transportWebSockets, TransferFormats: []string{"Text", "Binary"}}}
-	if !s.opts.DisableServerSentEvents {
+	if !opts.DisableServerSentEvents {
 		ts = append(ts, protocol.AvailableTransport{Transport: transportServerSentEvents, TransferFormats: []string{"Text"}})
 	}
-	if !s.opts.DisableLongPolling {
+	if !opts.DisableLongPolling {
 		ts = append(ts, protocol.AvailableTransport{Transport: transportLongPolling, TransferFormats: []string{"Text", "Binary"}})
 	}
 	return ts
 }
+
+// negotiateBodies holds buffers negotiate answers are built in (a
+// ResponseWriter, as any io.Writer, keeps nothing of what Write is given).
+var negotiateBodies = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // maxNegotiateBody bounds a negotiate request's body. SignalR clients send
 // none; whatever is sent is read and dropped, so the connection can carry
