@@ -152,15 +152,21 @@ const maxHomeLen = 255
 // check verifies token for userID and its age, and returns its connection
 // id and home node ("" for none), without claiming it.
 func (t *tokens) check(token, userID string) (connID, home string, err error) {
-	connID, home, issued, err := t.verify(token, userID)
+	connID, home, _, err = t.checkAge(token, userID)
+	return connID, home, err
+}
+
+// checkAge is check, also returning when the token was issued.
+func (t *tokens) checkAge(token, userID string) (connID, home string, issued time.Time, err error) {
+	connID, home, issued, err = t.verify(token, userID)
 	if err != nil {
-		return "", "", err
+		return "", "", time.Time{}, err
 	}
 	now := t.now()
 	if now.Sub(issued) > t.ttl || issued.Sub(now) > time.Minute {
-		return "", "", errTokenExpired
+		return "", "", time.Time{}, errTokenExpired
 	}
-	return connID, home, nil
+	return connID, home, issued, nil
 }
 
 // verify checks token's signature for userID (not its age) and returns
@@ -173,16 +179,18 @@ func (t *tokens) verify(token, userID string) (connID, home string, issued time.
 	if len(base) != b64.EncodedLen(tokenBytes) {
 		return "", "", time.Time{}, errTokenInvalid
 	}
-	raw, err := b64.DecodeString(base)
-	if err != nil || len(raw) != tokenBytes {
+	var rawBuf [tokenBytes]byte
+	raw := rawBuf[:]
+	if n, err := b64.Decode(raw, []byte(base)); err != nil || n != tokenBytes {
 		return "", "", time.Time{}, errTokenInvalid
 	}
 	if hasHome {
-		h, err := b64.DecodeString(homePart)
-		if err != nil || len(h) == 0 {
+		var h [maxHomeLen]byte // the length check above bounds it
+		n, err := b64.Decode(h[:], []byte(homePart))
+		if err != nil || n == 0 {
 			return "", "", time.Time{}, errTokenInvalid
 		}
-		home = string(h)
+		home = string(h[:n])
 	}
 	var buf signedBuf
 	var sum [sha256.Size]byte
@@ -209,12 +217,10 @@ func (t *tokens) connectionID(raw []byte, token string) string {
 // claim checks token for userID and marks it active on this node. It
 // returns the connection id, or an error saying why the token is refused.
 func (t *tokens) claim(token, userID string) (string, error) {
-	connID, _, err := t.check(token, userID)
+	connID, _, issued, err := t.checkAge(token, userID)
 	if err != nil {
 		return "", err
 	}
-	raw, _ := b64.DecodeString(token[:b64.EncodedLen(tokenBytes)])
-	issued := time.Unix(int64(binary.BigEndian.Uint32(raw[:4])), 0)
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
