@@ -130,6 +130,15 @@ func (w *readWaiter) grow() {
 	*spare = bufio.Reader{} // br alone holds the buffer now
 }
 
+// A swap (shrink, grow) starts br afresh over the socket, so a read error
+// br held back would be dropped. None is held at the swaps: the reader
+// swaps between frames, after coder/websocket's reads returned without
+// error (a socket read returns bytes or an error, never both, so bufio
+// keeps an error only when it is the read's answer), and a look at the
+// socket that took an error returns it (socketError). Only the node's close
+// of a parked connection reads through br outside the reader, and the
+// connection ends after it.
+
 // spareReadBuffers holds the readBufferSize readers parked connections
 // gave up (shrink), for the next connection whose client speaks (grow).
 // Only the buffer is used again: grow copies the Reader into the
