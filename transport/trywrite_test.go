@@ -45,6 +45,27 @@ type tryPair struct {
 
 func newTryPair(t *testing.T) *tryPair {
 	t.Helper()
+	server, client := tcpPair(t)
+	p := &tryPair{server: server, client: client}
+	if err := p.server.SetWriteBuffer(serverSendBuffer); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.client.SetReadBuffer(clientReceiveBuffer); err != nil {
+		t.Fatal(err)
+	}
+	p.fw = newFrameWriter(p.server)
+	if p.fw.raw == nil {
+		t.Fatal("newFrameWriter over a TCP socket did not reach its descriptor")
+	}
+	p.fw.try.Store(true)
+	p.bw = bufio.NewWriterSize(p.fw, writeBufferSize)
+	return p
+}
+
+// tcpPair returns both ends of a loopback TCP connection, closed when the
+// test ends.
+func tcpPair(t *testing.T) (server, client *net.TCPConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,34 +81,21 @@ func newTryPair(t *testing.T) *tryPair {
 		}
 		accepted <- c
 	}()
-	client, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close() })
-	var server net.Conn
+	t.Cleanup(func() { c.Close() })
+	var s net.Conn
 	select {
-	case server = <-accepted:
+	case s = <-accepted:
 	case err := <-acceptErr:
 		t.Fatal(err)
 	case <-time.After(tryWaitGuard):
 		t.Fatal("timed out accepting the loopback connection")
 	}
-	t.Cleanup(func() { server.Close() })
-	p := &tryPair{server: server.(*net.TCPConn), client: client.(*net.TCPConn)}
-	if err := p.server.SetWriteBuffer(serverSendBuffer); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.client.SetReadBuffer(clientReceiveBuffer); err != nil {
-		t.Fatal(err)
-	}
-	p.fw = newFrameWriter(p.server)
-	if p.fw.raw == nil {
-		t.Fatal("newFrameWriter over a TCP socket did not reach its descriptor")
-	}
-	p.fw.try.Store(true)
-	p.bw = bufio.NewWriterSize(p.fw, writeBufferSize)
-	return p
+	t.Cleanup(func() { s.Close() })
+	return s.(*net.TCPConn), c.(*net.TCPConn)
 }
 
 // tryPayload is frame i's payload of n bytes: distinct per frame and per
