@@ -79,7 +79,7 @@ protocol:FuzzParseJSON protocol:FuzzUnmarshalJSONArgument protocol:FuzzParseMess
 internal/conn:FuzzStatefulFrames internal/conn:FuzzRestoreStateful
 service:FuzzServiceConnectionString service:FuzzRESTRoute service:FuzzRESTBody service:FuzzServiceCommand service:FuzzUpstreamResult service:FuzzAccessToken
 cmd/loadgen:FuzzBacklogParse
-transport:FuzzTokenClaim transport:FuzzReadFrame transport:FuzzReadHandshake transport:FuzzCheckOrigin transport:FuzzNegotiate transport:FuzzHTTPSend
+transport:FuzzTokenClaim transport:FuzzReadFrame transport:FuzzReadHandshake transport:FuzzCheckOrigin transport:FuzzNegotiate transport:FuzzHTTPSend transport:FuzzQueryValue
 "
 found=$(grep -rhoE --include='*_test.go' --exclude-dir=node_modules '^func Fuzz[A-Za-z0-9_]+' . | sed 's/^func //' | sort)
 listed=$(for pt in $fuzz_targets; do echo "${pt##*:}"; done | sort)

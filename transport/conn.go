@@ -111,7 +111,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, hub string
 		return
 	}
 	handedOff := false
-	token := r.URL.Query().Get("id")
+	token, _ := queryValue(r.URL.RawQuery, "id")
 	claimed := false
 	var resumeOnly error // set: the token admits only a take-over (claimResume); why it admits nothing else
 	defer func() {

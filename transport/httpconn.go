@@ -522,7 +522,7 @@ func (s *Server) serveHTTPTransport(w http.ResponseWriter, r *http.Request, hub 
 		return
 	}
 	defer s.active.Done()
-	token := r.URL.Query().Get("id")
+	token, _ := queryValue(r.URL.RawQuery, "id")
 	if token == "" {
 		http.Error(w, "Connection ID required", http.StatusBadRequest)
 		return

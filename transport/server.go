@@ -386,13 +386,12 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 		return
 	}
 	defer s.active.Done()
-	q := r.URL.Query()
-	version, err := protocol.ParseNegotiateVersion(q.Get("negotiateVersion"), q.Has("negotiateVersion"))
+	version, err := protocol.ParseNegotiateVersion(queryValue(r.URL.RawQuery, "negotiateVersion"))
 	var resp protocol.NegotiateResponse
 	if err != nil {
 		resp.Error = err.Error()
 	} else {
-		stateful := s.statefulRequested(version, q)
+		stateful := s.statefulRequested(version, r.URL.RawQuery)
 		token, id := s.tokens.mintWith(version == 0, stateful, identity.UserID)
 		resp = protocol.NegotiateResponse{
 			NegotiateVersion:    version,

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +38,12 @@ import (
 const ackInterval = time.Second
 
 // statefulRequested reports whether negotiate grants stateful reconnect.
-func (s *Server) statefulRequested(version int, q url.Values) bool {
-	return s.opts.StatefulReconnect && version >= 1 && q.Get("useStatefulReconnect") == "true"
+func (s *Server) statefulRequested(version int, rawQuery string) bool {
+	if !s.opts.StatefulReconnect || version < 1 {
+		return false
+	}
+	v, _ := queryValue(rawQuery, "useStatefulReconnect")
+	return v == "true"
 }
 
 // statefulConnection reports whether a connection with token and handshake
