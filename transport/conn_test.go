@@ -50,13 +50,20 @@ func readServerFrame(t *testing.T, br *bufio.Reader) string {
 }
 
 // stopServer stops s accepting and waits (at most 10 s) for its connections to end.
-func stopServer(t *testing.T, s *Server) {
-	t.Helper()
+func stopServer(tb testing.TB, s *Server) {
+	tb.Helper()
+	stopServerWithin(tb, s, 10*time.Second)
+}
+
+// stopServerWithin stops s accepting and fails tb unless its connections
+// end within d. Safe in a Cleanup.
+func stopServerWithin(tb testing.TB, s *Server, d time.Duration) {
+	tb.Helper()
 	s.StopAccepting()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	if err := s.Wait(ctx); err != nil {
-		t.Fatalf("Wait: %v", err)
+		tb.Errorf("Wait: %v", err)
 	}
 }
 

@@ -55,12 +55,7 @@ func FuzzReadHandshake(f *testing.F) {
 	srv := httptest.NewServer(s)
 	f.Cleanup(func() {
 		srv.Close()
-		s.StopAccepting()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Wait(ctx); err != nil {
-			f.Errorf("Wait: %v", err)
-		}
+		stopServerWithin(f, s, 10*time.Second)
 	})
 	f.Fuzz(func(t *testing.T, data, cuts []byte, binary bool) {
 		p, typ := protocol.HubProtocol(protocol.JSON), websocket.MessageText

@@ -46,12 +46,7 @@ func newHTTPServer(t *testing.T, tune func(*Options)) *httpServer {
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
-		s.StopAccepting()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := s.Wait(ctx); err != nil {
-			t.Errorf("Wait: %v", err)
-		}
+		stopServerWithin(t, s, 20*time.Second)
 	})
 	hs.s, hs.url = s, srv.URL+"/hubs/chat"
 	return hs

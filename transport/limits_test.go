@@ -28,12 +28,7 @@ func limitServer(t *testing.T, limit int) (*httptest.Server, *recordingSession) 
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() {
 		srv.Close()
-		s.StopAccepting()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Wait(ctx); err != nil {
-			t.Errorf("Wait: %v", err)
-		}
+		stopServerWithin(t, s, 10*time.Second)
 	})
 	return srv, sess
 }

@@ -111,11 +111,14 @@ func (w *readWaiter) shrink() {
 // reads through br, mid-frame too. Called by the reader before it reads a
 // frame, and before a connection that never parks is read.
 func (w *readWaiter) grow() {
-	w.gate.Lock()
-	defer w.gate.Unlock()
+	// Only the reader (the caller) swaps br's buffer, so its size can be
+	// looked at without the gate: the common case, a buffer already
+	// grown, costs no lock on every frame.
 	if w.br.Size() > parkedReadBufferSize {
 		return
 	}
+	w.gate.Lock()
+	defer w.gate.Unlock()
 	spare, _ := spareReadBuffers.Get().(*bufio.Reader)
 	if spare == nil {
 		spare = bufio.NewReaderSize(w.sock, readBufferSize)

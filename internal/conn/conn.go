@@ -144,7 +144,7 @@ func Open(ctx context.Context, sock Socket, opts Options, connect func(context.C
 	}
 	c.session = session
 	c.out.release()
-	c.hb.start(opts.Runtime, opts.KeepAlive, opts.ClientTimeout, c)
+	c.hb.start(opts.Runtime, c)
 	return c, nil
 }
 
@@ -264,12 +264,18 @@ func (c *Conn) Wait() {
 // The Conn is its heartbeat's host: keep-alive and client timeout on one
 // timer, so an idle connection has no goroutine for them.
 
+func (c *Conn) heartbeatTimes() (keepAlive, timeout time.Duration) {
+	return c.opts.KeepAlive, c.opts.ClientTimeout
+}
+
+func (c *Conn) now() time.Time { return c.opts.Runtime.Now() }
+
 func (c *Conn) lastWriteTime() time.Time { return time.Unix(0, c.out.lastWrite.Load()) }
 
 func (c *Conn) lastReadTime() (time.Time, bool) {
 	last := c.lastRead.Load()
 	if last != 0 && c.handingOff.Load() > 0 {
-		return c.opts.Runtime.Now(), true // the reader waits for the node, not for the client
+		return c.now(), true // the reader waits for the node, not for the client
 	}
 	return time.Unix(0, last), last != 0
 }

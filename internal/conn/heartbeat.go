@@ -12,6 +12,12 @@ import (
 // recorder in tests). Its methods run on the timer's goroutine and must
 // not block.
 type heartbeatHost interface {
+	// heartbeatTimes are the keep-alive (a ping after this long without
+	// sending) and the client timeout (expire after this long without
+	// receiving); both positive.
+	heartbeatTimes() (keepAlive, timeout time.Duration)
+	// now is the host's clock.
+	now() time.Time
 	// lastWriteTime is when something was last queued for the client.
 	lastWriteTime() time.Time
 	// lastReadTime is when the client last sent something; ok is false
@@ -23,16 +29,15 @@ type heartbeatHost interface {
 	expire(idle time.Duration)
 }
 
-// heartbeat runs SignalR's keep-alive (a ping after keepAlive without
-// sending) and client timeout (expire after timeout without receiving,
-// from the client's first message) on one timer, re-armed for whichever
-// comes first. It is held by value (in Conn), so a connection's heartbeat
-// costs its timer and nothing else; start it once, stop it any number of
-// times (before start too). Safe for concurrent use.
+// heartbeat runs SignalR's keep-alive (a ping after the keep-alive time
+// without sending) and client timeout (expire after the timeout without
+// receiving, from the client's first message) on one timer, re-armed for
+// whichever comes first. It is held by value (in Conn) and keeps only its
+// host and timer, so a connection's heartbeat costs its timer and nothing
+// else; start it once, stop it any number of times (before start too).
+// Safe for concurrent use.
 type heartbeat struct {
-	keepAlive, timeout time.Duration
-	rt                 seam.Runtime // the clock and the timer
-	host               heartbeatHost
+	host heartbeatHost
 
 	mu      sync.Mutex
 	stopped bool
@@ -45,36 +50,36 @@ func clientTimeoutMessage(timeout time.Duration) string {
 	return fmt.Sprintf("Connection closed with an error: the client sent nothing for %s.", timeout)
 }
 
-// start arms the timer for keepAlive and timeout, which must be
-// positive.
-func (h *heartbeat) start(rt seam.Runtime, keepAlive, timeout time.Duration, host heartbeatHost) {
+// start arms the timer on rt for the host's times.
+func (h *heartbeat) start(rt seam.Runtime, host heartbeatHost) {
 	h.mu.Lock() // fire reads t
 	defer h.mu.Unlock()
-	h.keepAlive, h.timeout, h.rt, h.host = keepAlive, timeout, rt, host
+	h.host = host
 	if h.stopped {
 		return
 	}
-	h.t = rt.AfterFunc(min(keepAlive, timeout), h.fire)
+	h.t = rt.AfterFunc(min(host.heartbeatTimes()), h.fire)
 }
 
-// fire is the timer's callback: a ping when nothing was written for
-// keepAlive, expire when nothing was read for timeout, else the timer
-// re-armed for the nearer of the two.
+// fire is the timer's callback: a ping when nothing was written for the
+// keep-alive time, expire when nothing was read for the timeout, else the
+// timer re-armed for the nearer of the two.
 func (h *heartbeat) fire() {
-	now := h.rt.Now()
+	keepAlive, timeout := h.host.heartbeatTimes()
+	now := h.host.now()
 	sinceWrite := now.Sub(h.host.lastWriteTime())
-	if sinceWrite >= h.keepAlive {
+	if sinceWrite >= keepAlive {
 		h.host.ping()
 		sinceWrite = 0
 	}
-	next := h.keepAlive - sinceWrite
+	next := keepAlive - sinceWrite
 	if last, ok := h.host.lastReadTime(); ok {
 		sinceRead := now.Sub(last)
-		if sinceRead >= h.timeout {
+		if sinceRead >= timeout {
 			h.host.expire(sinceRead)
 			return
 		}
-		next = min(next, h.timeout-sinceRead)
+		next = min(next, timeout-sinceRead)
 	}
 	h.mu.Lock()
 	if !h.stopped {

@@ -11,22 +11,27 @@ import (
 
 // hbRecorder hosts a heartbeat on a fake clock and records its calls.
 type hbRecorder struct {
-	rt        *fakeRuntime
-	lastWrite time.Time
-	lastRead  time.Time
-	read      bool
-	pings     []time.Duration // when Ping was called, from the fake epoch
-	expired   []time.Duration // when Expire was called
-	idle      []time.Duration // Expire's argument
+	rt                 *fakeRuntime
+	keepAlive, timeout time.Duration
+	lastWrite          time.Time
+	lastRead           time.Time
+	read               bool
+	pings              []time.Duration // when Ping was called, from the fake epoch
+	expired            []time.Duration // when Expire was called
+	idle               []time.Duration // Expire's argument
 }
 
 func newHBRecorder(t *testing.T, keepAlive, timeout time.Duration) (*hbRecorder, func()) {
 	rt := newFakeRuntime(t)
-	h := &hbRecorder{rt: rt, lastWrite: rt.Now()}
+	h := &hbRecorder{rt: rt, keepAlive: keepAlive, timeout: timeout, lastWrite: rt.Now()}
 	hb := new(heartbeat)
-	hb.start(rt, keepAlive, timeout, h)
+	hb.start(rt, h)
 	return h, hb.stop
 }
+
+func (h *hbRecorder) heartbeatTimes() (time.Duration, time.Duration) { return h.keepAlive, h.timeout }
+
+func (h *hbRecorder) now() time.Time { return h.rt.Now() }
 
 func (h *hbRecorder) lastWriteTime() time.Time { return h.lastWrite }
 
