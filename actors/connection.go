@@ -317,6 +317,7 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 			root.Send(self, reply)
 			return nil
 		},
+		Answer:  func(rec []byte) { root.Send(self, &callReply{record: rec, answered: ac}) },
 		Release: release,
 		Cancel:  cancel,
 	}

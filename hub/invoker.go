@@ -136,17 +136,17 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 	}
 	// With metrics, the call is counted under its method once it is known
 	// (until then, and for names the hub lacks, under UnknownMethod).
-	mm := rt.unknown
-	var start time.Time
-	if mm != nil {
-		start = time.Now()
+	proto := info.Outlet.Protocol()
+	t := tally{mm: rt.unknown, call: call, proto: proto}
+	if t.mm != nil {
+		t.start = time.Now()
 	}
 	failed := false
 	fail := func(msg string) {
 		failed = true
 		rt.connLog(info).Debug("hub call failed", "method", target, "invocation_id", id, "err", msg)
 		if id != "" {
-			_ = call.Reply(&protocol.Completion{InvocationID: id, Error: msg})
+			_ = t.complete(&protocol.Completion{InvocationID: id, Error: msg})
 		}
 	}
 	// failure is answered last, and a panic becomes one: binding (a
@@ -160,20 +160,18 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		if failure != nil {
 			fail(rt.errorText(target, failure))
 		}
-		if mm != nil {
-			mm.observe(start, failed)
-		}
+		t.count(failed) // a call without a Completion
 	}()
 	m := rt.methods[strings.ToLower(target)]
 	if m != nil && m.metrics != nil {
-		mm = m.metrics
+		t.mm = m.metrics
 	}
 	if m == nil {
 		// A Dispatcher takes names the hub has no method for (dispatch.go).
 		hcOf := func() *Context { return newContext(ctx, rt, info) }
 		if res, ok, err := rt.dispatch(info, call, hcOf, id, target, args, streaming); ok {
 			if failure = err; failure == nil && id != "" {
-				if err := call.Reply(&protocol.Completion{InvocationID: id, HasResult: true, Result: res}); err != nil {
+				if err := t.complete(&protocol.Completion{InvocationID: id, HasResult: true, Result: res}); err != nil {
 					failure = fmt.Errorf("the result could not be encoded: %w", err)
 				}
 			}
@@ -194,7 +192,6 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. InvalidDataException: Client sent %d stream(s), Hub method expects %d.", m.name, len(call.Uploads), m.uploads))
 		return
 	}
-	proto := info.Outlet.Protocol()
 	in, err := m.bind(proto, args)
 	if err != nil {
 		fail(fmt.Sprintf("Failed to invoke '%s' due to an error on the server. InvalidDataException: %v", m.name, err))
@@ -238,7 +235,7 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		// A stream goes on after its method returned; the client's next
 		// call need not wait for it.
 		call.Release()
-		failure = rt.pumpStream(ctx, hc, call, id, out)
+		failure = rt.pumpStream(ctx, hc, call, &t, id, out)
 		return
 	}
 	if id == "" {
@@ -249,9 +246,40 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		c.HasResult = true
 		c.Result = out.Interface()
 	}
-	if err := call.Reply(c); err != nil {
+	if err := t.complete(c); err != nil {
 		failure = fmt.Errorf("the result could not be encoded: %w", err)
 	}
+}
+
+// tally counts one call's outcome, once, and before the client can see
+// it: a client holding its Completion finds the call counted. A nil mm
+// (metrics off) counts nothing.
+type tally struct {
+	mm      *methodMetrics
+	start   time.Time
+	counted bool
+	call    *fabric.Call
+	proto   protocol.HubProtocol
+}
+
+func (t *tally) count(failed bool) {
+	if t.mm != nil && !t.counted {
+		t.counted = true
+		t.mm.observe(t.start, failed)
+	}
+}
+
+// complete encodes c, counts the call (failed when c carries an error),
+// then sends c. A c that cannot be encoded is neither counted nor sent:
+// its error is returned, and the error Completion that follows counts it.
+func (t *tally) complete(c *protocol.Completion) error {
+	rec, err := t.proto.AppendMessage(nil, c)
+	if err != nil {
+		return err
+	}
+	t.count(c.Error != "")
+	t.call.Answer(rec)
+	return nil
 }
 
 // call runs the method, turning a panic into an error.
@@ -370,7 +398,7 @@ func (rt *hubRuntime) pumpUpload(ctx context.Context, cancel context.CancelCause
 // (an item that cannot be encoded, a Produce function's error or panic),
 // leaving the error Completion to the caller; the call's Context is
 // cancelled by then, so a producer stops.
-func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.Call, id string, ch reflect.Value) error {
+func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.Call, t *tally, id string, ch reflect.Value) error {
 	if ch.IsNil() {
 		return &Error{Message: "the stream method returned a nil channel"}
 	}
@@ -388,7 +416,7 @@ func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.
 			// producers stop first: the Completion frees the stream's place
 			// in the connection's bound, which must not outlive them.
 			hc.producers.Wait()
-			_ = call.Reply(&protocol.Completion{InvocationID: id})
+			_ = t.complete(&protocol.Completion{InvocationID: id})
 			return nil
 		}
 		if !ok {
@@ -399,7 +427,7 @@ func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.
 			if err := uploadFailure(ctx); err != nil {
 				return err
 			}
-			_ = call.Reply(&protocol.Completion{InvocationID: id})
+			_ = t.complete(&protocol.Completion{InvocationID: id})
 			return nil
 		}
 		if err := call.Reply(&protocol.StreamItem{InvocationID: id, Item: v.Interface()}); err != nil {

@@ -64,6 +64,12 @@ type Call struct {
 	// the connection received before it. It returns the encoding error, in
 	// which case nothing was sent.
 	Reply func(protocol.Message) error
+	// Answer sends the call's Completion already encoded (with
+	// Outlet.Protocol().AppendMessage), ordered as Reply orders. An
+	// Invoker that acts between knowing its Completion encodes and the
+	// client seeing it (counting the call's outcome) uses it instead of
+	// Reply.
+	Answer func(record []byte)
 	// Release frees the call's slot in the parallel-invocation limit. The
 	// Invoker calls it once the call's Completion is sent (so the client's
 	// next call starts after it, as in ASP.NET), or, for a server stream
