@@ -44,6 +44,8 @@ type connection struct {
 	// Completion (results.go); nil when none.
 	results map[string]*pendingResult
 
+	stopping bool // the actor stops itself: it quit, or OnDisconnected ran
+
 	// Hand-over (move.go).
 	moved   bool // it moved here: OnConnected ran on another node
 	leaving bool // it is moving away: say moveDrained once no call is left
@@ -97,18 +99,25 @@ type (
 	closeConnection struct{ reason string }
 )
 
-// newConnectionProps gives a connection actor protoactor's lock-free
-// mailbox: a connection actor sees a few messages per client call, and its
-// idle cost counts once per connection. The lock-free queue holds one
-// 24-byte node when empty (the default ring starts at 10 slots, about
-// 230 bytes more, and never shrinks), at one small allocation per
-// message.
-func newConnectionProps(info *fabric.ConnectionInfo, inv fabric.Invoker, uploads *fabric.Uploads, pending *fabric.Pending, cfg *fabric.NodeConfig, moved bool) *actor.Props {
+// newConnectionProps are the Props a hub spawns its connection actors
+// with, made once per hub: next hands each spawn its actor (the hub sets it
+// just before SpawnNamed, which calls the producer on the hub's
+// goroutine). Per-connection Props cost about 300 bytes for as long as the
+// connection lives. A connection actor is never restarted
+// (hub.HandleFailure stops it), so the producer runs once per spawn.
+//
+// A connection actor gets protoactor's lock-free mailbox: it sees a few
+// messages per client call, and its idle cost counts once per connection.
+// The lock-free queue holds one 24-byte node when empty (the default ring
+// starts at 10 slots, about 230 bytes more, and never shrinks), at one
+// small allocation per message.
+func newConnectionProps(cfg *fabric.NodeConfig, next func() *connection) *actor.Props {
 	return cfg.Seams.Props(func() actor.Actor {
-		return &connection{
-			info: info, invoker: inv, uploads: uploads, pending: pending, moved: moved,
-			parallel: cfg.MaxParallelInvocations, maxStreams: cfg.MaxStreamsPerConnection, rt: cfg.Seams.Runtime,
+		c := next()
+		if c == nil {
+			panic("actors: a connection actor was produced outside its hub's spawn (restarted?)")
 		}
+		return c
 	}).Configure(actor.WithMailbox(connectionMailbox))
 }
 
@@ -145,7 +154,7 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.connected = true
 		c.startWaiting(ctx)
 	case *quit:
-		c.closing = true
+		c.closing, c.stopping = true, true
 		c.failResults(ctx, ErrClientDisconnected)
 		c.waiting = nil
 		c.pending.Close()
@@ -164,9 +173,15 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *fabric.ClientClosed:
 		c.onClosed(ctx, m.Err)
 	case *disconnectDone:
+		c.stopping = true
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
-		c.cancel()
+		if !c.stopping {
+			c.failed(ctx)
+		}
+		if c.cancel != nil {
+			c.cancel()
+		}
 	case *actor.Stopped:
 		c.rt.Join(&c.wg)
 	}
@@ -376,6 +391,33 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		// but the hook may still send to others.
 		c.invoker.Disconnected(context.Background(), c.info, err)
 		root.Send(self, &disconnectDone{})
+	})
+}
+
+// errConnectionFailed is why OnDisconnected runs for a connection whose
+// actor failed (connection.failed).
+var errConnectionFailed = errors.New("the connection's actor failed on the server")
+
+// failed ends a connection whose actor is stopped without asking for it:
+// its hub stops it after a panic (hub.HandleFailure). The client gets a
+// Close with an error and may reconnect; unless the connection was already
+// closing (OnDisconnected then runs already), its calls end as they do
+// when the client leaves, and OnDisconnected runs with
+// errConnectionFailed. Stopped waits for it.
+func (c *connection) failed(ctx actor.Context) {
+	c.info.Outlet.Close("Connection closed with an error.", true)
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.failResults(ctx, ErrClientDisconnected)
+	c.waiting = nil
+	c.pending.Close()
+	c.uploads.CloseAll(errors.New("connection closed"))
+	c.wg.Add(1)
+	c.rt.Go(func() {
+		defer c.wg.Done()
+		c.invoker.Disconnected(context.Background(), c.info, errConnectionFailed)
 	})
 }
 

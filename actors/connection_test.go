@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
@@ -195,4 +196,37 @@ func TestWaitNoConnections(t *testing.T) {
 	if _, ok := n.request(n.hub, &fabric.WaitNoConnections{}).(*fabric.NoConnections); !ok {
 		t.Fatal("WaitNoConnections on an empty hub not answered with *NoConnections")
 	}
+}
+
+// TestConnectionActorThatPanicsIsStoppedNotRestarted: a panic in a
+// connection actor (here in its outlet's Enqueue, on a call's Completion)
+// stops the actor. The client gets a Close with an error that allows a
+// reconnect, OnDisconnected runs once with errConnectionFailed, OnConnected
+// does not run again (a restart would have), and the hub forgets the
+// connection, so its id connects again.
+func TestConnectionActorThatPanicsIsStoppedNotRestarted(t *testing.T) {
+	t.Parallel()
+	sys := newTestSystem(t)
+	n := startNode(t, sys, "n1", backplane.NewMemory(), nil)
+	out := newOutlet("c", protocol.JSON)
+	out.panicOn = "boom"
+	inv := &fakeInvoker{}
+	c := n.connectWith("c", "", out, inv)
+	c.in.Receive(&protocol.Invocation{InvocationID: "boom", Target: "m"})
+	if got := out.waitClose(t); got != (closeCall{"Connection closed with an error.", true}) {
+		t.Errorf("closed with %+v, want an error Close that allows a reconnect", got)
+	}
+	if _, ok := n.request(n.hub, &fabric.WaitNoConnections{}).(*fabric.NoConnections); !ok {
+		t.Fatal("WaitNoConnections not answered with *NoConnections")
+	}
+	inv.read(func() {
+		if inv.connects != 1 {
+			t.Errorf("Connected ran %d times, want 1", inv.connects)
+		}
+		if len(inv.disconnected) != 1 || !errors.Is(inv.disconnected[0], errConnectionFailed) {
+			t.Errorf("Disconnected ran with %v, want once with %v", inv.disconnected, errConnectionFailed)
+		}
+	})
+	c.closed = true // the transport would close the socket; the actor is gone
+	n.connect("c", "", protocol.JSON)
 }

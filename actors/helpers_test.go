@@ -95,6 +95,7 @@ type fakeOutlet struct {
 	closes   []closeCall
 	entered  int           // Enqueue calls begun
 	gate     chan struct{} // if set, Enqueue waits for it to close
+	panicOn  string        // if set, Enqueue panics on the Completion of this invocation id
 }
 
 func newOutlet(id string, p protocol.HubProtocol) *fakeOutlet {
@@ -107,6 +108,9 @@ func (o *fakeOutlet) Protocol() protocol.HubProtocol { return o.protocol }
 
 func (o *fakeOutlet) Enqueue(record []byte) error {
 	if m := o.reply(record); m != nil {
+		if c, ok := m.(*protocol.Completion); ok && o.panicOn != "" && c.InvocationID == o.panicOn {
+			panic("fakeOutlet: Enqueue of the Completion of " + o.panicOn)
+		}
 		// A call's reply, encoded by the call: kept as a sent message.
 		o.update(func() { o.sent = append(o.sent, m) })
 		return nil
@@ -217,9 +221,13 @@ type fakeInvoker struct {
 	active       int      // calls inside Invoke now
 	maxActive    int
 	disconnected []error // one per Disconnected call
+	connects     int     // Connected calls
 }
 
-func (f *fakeInvoker) Connected(context.Context, *fabric.ConnectionInfo) error { return nil }
+func (f *fakeInvoker) Connected(context.Context, *fabric.ConnectionInfo) error {
+	f.update(func() { f.connects++ })
+	return nil
+}
 
 func (f *fakeInvoker) Invoke(ctx context.Context, _ *fabric.ConnectionInfo, call *fabric.Call) {
 	id, _ := fabric.InvocationOf(call.Message)

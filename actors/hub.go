@@ -39,6 +39,9 @@ type hub struct {
 	nextMove uint64
 	echo     *echoCounter // shared with the backplane handler
 	echoSeq  uint64       // the last echo number given to a send fanned out here (cut.go)
+
+	connProps *actor.Props // every connection actor's, made on first use
+	spawning  *connection  // the actor connProps' producer hands out next
 }
 
 type hubConn struct {
@@ -383,7 +386,19 @@ func (h *hub) register(ctx actor.Context, m *fabric.ConnectRequest, moved bool) 
 		// here still stops.
 		name += "-m" + strconv.FormatUint(m.Moved, 10)
 	}
-	pid, err := ctx.SpawnNamed(newConnectionProps(m.Info, m.Invoker, uploads, pending, h.cfg, moved), name)
+	if h.connProps == nil {
+		h.connProps = newConnectionProps(h.cfg, func() *connection {
+			c := h.spawning
+			h.spawning = nil
+			return c
+		})
+	}
+	h.spawning = &connection{
+		info: m.Info, invoker: m.Invoker, uploads: uploads, pending: pending, moved: moved,
+		parallel: h.cfg.MaxParallelInvocations, maxStreams: h.cfg.MaxStreamsPerConnection, rt: h.cfg.Seams.Runtime,
+	}
+	pid, err := ctx.SpawnNamed(h.connProps, name)
+	h.spawning = nil // taken, unless the spawn failed first
 	if err != nil {
 		return nil, nil, fmt.Errorf("spawn connection actor: %w", err)
 	}
@@ -395,6 +410,21 @@ func (h *hub) register(ctx actor.Context, m *fabric.ConnectRequest, moved bool) 
 		h.users[u] = append(h.users[u], hc)
 	}
 	return hc, &fabric.ConnectResponse{Inbound: fabric.NewInbound(ctx.ActorSystem().Root, pid, uploads, pending, m.Info.Outlet.Done())}, nil
+}
+
+// HandleFailure implements actor.SupervisorStrategy for the hub's
+// children; protoactor calls it on the hub's goroutine. A connection actor
+// that panicked is stopped, not restarted: a restarted one would run
+// OnConnected again on a connection that is open, with the state of its
+// calls gone. Its Stopping closes the connection and runs OnDisconnected
+// (connection.failed). A group actor gets protoactor's default strategy.
+func (h *hub) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
+	if id, ok := h.byPID[child.Id]; ok {
+		sys.Logger().Error("connection actor failed; its connection is closed", "hub", h.name, "conn_id", id, "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", msg))
+		sup.StopChildren(child)
+		return
+	}
+	actor.DefaultSupervisorStrategy().HandleFailure(sys, sup, child, rs, reason, msg)
 }
 
 func (h *hub) onCloseAll(ctx actor.Context, m *fabric.CloseAll) {

@@ -573,15 +573,34 @@ func (d *dispatcher) Schedule(fn func()) {
 func (d *dispatcher) Throughput() int { return 300 }
 
 // propsFactory returns the PropsFactory of node: every actor runs on a
-// dispatcher of the scheduler.
+// dispatcher of the scheduler, its own, made when it is spawned (one Props
+// may spawn many actors: a hub's connections share theirs).
 func (s *Scheduler) propsFactory(node string) seam.Props {
 	return func(producer actor.Producer) *actor.Props {
-		s.mu.Lock()
-		s.gid++
-		id := s.gid
-		s.mu.Unlock()
-		kind := strings.TrimPrefix(fmt.Sprintf("%T", producer()), "*actors.")
-		d := &dispatcher{s: s, node: node, key: fmt.Sprintf("a/%s/%08d", node, id), label: fmt.Sprintf("%s/%s#%d", node, kind, id)}
-		return actor.PropsFromProducer(producer, actor.WithDispatcher(d))
+		return actor.PropsFromProducer(producer, actor.WithSpawnFunc(func(sys *actor.ActorSystem, id string, p *actor.Props, parent actor.SpawnerContext) (*actor.PID, error) {
+			s.mu.Lock()
+			s.gid++
+			n := s.gid
+			s.mu.Unlock()
+			d := &dispatcher{s: s, node: node, key: fmt.Sprintf("a/%s/%08d", node, n), label: fmt.Sprintf("%s/%s#%d", node, actorKind(id), n)}
+			return actor.DefaultSpawner(sys, id, p.Clone(actor.WithDispatcher(d), actor.WithSpawnFunc(actor.DefaultSpawner)), parent)
+		}))
 	}
+}
+
+// actorKind names the kind of a hubfabric actor from its id (as
+// actors.SpawnNode and the hub name them), for trace labels.
+func actorKind(id string) string {
+	parent, child, nested := strings.Cut(id, "/")
+	switch {
+	case nested && strings.HasPrefix(child, "c-"):
+		return "connection"
+	case nested && strings.HasPrefix(child, "$"):
+		return "group"
+	case strings.HasPrefix(parent, "hubfabric-hub-"):
+		return "hub"
+	case strings.HasPrefix(parent, "hubfabric-bridge-"):
+		return "bridge"
+	}
+	return "actor"
 }
