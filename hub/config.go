@@ -30,7 +30,9 @@ type Config struct {
 	// Options.ChannelPrefix).
 	Backplane backplane.Backplane
 	// ActorSystem runs the node's actors. Default: a new system logging to
-	// Logger, shut down with the node. A system given here is not shut down.
+	// Logger, shut down with the node, whose process registry has 256 maps
+	// instead of protoactor's 32,768 (2.9 MB less, and less per actor). A
+	// system given here is not shut down, and its registry is left as it is.
 	ActorSystem *actor.ActorSystem
 	// Logger receives the node's logs (and protoactor's, for a system the
 	// node creates). Default: discard.

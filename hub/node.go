@@ -39,6 +39,7 @@ import (
 	"github.com/hubfabric/hubfabric/actors"
 	"github.com/hubfabric/hubfabric/auth"
 	"github.com/hubfabric/hubfabric/backplane"
+	"github.com/hubfabric/hubfabric/internal/actorreg"
 	"github.com/hubfabric/hubfabric/internal/conn"
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/internal/metrics"
@@ -144,6 +145,7 @@ func New(cfg Config) (*Node, error) {
 	} else {
 		logger := slog.New(quietInfo{n.log.Handler()}).With("component", "protoactor")
 		n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+		actorreg.Compact(n.system)
 		n.ownsSys = true
 	}
 	n.root = n.system.Root

@@ -31,6 +31,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hubfabric/hubfabric/internal/actorreg"
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with bufio's
@@ -87,7 +89,9 @@ func main() {
 		os.Exit(2)
 	}
 	rdb := redis.NewClient(opt)
-	n := &node{system: actor.NewActorSystem(), sub: rdb.Subscribe(context.Background()), conns: map[string]held{}}
+	sys := actor.NewActorSystem()
+	actorreg.Compact(sys) // as hub.New does for the system it makes
+	n := &node{system: sys, sub: rdb.Subscribe(context.Background()), conns: map[string]held{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("POST /hubs/{hub}/negotiate", n.negotiate)
