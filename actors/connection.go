@@ -374,6 +374,14 @@ func (c *connection) onCallDone(m *callDone) {
 }
 
 func (c *connection) onClosed(ctx actor.Context, err error) {
+	c.disconnect(ctx, err, true)
+}
+
+// disconnect ends the connection's calls as when its client leaves and
+// runs OnDisconnected with err on a goroutine of its own (Stopped waits
+// for it); then, with stop, the actor stops itself (disconnectDone). It
+// does nothing once the connection is closing.
+func (c *connection) disconnect(ctx actor.Context, err error, stop bool) {
 	if c.closing {
 		return
 	}
@@ -382,7 +390,9 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 	c.waiting = nil
 	c.pending.Close()
 	c.uploads.CloseAll(errors.New("connection closed"))
-	c.cancel()
+	if c.cancel != nil {
+		c.cancel()
+	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.wg.Add(1)
 	c.rt.Go(func() {
@@ -390,7 +400,9 @@ func (c *connection) onClosed(ctx actor.Context, err error) {
 		// OnDisconnected gets its own context: the connection's is over,
 		// but the hook may still send to others.
 		c.invoker.Disconnected(context.Background(), c.info, err)
-		root.Send(self, &disconnectDone{})
+		if stop {
+			root.Send(self, &disconnectDone{})
+		}
 	})
 }
 
@@ -400,25 +412,12 @@ var errConnectionFailed = errors.New("the connection's actor failed on the serve
 
 // failed ends a connection whose actor is stopped without asking for it:
 // its hub stops it after a panic (hub.HandleFailure). The client gets a
-// Close with an error and may reconnect; unless the connection was already
-// closing (OnDisconnected then runs already), its calls end as they do
-// when the client leaves, and OnDisconnected runs with
-// errConnectionFailed. Stopped waits for it.
+// Close with an error and may reconnect, and the connection is
+// disconnected with errConnectionFailed, unless it was closing already
+// (OnDisconnected then runs already).
 func (c *connection) failed(ctx actor.Context) {
 	c.info.Outlet.Close("Connection closed with an error.", true)
-	if c.closing {
-		return
-	}
-	c.closing = true
-	c.failResults(ctx, ErrClientDisconnected)
-	c.waiting = nil
-	c.pending.Close()
-	c.uploads.CloseAll(errors.New("connection closed"))
-	c.wg.Add(1)
-	c.rt.Go(func() {
-		defer c.wg.Done()
-		c.invoker.Disconnected(context.Background(), c.info, errConnectionFailed)
-	})
+	c.disconnect(ctx, errConnectionFailed, false) // the actor is stopping
 }
 
 // onLeave starts a move away: the client invocations waiting for a result
