@@ -44,7 +44,9 @@ type connection struct {
 	// Completion (results.go); nil when none.
 	results map[string]*pendingResult
 
-	stopping bool // the actor stops itself: it quit, or OnDisconnected ran
+	// receiving is set while Receive runs: a Receive that panicked leaves
+	// it set, which is how Stopping knows the actor failed.
+	receiving bool
 
 	// Hand-over (move.go).
 	moved   bool // it moved here: OnConnected ran on another node
@@ -125,6 +127,13 @@ var connectionMailbox = actor.UnboundedLockfree()
 
 // Receive dispatches.
 func (c *connection) Receive(ctx actor.Context) {
+	failed := c.receiving // the last Receive panicked
+	c.receiving = true
+	c.receive(ctx, failed)
+	c.receiving = false
+}
+
+func (c *connection) receive(ctx actor.Context, failed bool) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.onStarted(ctx)
@@ -154,7 +163,7 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.connected = true
 		c.startWaiting(ctx)
 	case *quit:
-		c.closing, c.stopping = true, true
+		c.closing = true
 		c.failResults(ctx, ErrClientDisconnected)
 		c.waiting = nil
 		c.pending.Close()
@@ -173,10 +182,9 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *fabric.ClientClosed:
 		c.onClosed(ctx, m.Err)
 	case *disconnectDone:
-		c.stopping = true
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
-		if !c.stopping {
+		if failed {
 			c.failed(ctx)
 		}
 		if c.cancel != nil {
@@ -410,8 +418,8 @@ func (c *connection) disconnect(ctx actor.Context, err error, stop bool) {
 // actor failed (connection.failed).
 var errConnectionFailed = errors.New("the connection's actor failed on the server")
 
-// failed ends a connection whose actor is stopped without asking for it:
-// its hub stops it after a panic (hub.HandleFailure). The client gets a
+// failed ends a connection whose actor panicked and is now stopped by its
+// hub (hub.HandleFailure). The client gets a
 // Close with an error and may reconnect, and the connection is
 // disconnected with errConnectionFailed, unless it was closing already
 // (OnDisconnected then runs already).

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/hubfabric/hubfabric/backplane"
 	"github.com/hubfabric/hubfabric/internal/fabric"
 	"github.com/hubfabric/hubfabric/internal/seam"
@@ -229,4 +231,37 @@ func TestConnectionActorThatPanicsIsStoppedNotRestarted(t *testing.T) {
 	})
 	c.closed = true // the transport would close the socket; the actor is gone
 	n.connect("c", "", protocol.JSON)
+}
+
+// TestConnectionActorStoppedFromOutsideIsNotAFailure: a connection actor
+// stopped by someone else (its hub stopping at the end of a shutdown that
+// timed out, say) did not fail: its client gets no error Close from it,
+// OnDisconnected does not run with errConnectionFailed, and the hub forgets
+// it.
+func TestConnectionActorStoppedFromOutsideIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	sys := newTestSystem(t)
+	n := startNode(t, sys, "n1", backplane.NewMemory(), nil)
+	c := n.connect("c", "", protocol.JSON)
+	// The hub names a connection's actor c-<id> under itself (hub.register).
+	pid := actor.NewPID(n.hub.Address, n.hub.Id+"/c-c")
+	if err := n.root.StopFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.request(n.hub, &fabric.WaitNoConnections{}).(*fabric.NoConnections); !ok {
+		t.Fatal("WaitNoConnections not answered with *NoConnections")
+	}
+	c.out.read(func() {
+		if len(c.out.closes) != 0 {
+			t.Errorf("closed with %+v by an actor that did not fail", c.out.closes)
+		}
+	})
+	c.inv.read(func() {
+		for _, err := range c.inv.disconnected {
+			if errors.Is(err, errConnectionFailed) {
+				t.Errorf("Disconnected ran with %v for an actor that did not fail", err)
+			}
+		}
+	})
+	c.closed = true // nothing is left to close
 }
