@@ -419,13 +419,23 @@ func (c *connection) disconnect(ctx actor.Context, err error, stop bool) {
 var errConnectionFailed = errors.New("the connection's actor failed on the server")
 
 // failed ends a connection whose actor panicked and is now stopped by its
-// hub (hub.HandleFailure). The client gets a
-// Close with an error and may reconnect, and the connection is
-// disconnected with errConnectionFailed, unless it was closing already
-// (OnDisconnected then runs already).
+// hub (hub.HandleFailure). The client gets a Close with an error and may
+// reconnect, and the connection is disconnected with errConnectionFailed,
+// unless it was closing already (OnDisconnected then runs already). A
+// panic in either step is logged and goes no further: protoactor would
+// not finish stopping an actor whose Stopping panicked, and its hub would
+// wait for it forever.
 func (c *connection) failed(ctx actor.Context) {
-	c.info.Outlet.Close("Connection closed with an error.", true)
-	c.disconnect(ctx, errConnectionFailed, false) // the actor is stopping
+	safely := func(step string, fn func()) {
+		defer func() {
+			if r := recover(); r != nil {
+				ctx.Logger().Error("failed connection actor panicked again while stopping", "conn_id", c.info.ID, "step", step, "panic", fmt.Sprint(r))
+			}
+		}()
+		fn()
+	}
+	safely("close", func() { c.info.Outlet.Close("Connection closed with an error.", true) })
+	safely("disconnect", func() { c.disconnect(ctx, errConnectionFailed, false) }) // the actor is stopping
 }
 
 // onLeave starts a move away: the client invocations waiting for a result

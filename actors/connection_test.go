@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -208,10 +209,23 @@ func TestWaitNoConnections(t *testing.T) {
 // connection, so its id connects again.
 func TestConnectionActorThatPanicsIsStoppedNotRestarted(t *testing.T) {
 	t.Parallel()
+	for _, closePanics := range []bool{false, true} {
+		t.Run(fmt.Sprintf("closePanics=%v", closePanics), func(t *testing.T) {
+			t.Parallel()
+			testPanickingConnectionActor(t, closePanics)
+		})
+	}
+}
+
+// testPanickingConnectionActor is TestConnectionActorThatPanicsIsStoppedNotRestarted;
+// with closePanics the outlet's Close panics too, while the actor stops,
+// and the actor still stops and OnDisconnected still runs.
+func testPanickingConnectionActor(t *testing.T, closePanics bool) {
 	sys := newTestSystem(t)
 	n := startNode(t, sys, "n1", backplane.NewMemory(), nil)
 	out := newOutlet("c", protocol.JSON)
 	out.panicOn = "boom"
+	out.panicOnClose = closePanics
 	inv := &fakeInvoker{}
 	c := n.connectWith("c", "", out, inv)
 	c.in.Receive(&protocol.Invocation{InvocationID: "boom", Target: "m"})

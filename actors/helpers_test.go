@@ -88,14 +88,15 @@ type closeCall struct {
 // and Close calls. Safe for concurrent use.
 type fakeOutlet struct {
 	watched
-	id       string
-	protocol protocol.HubProtocol
-	records  [][]byte
-	sent     []protocol.Message
-	closes   []closeCall
-	entered  int           // Enqueue calls begun
-	gate     chan struct{} // if set, Enqueue waits for it to close
-	panicOn  string        // if set, Enqueue panics on the Completion of this invocation id
+	id           string
+	protocol     protocol.HubProtocol
+	records      [][]byte
+	sent         []protocol.Message
+	closes       []closeCall
+	entered      int           // Enqueue calls begun
+	gate         chan struct{} // if set, Enqueue waits for it to close
+	panicOn      string        // if set, Enqueue panics on the Completion of this invocation id
+	panicOnClose bool          // Close panics (after recording the call)
 }
 
 func newOutlet(id string, p protocol.HubProtocol) *fakeOutlet {
@@ -163,6 +164,9 @@ func (o *fakeOutlet) Send(m protocol.Message) error {
 
 func (o *fakeOutlet) Close(errMsg string, allowReconnect bool) {
 	o.update(func() { o.closes = append(o.closes, closeCall{errMsg, allowReconnect}) })
+	if o.panicOnClose {
+		panic("fakeOutlet: Close")
+	}
 }
 
 // recordsNow returns a copy of the records enqueued so far.

@@ -413,18 +413,21 @@ func (h *hub) register(ctx actor.Context, m *fabric.ConnectRequest, moved bool) 
 }
 
 // HandleFailure implements actor.SupervisorStrategy for the hub's
-// children; protoactor calls it on the hub's goroutine. A connection actor
-// that panicked is stopped, not restarted: a restarted one would run
-// OnConnected again on a connection that is open, with the state of its
-// calls gone. Its Stopping closes the connection and runs OnDisconnected
-// (connection.failed). A group actor gets protoactor's default strategy.
+// children; protoactor calls it on the hub's goroutine. A group actor gets
+// protoactor's default strategy (a restart). Any other child is a
+// connection actor, registered or already let go (a connection that moved
+// away is unregistered before it quits), and is stopped, not restarted: a
+// restarted one would run OnConnected again on a connection that is open,
+// with the state of its calls gone, and the hub's one connection Props can
+// make an actor only when the hub spawns one. Its Stopping closes the
+// connection and runs OnDisconnected (connection.failed).
 func (h *hub) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
-	if id, ok := h.byPID[child.Id]; ok {
-		sys.Logger().Error("connection actor failed; its connection is closed", "hub", h.name, "conn_id", id, "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", msg))
-		sup.StopChildren(child)
+	if _, isGroup := h.gByPID[child.Id]; isGroup {
+		actor.DefaultSupervisorStrategy().HandleFailure(sys, sup, child, rs, reason, msg)
 		return
 	}
-	actor.DefaultSupervisorStrategy().HandleFailure(sys, sup, child, rs, reason, msg)
+	sys.Logger().Error("connection actor failed; its connection is closed", "hub", h.name, "actor", child.Id, "conn_id", h.byPID[child.Id], "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", msg))
+	sup.StopChildren(child)
 }
 
 func (h *hub) onCloseAll(ctx actor.Context, m *fabric.CloseAll) {

@@ -69,7 +69,10 @@ func (Real) Request(root *actor.RootContext, pid *actor.PID, msg any, timeout ti
 func (Real) Join(wg *sync.WaitGroup) { wg.Wait() }
 
 // Props builds the Props of every hubfabric actor, so a harness can run
-// them on its own dispatcher (the testkit's is deterministic).
+// them on its own dispatcher (the testkit's is deterministic). It must not
+// call producer: only protoactor calls it, when it spawns an actor (a hub
+// spawns all its connection actors from one Props, whose producer hands out
+// the actor the hub is spawning). One Props may spawn many actors.
 type Props func(producer actor.Producer) *actor.Props
 
 // DefaultProps uses protoactor's default dispatcher and unbounded mailbox
