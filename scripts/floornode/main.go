@@ -24,9 +24,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"log/slog"
@@ -39,6 +37,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hubfabric/hubfabric/scripts/internal/floorhttp"
 )
 
 const rs = 0x1e // SignalR record separator
@@ -101,21 +101,7 @@ func main() {
 	rdb := redis.NewClient(opt)
 	n := &node{rdb: rdb, sub: rdb.Subscribe(context.Background()), groups: map[string]map[*member]struct{}{}}
 	go n.fanOut()
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("POST /hubs/{hub}/negotiate", n.negotiate)
-	mux.HandleFunc("GET /hubs/{hub}", n.serve)
-	slog.Error("serve", "err", http.ListenAndServe(*addr, mux))
-	os.Exit(1)
-}
-
-func (n *node) negotiate(w http.ResponseWriter, _ *http.Request) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"negotiateVersion":1,"connectionId":"` + id + `","connectionToken":"` + id +
-		`","availableTransports":[{"transport":"WebSockets","transferFormats":["Text","Binary"]}]}`))
+	floorhttp.Serve(*addr, n.serve)
 }
 
 // record is what the load generator sends: an invocation.

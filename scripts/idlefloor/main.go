@@ -18,8 +18,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"io"
 	"log/slog"
@@ -33,6 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hubfabric/hubfabric/internal/actorreg"
+	"github.com/hubfabric/hubfabric/scripts/internal/floorhttp"
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with bufio's
@@ -92,21 +91,7 @@ func main() {
 	sys := actor.NewActorSystem()
 	actorreg.Compact(sys) // as hub.New does for the system it makes
 	n := &node{system: sys, sub: rdb.Subscribe(context.Background()), conns: map[string]held{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("POST /hubs/{hub}/negotiate", n.negotiate)
-	mux.HandleFunc("GET /hubs/{hub}", n.serve)
-	slog.Error("serve", "err", http.ListenAndServe(*addr, mux))
-	os.Exit(1)
-}
-
-func (n *node) negotiate(w http.ResponseWriter, _ *http.Request) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"negotiateVersion":1,"connectionId":"` + id + `","connectionToken":"` + id +
-		`","availableTransports":[{"transport":"WebSockets","transferFormats":["Text","Binary"]}]}`))
+	floorhttp.Serve(*addr, n.serve)
 }
 
 func (n *node) serve(w http.ResponseWriter, r *http.Request) {
