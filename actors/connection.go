@@ -187,9 +187,7 @@ func (c *connection) receive(ctx actor.Context, failed bool) {
 		if failed {
 			c.failed(ctx)
 		}
-		if c.cancel != nil {
-			c.cancel()
-		}
+		c.cancel()
 	case *actor.Stopped:
 		c.rt.Join(&c.wg)
 	}
@@ -398,9 +396,7 @@ func (c *connection) disconnect(ctx actor.Context, err error, stop bool) {
 	c.waiting = nil
 	c.pending.Close()
 	c.uploads.CloseAll(errors.New("connection closed"))
-	if c.cancel != nil {
-		c.cancel()
-	}
+	c.cancel()
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.wg.Add(1)
 	c.rt.Go(func() {

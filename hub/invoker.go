@@ -235,7 +235,7 @@ func (rt *hubRuntime) Invoke(ctx context.Context, info *fabric.ConnectionInfo, c
 		// A stream goes on after its method returned; the client's next
 		// call need not wait for it.
 		call.Release()
-		failure = rt.pumpStream(ctx, hc, call, &t, id, out)
+		failure = rt.pumpStream(ctx, hc, &t, id, out)
 		return
 	}
 	if id == "" {
@@ -398,7 +398,7 @@ func (rt *hubRuntime) pumpUpload(ctx context.Context, cancel context.CancelCause
 // (an item that cannot be encoded, a Produce function's error or panic),
 // leaving the error Completion to the caller; the call's Context is
 // cancelled by then, so a producer stops.
-func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.Call, t *tally, id string, ch reflect.Value) error {
+func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, t *tally, id string, ch reflect.Value) error {
 	if ch.IsNil() {
 		return &Error{Message: "the stream method returned a nil channel"}
 	}
@@ -430,7 +430,7 @@ func (rt *hubRuntime) pumpStream(ctx context.Context, hc *Context, call *fabric.
 			_ = t.complete(&protocol.Completion{InvocationID: id})
 			return nil
 		}
-		if err := call.Reply(&protocol.StreamItem{InvocationID: id, Item: v.Interface()}); err != nil {
+		if err := t.call.Reply(&protocol.StreamItem{InvocationID: id, Item: v.Interface()}); err != nil {
 			return fmt.Errorf("a stream item could not be encoded: %w", err)
 		}
 	}
