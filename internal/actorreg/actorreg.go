@@ -11,9 +11,10 @@ import (
 // makes 1,024 buckets, each a concurrent map of 32 shards: 32,768 Go maps,
 // 2.9 MB before the first actor, and each map grows a 272-byte slot group
 // with its first entry, so while a system has far fewer actors than maps
-// nearly every actor pays a group of its own. 8 buckets are 256 maps (about 23 KB) and still 256
-// locks, for a registry that is used when an actor starts or stops and
-// when a PID is first resolved (a PID keeps its process after that).
+// nearly every actor pays a group of its own. 8 buckets are 256 maps
+// (about 23 KB) and still 256 locks, for a registry that is used when an
+// actor starts or stops and when a PID is first resolved (a PID keeps its
+// process after that).
 const Buckets = 8
 
 // Compact gives sys a process registry of Buckets buckets, holding every

@@ -8,10 +8,10 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// TestCompactKeepsWhatWasRegistered: after Compact the registry
-// has Buckets buckets, every process registered before
-// (the event stream, dead letters, guardians) is found under its id, and
-// actors spawned afterwards are registered, reached and removed as usual.
+// TestCompactKeepsWhatWasRegistered: after Compact the registry has
+// Buckets buckets, every process registered before (the event stream, dead
+// letters) is found under its id, and actors spawned afterwards are
+// registered, reached and removed as usual.
 func TestCompactKeepsWhatWasRegistered(t *testing.T) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
 	defer sys.Shutdown()
