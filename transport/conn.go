@@ -523,10 +523,8 @@ func (wc *wsConnection) run() {
 	}
 	if set.st != nil {
 		// A stateful connection's socket changes with each reconnect: it
-		// is read here, and does not park.
-		if wc.waiter != nil {
-			wc.waiter.grow()
-		}
+		// is read here, and does not park (setupConnection grew its read
+		// buffer).
 		endStateful(c, s.runStateful(wc.ws, set.sockType, c, set.st, set.session, set.token, set.rest, set.rd))
 		wc.closed()
 		return
@@ -644,6 +642,7 @@ func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *fr
 	}
 	if errors.Is(err, errSequenceFirst) {
 		if s.opts.TakeOver != nil && s.opts.StatefulReconnect && isStateful(token) {
+			waiter.grow() // a stateful connection never parks
 			s.takeOver(ctx, ws, hub, connID, identity, token, rest, rd, log)
 			return nil
 		}
@@ -673,6 +672,7 @@ func (s *Server) setupConnection(ctx context.Context, ws *websocket.Conn, fw *fr
 	}
 	var out conn.Socket
 	if s.statefulConnection(token, version) {
+		waiter.grow() // a stateful connection never parks
 		set.st = conn.NewStateful(p, s.opts.StatefulReconnectBufferSize, sock)
 		out = set.st
 	} else {

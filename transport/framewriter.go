@@ -230,8 +230,11 @@ const opClose = 0x8
 // errClosing refuses a data frame after the Close frame.
 var errClosing = errors.New("transport: the WebSocket is closing: a Close frame was sent")
 
-// frameBuffers hold a whole frame built by writeDataFrame for its one write.
-var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+// scratchBuffers hold bytes built for one write and then given back: a
+// whole frame writeDataFrame builds, a negotiate answer (a ResponseWriter,
+// as any io.Writer, keeps nothing of what Write is given). Each user puts
+// back only buffers under its own bound.
+var scratchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // writeDataFrame writes payload as one whole, unmasked, final frame of
 // opcode op (text or binary) without waiting for the client, like Write in
@@ -251,14 +254,14 @@ func (w *frameWriter) writeDataFrame(op byte, payload []byte) (handled, complete
 	if w.closing {
 		return true, len(w.spill) == 0, errClosing
 	}
-	bp := frameBuffers.Get().(*[]byte)
+	bp := scratchBuffers.Get().(*[]byte)
 	frame := appendFrameHeader((*bp)[:0], op, len(payload))
 	frame = append(frame, payload...)
 	w.op = op
 	_, err = w.writeNow(frame)
 	if cap(frame) <= 64<<10 {
 		*bp = frame[:0]
-		frameBuffers.Put(bp)
+		scratchBuffers.Put(bp)
 	}
 	return true, len(w.spill) == 0, err
 }

@@ -5,12 +5,20 @@ import (
 	"strings"
 )
 
+// maxQueryParams is url.ParseQuery's default limit: past it, ParseQuery
+// parses nothing (its GODEBUG urlmaxqueryparams is not followed here).
+const maxQueryParams = 10000
+
 // queryValue returns the first value of key in the URL query raw and
 // whether raw has key at all, as url.ParseQuery(raw) then Get and Has
 // would (pairs that do not parse, holding a ';' or a bad escape, are
-// skipped), without building the map: a connection's requests each read
-// one or two keys, and the parsed query was garbage right after.
+// skipped, and a query of more than maxQueryParams pairs has none),
+// without building the map: a connection's requests each read one or two
+// keys, and the parsed query was garbage right after.
 func queryValue(raw, key string) (value string, ok bool) {
+	if strings.Count(raw, "&") >= maxQueryParams {
+		return "", false
+	}
 	for raw != "" {
 		var pair string
 		pair, raw, _ = strings.Cut(raw, "&")

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -30,4 +31,22 @@ func FuzzQueryValue(f *testing.F) {
 			t.Fatalf("queryValue(%q, %q) = %q, %v; ParseQuery gives %q, %v", raw, key, v, ok, want, wantOK)
 		}
 	})
+}
+
+// TestQueryValueOverTheParameterLimit: at url.ParseQuery's limit of
+// parameters queryValue still finds the key, and past it finds nothing,
+// as ParseQuery does (the fuzzer does not reach 10,000 pairs).
+func TestQueryValueOverTheParameterLimit(t *testing.T) {
+	for _, pairs := range []int{maxQueryParams, maxQueryParams + 1} {
+		raw := "id=tok" + strings.Repeat("&", pairs-1)
+		q, _ := url.ParseQuery(raw)
+		v, ok := queryValue(raw, "id")
+		want, wantOK := q.Get("id"), q.Has("id")
+		if v != want || ok != wantOK {
+			t.Errorf("%d pairs: queryValue = %q, %v; ParseQuery gives %q, %v", pairs, v, ok, want, wantOK)
+		}
+		if wantOK != (pairs <= maxQueryParams) {
+			t.Errorf("%d pairs: ParseQuery found the key: %v (its limit is not %d?)", pairs, wantOK, maxQueryParams)
+		}
+	}
 }

@@ -109,12 +109,14 @@ func (w *readWaiter) shrink() {
 // there) when it has the small one. Bytes br holds are carried over: they
 // are read first, then the socket, so grow may be called between any two
 // reads through br, mid-frame too. Called by the reader before it reads a
-// frame, and before a connection that never parks is read.
+// frame, and before a connection that never parks (a stateful one) is
+// read. A nil w (a socket without a waiter, read through a full-size
+// buffer from the start) does nothing.
 func (w *readWaiter) grow() {
 	// Only the reader (the caller) swaps br's buffer, so its size can be
 	// looked at without the gate: the common case, a buffer already
 	// grown, costs no lock on every frame.
-	if w.br.Size() > parkedReadBufferSize {
+	if w == nil || w.br.Size() > parkedReadBufferSize {
 		return
 	}
 	w.gate.Lock()
@@ -126,6 +128,10 @@ func (w *readWaiter) grow() {
 	if n := w.br.Buffered(); n > 0 {
 		held, _ := w.br.Peek(n)
 		spare.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(held)), w.sock))
+		// The held bytes go into br's buffer now, so an empty br still
+		// means the socket is where the next bytes come from (idle).
+		// Peeking no more than is held reads nothing from the socket.
+		_, _ = spare.Peek(n)
 	} else {
 		spare.Reset(w.sock)
 	}

@@ -401,14 +401,14 @@ func (s *Server) serveNegotiate(w http.ResponseWriter, r *http.Request, hub stri
 		}
 		resp.UseStatefulReconnect = stateful
 	}
-	bp := negotiateBodies.Get().(*[]byte)
+	bp := scratchBuffers.Get().(*[]byte)
 	body := protocol.AppendNegotiateResponse((*bp)[:0], resp)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 	if cap(body) <= 4<<10 {
 		*bp = body[:0]
-		negotiateBodies.Put(bp)
+		scratchBuffers.Put(bp)
 	}
 }
 
@@ -428,10 +428,6 @@ func availableTransports(opts Options) []protocol.AvailableTransport {
 	}
 	return ts
 }
-
-// negotiateBodies holds buffers negotiate answers are built in (a
-// ResponseWriter, as any io.Writer, keeps nothing of what Write is given).
-var negotiateBodies = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // maxNegotiateBody bounds a negotiate request's body. SignalR clients send
 // none; whatever is sent is read and dropped, so the connection can carry
