@@ -358,7 +358,7 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 		cancel()
 		_ = ws.Close(websocket.StatusNormalClosure, "")
 	})
-	p, version, rest, rd, err := s.readHandshake(ctx, ws)
+	p, version, rest, rd, err := s.readHandshake(ws)
 	if !timer.Stop() {
 		return nil, 0, nil, nil, errHandshakeAnswered
 	}
@@ -369,7 +369,16 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 // so no more than MaxMessageSize plus a chunk is buffered. It returns the
 // bytes read after the handshake and the frame they came in, if that frame
 // is not read to its end, and the protocol version the client asked for.
-func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protocol.HubProtocol, int, []byte, io.Reader, error) {
+//
+// It reads with context.Background(), as readFrame does: coder/websocket
+// keeps the context of a connection's last Reader call until the next
+// one, and for a client that is quiet after its handshake the request's
+// context would stay reachable with all it holds (net/http's contexts,
+// their values, a Done channel: ~450 B per idle connection). Nothing is
+// lost: the handshake's deadline is handshake's timer, which closes the
+// socket, and the request's context is never cancelled here anyway
+// (serveConnect hands over a context.WithoutCancel).
+func (s *Server) readHandshake(ws *websocket.Conn) (protocol.HubProtocol, int, []byte, io.Reader, error) {
 	// The chunk buffer comes from the readers' pool, as a frame's does (a
 	// fresh one per handshake is 8 KiB of garbage per connect), and goes
 	// back once the handshake is parsed: what follows it is copied out.
@@ -382,7 +391,7 @@ func (s *Server) readHandshake(ctx context.Context, ws *websocket.Conn) (protoco
 		}
 	}()
 	for {
-		_, rd, err := ws.Reader(ctx)
+		_, rd, err := ws.Reader(context.Background())
 		if err != nil {
 			return nil, 0, nil, nil, err
 		}

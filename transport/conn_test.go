@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -329,4 +330,61 @@ func TestStatefulReconnectOutlivesTheTokenTTL(t *testing.T) {
 	if err := s.Wait(ctx); err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
+}
+
+// A client that is quiet after its handshake does not keep its upgrade
+// request reachable: coder/websocket holds the context of the last read,
+// so the handshake must not be read with the request's. A value in the
+// request's context is watched with a cleanup; it must be collected while
+// the connection is still open.
+func TestQuietConnectionLetsGoOfItsRequest(t *testing.T) {
+	type ctxKey struct{}
+	sess := &recordingSession{got: make(chan protocol.Message, 4), closed: make(chan error, 1)}
+	connected := make(chan struct{}, 1)
+	s, err := NewServer(testOptions(func(context.Context, ConnectRequest) (Session, error) {
+		connected <- struct{}{}
+		return sess, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		watched := new([256]byte)
+		runtime.AddCleanup(watched, func(ch chan struct{}) { close(ch) }, freed)
+		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, watched)))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, srv.URL+"/hubs/chat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"protocol":"json","version":1}`+"\x1e")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "{}\x1e" {
+		t.Fatalf("handshake answer %q, %v", msg, err)
+	}
+	waitFor(t, connected, "connect")
+	// The setup lets go of the request just after it answered the
+	// handshake: collect until the cleanup has run, a bounded number of
+	// times.
+	collected := false
+	for i := 0; i < 50 && !collected; i++ {
+		runtime.GC()
+		select {
+		case <-freed:
+			collected = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !collected {
+		t.Fatal("the upgrade request's context is still reachable from an open, quiet connection")
+	}
+	c.CloseNow()
+	<-sess.closed
+	stopServer(t, s)
 }
