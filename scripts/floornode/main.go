@@ -38,7 +38,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/hubfabric/hubfabric/scripts/internal/floorhttp"
+	"github.com/hubfabric/hubfabric/scripts/floorhttp"
 )
 
 const rs = 0x1e // SignalR record separator

@@ -31,7 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hubfabric/hubfabric/internal/actorreg"
-	"github.com/hubfabric/hubfabric/scripts/internal/floorhttp"
+	"github.com/hubfabric/hubfabric/scripts/floorhttp"
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with bufio's
