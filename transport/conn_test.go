@@ -357,17 +357,7 @@ func TestQuietConnectionLetsGoOfItsRequest(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, srv.URL+"/hubs/chat", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte(`{"protocol":"json","version":1}`+"\x1e")); err != nil {
-		t.Fatal(err)
-	}
-	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "{}\x1e" {
-		t.Fatalf("handshake answer %q, %v", msg, err)
-	}
+	c := dialHub(t, ctx, srv, "json")
 	waitFor(t, connected, "connect")
 	// The setup lets go of the request just after it answered the
 	// handshake: collect until the cleanup has run, a bounded number of
