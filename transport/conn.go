@@ -370,14 +370,14 @@ func (s *Server) handshake(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 // bytes read after the handshake and the frame they came in, if that frame
 // is not read to its end, and the protocol version the client asked for.
 //
-// It reads with context.Background(), as readFrame does: coder/websocket
-// keeps the context of a connection's last Reader call until the next
-// one, and for a client that is quiet after its handshake the request's
-// context would stay reachable with all it holds (net/http's contexts,
-// their values, a Done channel: ~450 B per idle connection). Nothing is
-// lost: the handshake's deadline is handshake's timer, which closes the
-// socket, and the request's context is never cancelled here anyway
-// (serveConnect hands over a context.WithoutCancel).
+// It reads with context.Background(), as frameReads.read does:
+// coder/websocket keeps the context of a connection's last Reader call
+// until the next one, and for a client that is quiet after its handshake
+// the request's context would stay reachable with all it holds (net/http's
+// contexts, their values, a Done channel: about 300 B per idle
+// connection). Nothing is lost: the handshake's deadline is handshake's
+// timer, which closes the socket, and the request's context is never
+// cancelled here anyway (serveConnect hands over a context.WithoutCancel).
 func (s *Server) readHandshake(ws *websocket.Conn) (protocol.HubProtocol, int, []byte, io.Reader, error) {
 	// The chunk buffer comes from the readers' pool, as a frame's does (a
 	// fresh one per handshake is 8 KiB of garbage per connect), and goes
