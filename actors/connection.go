@@ -328,6 +328,7 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { root.Send(self, &callReleased{}) }) }
 	p := c.info.Outlet.Protocol()
+	answer := func(rec []byte) { root.Send(self, &callReply{record: rec, answered: ac}) }
 	call := &fabric.Call{
 		Message: q.msg,
 		Uploads: q.uploads,
@@ -339,14 +340,14 @@ func (c *connection) start(ctx actor.Context, q *queuedCall) {
 			if err != nil {
 				return err
 			}
-			reply := &callReply{record: rec}
 			if _, final := m.(*protocol.Completion); final {
-				reply.answered = ac
+				answer(rec)
+			} else {
+				root.Send(self, &callReply{record: rec})
 			}
-			root.Send(self, reply)
 			return nil
 		},
-		Answer:  func(rec []byte) { root.Send(self, &callReply{record: rec, answered: ac}) },
+		Answer:  answer,
 		Release: release,
 		Cancel:  cancel,
 	}

@@ -12,20 +12,20 @@ import (
 )
 
 // Serve serves addr until it fails, then logs why and exits 1: /healthz,
-// POST /hubs/{hub}/negotiate (Negotiate) and GET /hubs/{hub}, the
+// POST /hubs/{hub}/negotiate (negotiate) and GET /hubs/{hub}, the
 // WebSocket connection, with connect.
 func Serve(addr string, connect http.HandlerFunc) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("POST /hubs/{hub}/negotiate", Negotiate)
+	mux.HandleFunc("POST /hubs/{hub}/negotiate", negotiate)
 	mux.HandleFunc("GET /hubs/{hub}", connect)
 	slog.Error("serve", "err", http.ListenAndServe(addr, mux))
 	os.Exit(1)
 }
 
-// Negotiate answers a negotiate with a random connection id, used as its
+// negotiate answers a negotiate with a random connection id, used as its
 // token too, and WebSockets as the only transport.
-func Negotiate(w http.ResponseWriter, _ *http.Request) {
+func negotiate(w http.ResponseWriter, _ *http.Request) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
